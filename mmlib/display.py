@@ -1,0 +1,38 @@
+"""Display settings shared by every chapter (the book's one hidden setup cell calls ``setup``).
+
+Tables print as plain text in R's spirit (the book shows and nbval compares ``text/plain``);
+figures are black and white, as the appendix's ``trellis.device(color = FALSE)``, at a
+resolution that keeps the committed notebooks small.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import pandas as pd
+
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.prop_cycle": matplotlib.cycler(color=["black"]),
+    "lines.linewidth": 1.0,
+    "lines.markersize": 4,
+    "image.cmap": "gray",
+    "axes.spines.top": True,
+    "axes.spines.right": True,
+}
+
+
+def setup() -> None:
+    """Pandas text output at R-like width; a monochrome matplotlib style."""
+    pd.set_option("display.width", 88)
+    pd.set_option("display.max_columns", 20)
+    pd.set_option("display.max_rows", 40)
+    pd.set_option("display.precision", 6)
+    matplotlib.rcParams.update(STYLE)
+    try:  # inline figures as PNG only (no text repr of the figure to compare)
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        set_matplotlib_formats("png")
+    except ImportError:  # outside IPython
+        pass

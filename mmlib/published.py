@@ -1,0 +1,313 @@
+"""The appendix's published numbers, and the checker that holds our results to them.
+
+``data/published.json`` holds every number the appendix prints as a result (a verbatim copy;
+never edited to fit).  A computed value is compared with a record at the record's printed
+precision:
+
+* **exact**: formatting the value as the record was printed (``decimals`` places, or a
+  mantissa with ``mantissa_decimals`` places in e notation) gives the printed string;
+* **last_digit**: it is one unit off in the last printed place;
+* **bound**: a record printed as a bound (``<.0001``, ``< 2e-16``) holds when the value
+  satisfies the bound;
+* otherwise a **mismatch**, which is accepted only through an entry in
+  ``data/explanations.yaml`` (record id, reason, evidence) and is then **explained**.
+
+A :class:`Ledger` collects one chapter's checks; :meth:`Ledger.verify` raises on any
+unexplained mismatch (so the chapter's notebook test fails) and writes the chapter's
+results to ``chapters/results/``, from which the reproduction report is built.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from difflib import get_close_matches
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS_PATH = ROOT / "data" / "published.json"
+EXPLANATIONS_PATH = ROOT / "data" / "explanations.yaml"
+RESULTS_DIR = ROOT / "chapters" / "results"
+
+STATUSES = ("exact", "last_digit", "bound", "explained", "not_covered")
+
+# The book's chapters and the appendix sections each re-performs.
+CHAPTERS = {
+    "01-hsb": ("High School and Beyond", ("2.1", "2.2", "2.3")),
+    "02-exercise": ("Exercise and eating disorders", ("2.4",)),
+    "03-migraine": ("Migraine headaches", ("3",)),
+    "04-coma": ("Recovery from coma", ("4",)),
+}
+
+
+class PublishedError(Exception):
+    """An unknown record, a malformed explanation, or an unexplained mismatch."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One published number (the fields of ``published.json`` that the checker uses)."""
+
+    id: str
+    section: str
+    model: str
+    block: str
+    term: str | None
+    column: str | None
+    printed: str
+    value: float | None
+    decimals: int
+    notation: str | None = None
+    mantissa_decimals: int | None = None
+    bound: str | None = None
+    limit: float | None = None
+    note: str | None = None
+
+    @property
+    def chapter(self) -> str:
+        for key, (_, sections) in CHAPTERS.items():
+            if any(self.section == s or self.section.startswith(s + ".") for s in sections):
+                return key
+        raise PublishedError(f"record {self.id} (section {self.section}) belongs to no chapter")
+
+    def format(self, value: float) -> str:
+        """``value`` printed the way this record was printed."""
+        if self.notation == "e":
+            text = f"{value:.{self.mantissa_decimals}e}"
+        else:
+            text = f"{value:.{self.decimals}f}"
+        return _drop_negative_zero(text)
+
+    @property
+    def expected(self) -> str:
+        """The printed string in canonical form (leading zero restored; words as numbers)."""
+        text = self.printed.strip()
+        if text.startswith("."):
+            text = "0" + text
+        elif text.startswith("-."):
+            text = "-0" + text[1:]
+        try:
+            float(text)
+        except ValueError:  # printed as a word ("five", "Forty"): use its value
+            return self.format(self.value)
+        return text
+
+
+def _drop_negative_zero(text: str) -> str:
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+@lru_cache(maxsize=1)
+def records() -> dict[str, Record]:
+    """All published records, by id."""
+    raw = json.loads(RECORDS_PATH.read_text())
+    fields = Record.__dataclass_fields__
+    return {r["id"]: Record(**{k: v for k, v in r.items() if k in fields}) for r in raw}
+
+
+def record(record_id: str) -> Record:
+    """One record; an unknown id is an error that suggests the nearest ids."""
+    try:
+        return records()[record_id]
+    except KeyError:
+        near = get_close_matches(record_id, list(records()), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise PublishedError(f"no published record has id {record_id!r}{hint}") from None
+
+
+def select(model: str, block: str | None = None) -> list[Record]:
+    """The records of one printed object (``model``), optionally one block of it."""
+    out = [r for r in records().values() if r.model == model and (block is None or r.block == block)]
+    if not out:
+        raise PublishedError(f"no published records for model {model!r}, block {block!r}")
+    return out
+
+
+@lru_cache(maxsize=1)
+def explanations() -> dict[str, dict]:
+    """The accepted mismatches, by record id: each has a ``reason`` and ``evidence``."""
+    if not EXPLANATIONS_PATH.exists():
+        return {}
+    entries = yaml.safe_load(EXPLANATIONS_PATH.read_text()) or []
+    out = {}
+    for entry in entries:
+        missing = {"id", "reason", "evidence"} - set(entry)
+        if missing:
+            raise PublishedError(f"explanation {entry!r} lacks {', '.join(sorted(missing))}")
+        record(entry["id"])  # raises for an unknown id
+        out[entry["id"]] = entry
+    return out
+
+
+def classify(rec: Record, value: float) -> str:
+    """``exact``, ``last_digit``, ``bound`` or ``mismatch`` for a computed ``value``."""
+    if value is None or not math.isfinite(float(value)):
+        return "mismatch"
+    value = float(value)
+    if rec.bound is not None:
+        holds = {"<": value < rec.limit, "<=": value <= rec.limit,
+                 ">": value > rec.limit, ">=": value >= rec.limit}[rec.bound]
+        return "bound" if holds else "mismatch"
+    ours, theirs = rec.format(value), rec.expected
+    if ours == theirs:
+        return "exact"
+    if rec.notation == "e":
+        m_ours, e_ours = ours.split("e")
+        m_theirs, e_theirs = theirs.split("e")
+        if int(e_ours) != int(e_theirs):
+            return "mismatch"
+        ours, theirs, places = m_ours, m_theirs, rec.mantissa_decimals
+    else:
+        places = rec.decimals
+    units = abs(round(float(ours) * 10**places) - round(float(theirs) * 10**places))
+    return "last_digit" if units == 1 else "mismatch"
+
+
+@dataclass
+class Check:
+    record: Record
+    value: float
+    status: str  # exact, last_digit, bound, explained or mismatch
+
+    @property
+    def ours(self) -> str:
+        if self.value is None or not math.isfinite(self.value):
+            return str(self.value)
+        if self.record.bound is not None:
+            return f"{self.value:.3g}"
+        return self.record.format(self.value)
+
+
+class Ledger:
+    """The checks one chapter makes, in the order it makes them."""
+
+    def __init__(self, chapter: str):
+        if chapter not in CHAPTERS:
+            raise PublishedError(f"unknown chapter {chapter!r}; chapters are {', '.join(CHAPTERS)}")
+        self.chapter = chapter
+        self.checks: dict[str, Check] = {}
+
+    def check(self, record_id: str, value) -> Check:
+        """Compare one computed value with the record ``record_id``."""
+        rec = record(record_id)
+        if rec.chapter != self.chapter:
+            raise PublishedError(f"record {record_id} belongs to chapter {rec.chapter}, not {self.chapter}")
+        value = None if value is None else float(value)
+        status = classify(rec, value)
+        if status == "mismatch" and record_id in explanations():
+            status = "explained"
+        self.checks[record_id] = Check(rec, value, status)
+        return self.checks[record_id]
+
+    def check_table(self, model: str, block: str, table, positional: bool = False) -> None:
+        """Check every record of one printed table (or vector) against ``table``.
+
+        A record's ``term`` names the row (matched against the index as text) and its
+        ``column`` the column; a Series stands for a printed vector (records without a
+        column).  With ``positional=True`` the printed row labels are matched to the rows
+        of ``table`` by position, for a table whose printed row names are not ours (the
+        appendix printed row names that an older release of a data set had).
+        """
+        recs = select(model, block)
+        if positional:
+            labels = list(dict.fromkeys(r.term for r in recs))
+            if len(labels) != len(table):
+                raise PublishedError(f"{model}/{block}: {len(labels)} printed rows, {len(table)} computed")
+            where = dict(zip(labels, table.index))
+        else:
+            where = {str(k): k for k in table.index}
+        for rec in recs:
+            if rec.term not in where:
+                raise PublishedError(f"{rec.id}: row {rec.term!r} is not in the computed table")
+            row = where[rec.term]
+            if isinstance(table, pd.Series):
+                value = table.at[row]
+            elif rec.column in table.columns:
+                value = table.at[row, rec.column]
+            else:
+                raise PublishedError(f"{rec.id}: column {rec.column!r} is not in the computed table")
+            self.check(rec.id, _number(value))
+
+    def frame(self) -> pd.DataFrame:
+        """One row per check: id, status, our value as printed, the published string."""
+        return pd.DataFrame(
+            [(c.record.id, c.status, c.ours, c.record.printed) for c in self.checks.values()],
+            columns=["id", "status", "ours", "printed"],
+        )
+
+    def verify(self, save: bool = True) -> pd.DataFrame:
+        """Raise on any unexplained mismatch; otherwise save and return the status counts."""
+        bad = [c for c in self.checks.values() if c.status == "mismatch"]
+        if save:
+            self.save()
+        if bad:
+            lines = "\n".join(f"  {c.record.id}: ours {c.ours}, published {c.record.printed}" for c in bad)
+            raise PublishedError(
+                f"{len(bad)} unexplained mismatch(es) in chapter {self.chapter}:\n{lines}\n"
+                f"Fix the computation, or add an entry with evidence to {EXPLANATIONS_PATH.name}."
+            )
+        counts = self.frame().status.value_counts().reindex(STATUSES[:-1], fill_value=0)
+        return counts.rename("records").to_frame().T
+
+    def explained(self) -> pd.DataFrame:
+        """The explained records of this chapter with their reasons (shown in the book)."""
+        rows = [(c.record.id, c.record.printed, c.ours, explanations()[c.record.id]["reason"])
+                for c in self.checks.values() if c.status == "explained"]
+        return pd.DataFrame(rows, columns=["record", "published", "ours", "why"])
+
+    def save(self) -> Path:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{self.chapter}.json"
+        rows = [{"id": c.record.id, "status": c.status, "value": c.value, "ours": c.ours}
+                for c in self.checks.values()]
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        return path
+
+
+def _number(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise PublishedError(f"cannot compare non-numeric value {x!r} with a published number") from None
+
+
+def report() -> pd.DataFrame:
+    """One row per published record: id, chapter, section, model, status, ours, printed.
+
+    Built from the results the chapters saved when they ran their checks; a record no
+    chapter checked is ``not_covered``.
+    """
+    results = {}
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        for row in json.loads(path.read_text()):
+            results[row["id"]] = row
+    rows = []
+    for rec in records().values():
+        got = results.get(rec.id)
+        status = got["status"] if got else "not_covered"
+        if status == "mismatch":  # a chapter failed its check; the report must not hide it
+            raise PublishedError(f"{rec.id} is an unexplained mismatch in the saved results")
+        rows.append((rec.id, rec.chapter, rec.section, rec.model, status,
+                     got["ours"] if got else "", rec.printed))
+    return pd.DataFrame(rows, columns=["id", "chapter", "section", "model", "status", "ours", "printed"])
+
+
+def write_csv(report_frame: pd.DataFrame, path: Path = ROOT / "chapters" / "reproduction.csv") -> Path:
+    """Write the per-record report read by people who use the book as a regression test."""
+    cols = ["id", "section", "model", "status", "ours", "printed"]
+    report_frame[cols].to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+def summary(report_frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts of each status per chapter and section."""
+    table = (report_frame.groupby(["chapter", "section", "status"]).size()
+             .unstack(fill_value=0).reindex(columns=list(STATUSES), fill_value=0))
+    table["total"] = table.sum(axis=1)
+    table.loc[("all", ""), :] = table.sum()
+    return table.astype(int)
