@@ -1,0 +1,86 @@
+"""The offline render path: cell options, notebook conversion, reference and site checks."""
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+import tools.render as render
+from tools.render import RenderError
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+def notebook(tmp_path, cells):
+    nb = new_notebook()
+    nb.cells = cells
+    path = tmp_path / "ch.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_cell_options_are_parsed_and_removed():
+    options, code = render.cell_options('#| label: fig-x\n#| fig-cap: "A caption: with colon"\n#| echo: false\nplot()')
+    assert options == {"label": "fig-x", "fig-cap": "A caption: with colon", "echo": False}
+    assert code == "plot()"
+
+
+def test_include_echo_and_figures(tmp_path):
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    path = notebook(tmp_path, [
+        new_markdown_cell("# Title {#sec-t}\n\nSee @fig-one."),
+        new_code_cell("#| include: false\nsecret = 1", outputs=[new_output("stream", name="stdout", text="hidden\n")]),
+        new_code_cell("#| echo: false\nshown_output()", outputs=[new_output("stream", name="stdout", text="visible\n")]),
+        new_code_cell("#| label: fig-one\n#| fig-cap: The caption\ndraw()",
+                      outputs=[new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]),
+    ])
+    md = render.notebook_markdown(path, figs, "figs")
+    assert "secret" not in md and "hidden" not in md
+    assert "shown_output" not in md and "visible" in md
+    assert "![The caption](figs/ch-1.png){#fig-one width=100%}" in md
+    assert "draw()" in md and "<Figure>" not in md
+    assert (figs / "ch-1.png").exists()
+
+
+def test_stored_error_output_stops_the_render(tmp_path):
+    path = notebook(tmp_path, [new_code_cell("1/0", outputs=[
+        new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])])])
+    with pytest.raises(RenderError, match="ch.ipynb, cell 0: stored output is an error"):
+        render.notebook_markdown(path, tmp_path, "f")
+
+
+def test_figure_label_without_image_is_an_error(tmp_path):
+    path = notebook(tmp_path, [new_code_cell("#| label: fig-none\nx = 1", outputs=[])])
+    with pytest.raises(RenderError, match="fig-none but the cell has no image"):
+        render.notebook_markdown(path, tmp_path, "f")
+
+
+def test_unresolved_reference_names_the_page():
+    pages = {"a.ipynb": "# A {#sec-a}\n\n![c](x.png){#fig-a}", "b.ipynb": "See @fig-a and @fig-b."}
+    with pytest.raises(RenderError, match=r"b\.ipynb: unresolved cross-reference\(s\) @fig-b"):
+        render.check_references(pages)
+    render.check_references({"a": "See @sec-a and `@fig-in-code`.", "b": "# B {#sec-a}"})
+
+
+def test_site_check_finds_broken_pages(tmp_path):
+    (tmp_path / "index.html").write_text(
+        '<p id="top">Figure ??</p><img src="figures/none.png"><a href="gone.html">x</a>'
+        '<a href="index.html#nowhere">y</a><a href="#top">ok</a><a href="https://example.org">ext</a>')
+    problems = "\n".join(render.check_site(tmp_path))
+    assert "'??'" in problems
+    assert "image figures/none.png is missing" in problems
+    assert "gone.html points to a missing page" in problems
+    assert "index.html#nowhere points to a missing anchor" in problems
+    assert "#top" not in problems and "example.org" not in problems
+
+
+def test_the_book_renders_offline(tmp_path):
+    render.offline(tmp_path)
+    assert (tmp_path / "index.html").exists()
+    assert (tmp_path / "mixed-models-appendix.pdf").stat().st_size > 100_000
+    assert render.check_site(tmp_path) == []
+    chapters = {p.name for p in tmp_path.glob("sec-*.html")}
+    assert {"sec-hsb.html", "sec-exercise.html", "sec-migraine.html", "sec-coma.html",
+            "sec-reproduction.html"} <= chapters
+    hsb = (tmp_path / "sec-hsb.html").read_text()
+    assert "Figure 1" in hsb and "ledger" not in hsb  # figures numbered; check cells hidden

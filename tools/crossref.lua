@@ -1,0 +1,56 @@
+-- Quarto-style cross-references for plain pandoc (the offline render path).
+--
+-- Plain pandoc reads `@fig-x` and `@sec-x` as citations. This filter numbers the
+-- labelled figures in document order, prefixes their captions with "Figure N:" in
+-- HTML (Typst numbers figures itself), and turns each such citation into a link:
+-- "Figure N" for a figure (Typst: a native `@fig-x` reference) and the section's
+-- title for a section. An unresolved label stops the render.
+
+local is_typst = FORMAT:match("typst") ~= nil
+local figures, sections = {}, {}
+
+local function collect(doc)
+  local n = 0
+  doc:walk({
+    Figure = function(fig)
+      if fig.identifier ~= "" then
+        n = n + 1
+        figures[fig.identifier] = n
+      end
+    end,
+    Header = function(h)
+      if h.identifier ~= "" then
+        sections[h.identifier] = pandoc.utils.stringify(h.content)
+      end
+    end,
+  })
+end
+
+local function number_caption(fig)
+  local n = figures[fig.identifier]
+  if is_typst or not n then return nil end
+  local first = fig.caption.long[1]
+  if first and (first.t == "Plain" or first.t == "Para") then
+    first.content:insert(1, pandoc.Space())
+    first.content:insert(1, pandoc.Strong({ pandoc.Str("Figure " .. n .. ":") }))
+  end
+  return fig
+end
+
+local function resolve(cite)
+  local id = cite.citations[1].id
+  if not (id:match("^fig%-") or id:match("^sec%-")) then return nil end
+  if figures[id] then
+    if is_typst then return pandoc.RawInline("typst", "@" .. id) end
+    return pandoc.Link({ pandoc.Str("Figure " .. figures[id]) }, "#" .. id)
+  end
+  if sections[id] then
+    return pandoc.Link(pandoc.Inlines(sections[id]), "#" .. id)
+  end
+  error("unresolved cross-reference @" .. id)
+end
+
+function Pandoc(doc)
+  collect(doc)
+  return doc:walk({ Figure = number_caption, Cite = resolve })
+end
