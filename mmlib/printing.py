@@ -82,3 +82,270 @@ class RSummary:
 def r_summary(df: pd.DataFrame) -> RSummary:
     """R's ``summary(df)``."""
     return RSummary(df)
+
+
+# ------------------------------------------------------------------ numbers as R prints them
+def format_num(x: float, digits: int = 2) -> str:
+    """One number as R's ``format(x, digits)``: fixed or scientific, whichever is narrower."""
+    if not np.isfinite(x):
+        return "NA" if np.isnan(x) else ("Inf" if x > 0 else "-Inf")
+    if x == 0:
+        return "0"
+    e = math.floor(math.log10(abs(x)))
+    mant = round(abs(x) / 10 ** e, digits - 1)
+    if mant >= 10:
+        e, mant = e + 1, mant / 10
+    sci = f"{'-' if x < 0 else ''}{mant:.{digits - 1}f}e{'-' if e < 0 else '+'}{abs(e):02d}"
+    sig = digits
+    while sig > 1 and round(mant, sig - 2) == mant:
+        sig -= 1
+    decimals = max(0, sig - 1 - e)
+    fixed = f"{x:.{decimals}f}"
+    return fixed if len(fixed) <= len(sci) else sci
+
+
+def format_pvalue(p: float, digits: int = 2) -> str:
+    """R's ``format.pval``: ``< 2e-16`` below machine precision, else ``format(p, digits)``."""
+    if np.isnan(p):
+        return ""
+    return "< 2e-16" if p < 2.220446e-16 else format_num(p, digits)
+
+
+def abbreviate(name: str, minlength: int) -> str:
+    """R's ``abbreviate(name, minlength)`` (method "left.kept", as lme and lmer label correlations).
+
+    Characters are dropped from the right, never the first: lower-case vowels at the end of
+    a word, then any lower-case vowels, then lower-case letters at the end of a word, then any
+    lower-case letters, then anything but spaces, until the name is short enough.
+    """
+    s = list(name)
+    if len(s) <= minlength:
+        return name
+
+    def first(i):
+        return s[i - 1].isspace()
+
+    def last(i):
+        return not s[i - 1].isspace() and (i + 1 == len(s) or s[i + 1].isspace())
+
+    passes = [
+        lambda i: s[i] in "aeiou" and last(i),
+        lambda i: s[i] in "aeiou" and not first(i),
+        lambda i: s[i].islower() and last(i),
+        lambda i: s[i].islower() and not first(i),
+        lambda i: not first(i) and not s[i].isspace(),
+    ]
+    for rule in passes:
+        for i in range(len(s) - 1, 0, -1):
+            if i < len(s) and rule(i):
+                del s[i]
+            if len(s) <= minlength:
+                return "".join(s)
+    return "".join(s)
+
+
+def _fixed(x: float, decimals: int) -> str:
+    """``x`` at ``decimals`` places, without R's never-printed negative zero."""
+    text = f"{x:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def _lower_corr(corr: pd.DataFrame, row_len: int | None, col_len: int = 6) -> str:
+    """A correlation matrix's lower triangle, 3 decimals, with R's abbreviated labels."""
+    names = list(corr.index)
+    rows = [abbreviate(n, row_len) if row_len else n for n in names[1:]]
+    cols = [abbreviate(n, col_len) for n in names[:-1]]
+    cells = [[_fixed(corr.iat[i, j], 3) if j < i else "" for j in range(len(names) - 1)]
+             for i in range(1, len(names))]
+    widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(cols)]
+    rw = max(len(r) for r in rows)
+    lines = [" " * rw + " " + " ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    for r, row in zip(rows, cells):
+        lines.append(r.ljust(rw) + " " + " ".join(v.rjust(w) for v, w in zip(row, widths)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _table(frame: pd.DataFrame, formats: dict) -> str:
+    """A frame as text, each column formatted by its R rule."""
+    shown = pd.DataFrame(index=frame.index)
+    for col in frame.columns:
+        rule = formats.get(col)
+        values = frame[col]
+        if rule is None or values.dtype == object:
+            shown[col] = [("" if (isinstance(v, float) and np.isnan(v)) else str(v)) for v in values]
+            continue
+        kind = rule[0]
+        arr = values.to_numpy(dtype=float)
+        ok = ~np.isnan(arr)
+        out = np.array([""] * len(arr), dtype=object)
+        if kind == "zap":
+            out[ok] = format_r(arr[ok], rule[1]) if ok.any() else []
+        elif kind == "signif":
+            out[ok] = format_r(arr[ok], rule[1]) if ok.any() else []
+        elif kind == "fixed":
+            out[ok] = [f"{v:.{rule[1]}f}" for v in arr[ok]]
+        elif kind == "int":
+            out[ok] = [str(int(round(v))) for v in arr[ok]]
+        elif kind == "pvalue":
+            out[ok] = [format_pvalue(v) for v in arr[ok]]
+        elif kind == "pval4":  # nlme: 4 decimals, trailing zeros dropped, "<.0001" below
+            out[ok] = ["<.0001" if v < 1e-4 else format_num(round(v, 4), 4) for v in arr[ok]]
+        shown[col] = out
+    return shown.to_string()
+
+
+class RTable:
+    """A table R prints (an anova table, a test table): the numbers, and R's printed form.
+
+    ``frame`` keeps full precision; ``str()`` prints it with each column rounded by R's rule.
+    """
+
+    def __init__(self, frame: pd.DataFrame, heading: list[str] | None = None, formats: dict | None = None):
+        self.frame = frame
+        self.heading = heading or []
+        self.formats = formats or {}
+
+    def __repr__(self) -> str:
+        head = "\n".join(self.heading)
+        return (head + "\n" if head else "") + _table(self.frame, self.formats)
+
+    def __getitem__(self, key):
+        return self.frame[key]
+
+
+class LmerSummary:
+    """``summary(lmer fit)`` in lme4's layout; ``tables`` holds every block as a DataFrame."""
+
+    def __init__(self, model):
+        self.model = model
+        vc = model.VarCorr()
+        q = np.quantile(model.scaled_residuals(), [0, 0.25, 0.5, 0.75, 1])
+        self.tables = {
+            "scaled_residuals": pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"]),
+            "random": vc.frame(),
+            "fixed": model.coef_table(),
+            "corr": model.corr_fixef(),
+        }
+
+    def __repr__(self) -> str:
+        m = self.model
+        crit = "REML criterion at convergence" if m.REML else "AIC BIC logLik deviance df.resid"
+        lines = [f"Linear mixed model fit by {'REML' if m.REML else 'maximum likelihood'} ['lmerMod']",
+                 f"Formula: {m.formula.text}", f"   Data: {m.data_name}", ""]
+        if m.REML:
+            lines.append(f"{crit}: {format_r([m.deviance_value], 5)[0]}")
+        else:
+            vals = [m.aic, m.bic, m.loglik, -2 * m.loglik, m.n - m.n_params]
+            lines += ["     AIC      BIC   logLik deviance df.resid",
+                      " ".join(f"{v:>8}" for v in format_r(vals[:4], 5)) + f" {int(vals[4]):>8}"]
+        if m.n_dropped:
+            lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
+        sr = self.tables["scaled_residuals"]
+        lines += ["", "Scaled residuals: ", _vector(sr, format_r(sr.to_numpy(), 4)), "", "Random effects:"]
+        lines += _varcorr_lines(self.tables["random"])
+        groups = ", ".join(f"{g}, {k}" for g, k in m.ngroups.items())
+        lines += [f"Number of obs: {m.n}, groups:  {groups}", "", "Fixed effects:"]
+        lines.append(_table(self.tables["fixed"], {"Estimate": ("zap", 5), "Std. Error": ("zap", 3),
+                                                   "t value": ("zap", 3)}))
+        if m.p > 1:
+            lines += ["", "Correlation of Fixed Effects:", _lower_corr(self.tables["corr"], 11)]
+        notes = m.optinfo.messages()
+        if notes:
+            lines += [""] + notes
+        return "\n".join(lines)
+
+
+def _vector(series: pd.Series, texts: list[str]) -> str:
+    widths = [max(len(str(k)), len(t)) for k, t in zip(series.index, texts)]
+    return (" ".join(str(k).rjust(w) for k, w in zip(series.index, widths)) + " \n"
+            + " ".join(t.rjust(w) for t, w in zip(texts, widths)) + " ")
+
+
+def _varcorr_lines(frame: pd.DataFrame) -> list[str]:
+    var = format_r(frame["Variance"].to_numpy(), 5)
+    sd = format_r(frame["Std.Dev."].to_numpy(), 4)
+    corr_cols = [c for c in frame.columns if c.startswith("Corr")]
+    rows = [[" " + str(g), str(n), v, s] + [("" if pd.isna(r[c]) else f"{r[c]:.2f}") for c in corr_cols]
+            for (_, r), g, n, v, s in zip(frame.iterrows(), frame["Groups"], frame["Name"], var, sd)]
+    header = [" Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] + [""] * (len(corr_cols) - 1) if corr_cols else [])
+    widths = [max(len(header[j]), *(len(r[j]) for r in rows)) for j in range(len(header))]
+    out = [" ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for r in rows:
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].rjust(widths[2]), r[3].rjust(widths[3])]
+        cells += [c.rjust(w) for c, w in zip(r[4:], widths[4:])]
+        out.append(" ".join(cells).rstrip())
+    return out
+
+
+class LmeSummary:
+    """``summary(lme fit)`` in nlme's layout; ``tables`` holds every block as a DataFrame."""
+
+    def __init__(self, model):
+        self.model = model
+        vc = model.VarCorr()
+        q = np.quantile(model.std_residuals(), [0, 0.25, 0.5, 0.75, 1])
+        sd = [np.sqrt(np.diag(c)) for c in vc.covariances]
+        self.tables = {
+            "fit": pd.Series({"AIC": model.aic, "BIC": model.bic, "logLik": model.loglik}),
+            "random": pd.DataFrame({"StdDev": np.concatenate(sd + [[model.sigma]])},
+                                   index=[n for names in vc.names for n in names] + ["Residual"]),
+            "random_corr": pd.DataFrame(vc.correlation(0), index=vc.names[0], columns=vc.names[0]),
+            "fixed": model.coef_table(),
+            "corr": model.corr_fixef(),
+            "std_residuals": pd.Series(q, index=["Min", "Q1", "Med", "Q3", "Max"]),
+        }
+
+    def __repr__(self) -> str:
+        m = self.model
+        fit = self.tables["fit"]
+        lines = [f"Linear mixed-effects model fit by {m.method}", f" Data: {m.data_name} "]
+        vals = [format_r([v], 5)[0] for v in fit]
+        lines.append(_vector(fit, vals).replace(" \n", "\n"))
+        if m.n_dropped:
+            lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
+        term = m.reterms[0]
+        lines += ["", "Random effects:", f" Formula: ~{m.formula.random[0].expr.replace(' ', '')} | {term.group}"]
+        rnd = self.tables["random"]
+        if term.q == 1:
+            names = list(rnd.index)
+            texts = format_r(rnd["StdDev"].to_numpy(), 4)
+            widths = [max(len(n), len(t)) for n, t in zip(names, texts)]
+            lines += ["        " + " ".join(n.rjust(w) for n, w in zip(names, widths)),
+                      "StdDev: " + " ".join(t.rjust(w) for t, w in zip(texts, widths))]
+        else:
+            lines.append(" Structure: General positive-definite, Log-Cholesky parametrization")
+            sdt = format_r(rnd["StdDev"].to_numpy(), 5)
+            corr = self.tables["random_corr"]
+            labels = [abbreviate(n, 6) for n in corr.index[:-1]]
+            nw = max(len(n) for n in rnd.index)
+            sw = max(len(t) for t in sdt + ["StdDev"])
+            head = " " * nw + " " + "StdDev".ljust(sw) + " Corr"
+            body = []
+            for i, name in enumerate(rnd.index):
+                cells = []
+                if i == 0:
+                    cells = [labels[0]]
+                elif i < term.q:
+                    cells = [_fixed(corr.iat[i, j], 3) for j in range(i)]
+                    if i < term.q - 1:
+                        cells.append(labels[i])
+                body.append(name.ljust(nw) + " " + sdt[i].ljust(sw) + " " + " ".join(c.ljust(6) for c in cells))
+            lines += [head] + [b.rstrip() for b in body]
+        lines += ["", f"Fixed effects: {m.formula.response} ~ {_deparse_rhs(m)} "]
+        lines.append(_table(self.tables["fixed"], {"Value": ("zap", 5), "Std.Error": ("zap", 4), "DF": ("int",),
+                                                   "t-value": ("zap", 4), "p-value": ("fixed", 4)}))
+        if m.p > 1:
+            lines += [" Correlation: ", _lower_corr(self.tables["corr"], None)]
+        sr = self.tables["std_residuals"]
+        lines += ["", "Standardized Within-Group Residuals:", _vector(sr, format_r(sr.to_numpy(), 6)), "",
+                  f"Number of Observations: {m.n}",
+                  f"Number of Groups: {', '.join(str(k) for k in m.ngroups.values())} "]
+        notes = m.optinfo.messages()
+        if notes:
+            lines += [""] + notes
+        return "\n".join(lines)
+
+
+def _deparse_rhs(model) -> str:
+    from .formula import deparse
+    return deparse(model.formula.fixed_formula).split("~", 1)[1].strip()

@@ -1,0 +1,96 @@
+"""Random-effects covariance: the relative covariance factor and its summaries.
+
+For a term with ``q`` effects, ``Psi = sigma^2 * Lambda Lambda'`` where ``Lambda`` is lower
+triangular (Bates et al. 2015, J. Stat. Softw. 67(1), section 3).  Its ``q (q + 1) / 2``
+non-zero elements, column by column, are the term's part of ``theta``; the diagonal is bounded
+below by 0 (a zero on the diagonal is a singular, boundary fit).  ``VarCorr`` turns the
+estimates into variances, standard deviations and correlations, the form R prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ThetaBlock:
+    """Where one term's ``Lambda`` lives in ``theta``."""
+
+    q: int
+    start: int
+
+    @property
+    def size(self) -> int:
+        return self.q * (self.q + 1) // 2
+
+    def lower(self, theta: np.ndarray) -> np.ndarray:
+        L = np.zeros((self.q, self.q))
+        r, c = _lower_indices(self.q)
+        L[r, c] = theta[self.start:self.start + self.size]
+        return L
+
+    def lower_bounds(self) -> np.ndarray:
+        r, c = _lower_indices(self.q)
+        return np.where(r == c, 0.0, -np.inf)
+
+    def start_values(self) -> np.ndarray:
+        r, c = _lower_indices(self.q)
+        return np.where(r == c, 1.0, 0.0)
+
+    def diagonal(self) -> np.ndarray:
+        """Positions (within theta) of Lambda's diagonal."""
+        r, c = _lower_indices(self.q)
+        return self.start + np.flatnonzero(r == c)
+
+
+def _lower_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-triangle (row, column) pairs in column-major order, lme4's theta order."""
+    rows, cols = [], []
+    for j in range(q):
+        for i in range(j, q):
+            rows.append(i)
+            cols.append(j)
+    return np.array(rows), np.array(cols)
+
+
+def theta_layout(qs: list[int]) -> list[ThetaBlock]:
+    blocks, start = [], 0
+    for q in qs:
+        blocks.append(ThetaBlock(q, start))
+        start += q * (q + 1) // 2
+    return blocks
+
+
+@dataclass
+class VarCorr:
+    """Variance components: one covariance matrix per random-effects term, and sigma."""
+
+    groups: list[str]
+    names: list[list[str]]
+    covariances: list[np.ndarray]
+    sigma: float
+
+    def frame(self) -> pd.DataFrame:
+        """lme4's layout: Groups, Name, Variance, Std.Dev., and correlations."""
+        rows = []
+        for group, names, cov in zip(self.groups, self.names, self.covariances):
+            sd = np.sqrt(np.diag(cov))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = cov / np.outer(sd, sd)
+            for i, name in enumerate(names):
+                row = {"Groups": group if i == 0 else "", "Name": name, "Variance": cov[i, i],
+                       "Std.Dev.": sd[i]}
+                for j in range(i):
+                    row[f"Corr{j}"] = corr[i, j]
+                rows.append(row)
+        rows.append({"Groups": "Residual", "Name": "", "Variance": self.sigma ** 2, "Std.Dev.": self.sigma})
+        return pd.DataFrame(rows)
+
+    def correlation(self, k: int = 0) -> np.ndarray:
+        cov = self.covariances[k]
+        sd = np.sqrt(np.diag(cov))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return cov / np.outer(sd, sd)

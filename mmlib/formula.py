@@ -1,0 +1,143 @@
+"""Mixed-model formulas as R writes them.
+
+The fixed part of a formula is handed to ``formulaic`` (a Wilkinson-formula library); only the
+random-effect bars are ours to split off: ``(cses | school)``, ``(1 | school)``, ``(0 + x | g)``,
+``(x || g)`` (uncorrelated), and nested or crossed groupings such as ``(1 | a/b)`` and
+``(1 | a) + (1 | b)``. ``lme``'s separate ``random = ~ cses | school`` is parsed the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+class FormulaError(ValueError):
+    """A formula that cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random-effects term ``(expr | group)``."""
+
+    expr: str  # the left-hand side of the bar, a formula right-hand side ("1", "cses", "cses - 1")
+    group: str  # the grouping factor (an interaction "a:b" for nested terms)
+    correlated: bool = True  # False for "||": independent effects
+
+    def __str__(self) -> str:
+        return f"({self.expr} {'|' if self.correlated else '||'} {self.group})"
+
+
+@dataclass(frozen=True)
+class MixedFormula:
+    response: str
+    fixed: str  # right-hand side of the fixed part
+    random: tuple[RandomTerm, ...]
+    text: str  # the formula as given, normalized for printing (R's deparse)
+
+    @property
+    def fixed_formula(self) -> str:
+        return f"{self.response} ~ {self.fixed}"
+
+
+def _top_level_split(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside parentheses and brackets."""
+    parts, depth, start = [], 0, 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                raise FormulaError(f"unbalanced parentheses in {text!r}")
+        elif depth == 0 and text.startswith(sep, i):
+            parts.append(text[start:i])
+            start = i + len(sep)
+            i += len(sep)
+            continue
+        i += 1
+    if depth != 0:
+        raise FormulaError(f"unbalanced parentheses in {text!r}")
+    parts.append(text[start:])
+    return parts
+
+
+def _expand_group(group: str) -> list[str]:
+    """``a/b`` means ``a`` and ``a:b`` (lme4's nesting shorthand)."""
+    parts = [p.strip() for p in group.split("/")]
+    return [":".join(parts[: k + 1]) for k in range(len(parts))]
+
+
+def parse_bar(text: str) -> list[RandomTerm]:
+    """Parse the inside of one random-effects term, ``expr | group`` or ``expr || group``."""
+    double = _top_level_split(text, "||")
+    if len(double) == 2:
+        expr, group, correlated = double[0], double[1], False
+    else:
+        single = _top_level_split(text, "|")
+        if len(single) != 2:
+            raise FormulaError(f"a random-effects term needs one bar: ({text})")
+        expr, group, correlated = single[0], single[1], True
+    expr, group = expr.strip(), group.strip()
+    if not expr:
+        raise FormulaError(f"random-effects term ({text}) has nothing left of the bar")
+    if not re.fullmatch(r"[A-Za-z_.][\w.]*(\s*[:/]\s*[A-Za-z_.][\w.]*)*", group):
+        raise FormulaError(f"grouping factor {group!r} must be a column name (or a:b, a/b)")
+    return [RandomTerm(expr, g.replace(" ", ""), correlated) for g in _expand_group(group)]
+
+
+def parse(formula: str) -> MixedFormula:
+    """Split ``"y ~ fixed + (re | g)"`` into its response, fixed part and random terms."""
+    if "~" not in formula:
+        raise FormulaError(f"formula {formula!r} has no '~'")
+    lhs, rhs = formula.split("~", 1)
+    response = lhs.strip()
+    if not response:
+        raise FormulaError(f"formula {formula!r} has no response")
+    fixed, random = [], []
+    for piece in _top_level_split(rhs, "+"):
+        stripped = piece.strip()
+        inner = stripped[1:-1] if stripped.startswith("(") and stripped.endswith(")") else None
+        if inner is not None and len(_top_level_split(inner, "|")) > 1:
+            random.extend(parse_bar(inner))
+        else:
+            fixed.append(piece)
+    fixed_rhs = "+".join(fixed).strip() or "1"
+    return MixedFormula(response, _normalize(fixed_rhs), tuple(random), deparse(formula))
+
+
+def parse_lme(fixed: str, random: str) -> MixedFormula:
+    """nlme's ``lme(fixed = y ~ x, random = ~ x | g)``."""
+    if "~" not in random:
+        raise FormulaError(f"random formula {random!r} must be one-sided, as ~ x | g")
+    rhs = random.split("~", 1)[1]
+    base = parse(fixed)
+    if base.random:
+        raise FormulaError("lme takes random effects in `random`, not in the fixed formula")
+    return MixedFormula(base.response, base.fixed, tuple(parse_bar(rhs)), base.text)
+
+
+def _normalize(rhs: str) -> str:
+    return re.sub(r"\s+", " ", rhs).strip()
+
+
+_TOKEN = re.compile(r"\s*(\|\||==|!=|<=|>=|[~+*/|:^()\-,<>]|\"[^\"]*\"|'[^']*'|[^\s~+*/|:^()\-,<>=!]+)")
+_SPACED = {"~", "+", "-", "*", "|", "||", "==", "!=", "<=", ">=", "<", ">"}
+
+
+def deparse(formula: str) -> str:
+    """R's printed form of a formula: spaces around ``~ + - * | ==``, none around ``/ : ^``."""
+    tokens = _TOKEN.findall(formula)
+    out, prev = [], None
+    for tok in tokens:
+        unary = tok == "-" and (prev is None or prev in _SPACED or prev in ("(", ","))
+        if tok in _SPACED and not unary:
+            out.append(f" {tok} ")
+        elif tok == ",":
+            out.append(", ")
+        else:
+            out.append(tok)
+        prev = tok
+    return re.sub(r"\s+", " ", "".join(out)).replace("( ", "(").strip()

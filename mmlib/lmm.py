@@ -1,0 +1,668 @@
+"""Linear mixed models: one engine, with nlme's ``lme`` and lme4's ``lmer`` as front ends.
+
+The model is ``y = X beta + Z b + e`` with ``b = Lambda(theta) u``, ``u ~ N(0, sigma^2 I)``
+and ``e ~ N(0, sigma^2 I)``.  For given ``theta`` the penalized least-squares problem
+
+    min over (u, beta) of  ||y - X beta - Z Lambda u||^2 + ||u||^2
+
+is solved through the Cholesky factor L of ``A = Lambda' Z' Z Lambda + I``; with ``r2`` the
+minimum and ``R_X`` the Cholesky factor of the Schur complement for ``beta``, the profiled
+criteria are (Bates, Maechler, Bolker & Walker 2015, J. Stat. Softw. 67(1), eqs. 34 and 41)
+
+    ML:    -2 l(theta)   = log|L|^2 + n (1 + log(2 pi r2 / n))
+    REML:  -2 l_R(theta) = log|L|^2 + log|R_X|^2 + (n - p)(1 + log(2 pi r2 / (n - p)))
+
+which are minimized over ``theta`` alone (bounded below by 0 on Lambda's diagonal).
+
+Nothing here touches an n-by-n matrix.  With one grouping factor, ``A`` is block diagonal
+with one q-by-q block per group, and every evaluation works on per-group sums (``Z_i'Z_i``,
+``Z_i'X_i``, ``Z_i'y_i``) computed once, vectorized over groups, so its cost does not grow
+with n.  Several random-effects terms (nested or crossed) use a sparse ``Z``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.optimize
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy import stats
+
+from . import design as dsg
+from .covariance import VarCorr, theta_layout
+from .formula import MixedFormula, parse, parse_lme
+from .optsummary import OptSummary
+
+LOG2PI = np.log(2 * np.pi)
+
+
+# ----------------------------------------------------------------------------- backends
+def _batched_cholesky(A: np.ndarray) -> np.ndarray:
+    """Cholesky factors of a stack of small SPD matrices, vectorized over the stack.
+
+    The loops run over the (few) rows of one block; each step works on all groups at once,
+    which for q <= 4 is several times faster than ``np.linalg.cholesky`` on the stack.
+    """
+    m, q, _ = A.shape
+    L = np.zeros_like(A)
+    for j in range(q):
+        d = A[:, j, j] - np.einsum("gk,gk->g", L[:, j, :j], L[:, j, :j])
+        if np.any(d <= 0):
+            raise np.linalg.LinAlgError("block not positive definite")
+        L[:, j, j] = np.sqrt(d)
+        for i in range(j + 1, q):
+            L[:, i, j] = (A[:, i, j] - np.einsum("gk,gk->g", L[:, i, :j], L[:, j, :j])) / L[:, j, j]
+    return L
+
+
+def _batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve L C = B for a stack of lower-triangular L (m, q, q) and B (m, q, r)."""
+    C = np.empty_like(B)
+    for i in range(L.shape[1]):
+        C[:, i, :] = (B[:, i, :] - np.einsum("gk,gkr->gr", L[:, i, :i], C[:, :i, :])) / L[:, i, i, None]
+    return C
+
+
+class _BlockSystem:
+    """One random-effects term: A is block diagonal, one q-by-q block per group."""
+
+    def __init__(self, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray):
+        m, q, p = term.m, term.q, X.shape[1]
+        codes, Z = term.codes, term.Z
+
+        def sums(v):  # per-group sum of v, vectorized over observations
+            return np.bincount(codes, weights=v, minlength=m)
+
+        self.ZtZ = np.empty((m, q, q))
+        for a in range(q):
+            for b in range(a, q):
+                self.ZtZ[:, a, b] = self.ZtZ[:, b, a] = sums(Z[:, a] * Z[:, b])
+        self.ZtXy = np.empty((m, q, p + 1))
+        for a in range(q):
+            for j in range(p):
+                self.ZtXy[:, a, j] = sums(Z[:, a] * X[:, j])
+            self.ZtXy[:, a, p] = sums(Z[:, a] * y)
+        self.q, self.m, self.p = q, m, p
+        self.eye = np.eye(q)
+
+    def solve(self, lams: list[np.ndarray]):
+        """log|A|, the cross-products the Schur complement needs, and the factor."""
+        lam = lams[0]
+        A = lam.T @ self.ZtZ @ lam + self.eye
+        L = _batched_cholesky(A)
+        C = _batched_forward(L, lam.T @ self.ZtXy)  # L^-1 Lambda' Z'[X y]
+        logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum()
+        CX, cy = C[:, :, :self.p], C[:, :, self.p]
+        cross_X = np.tensordot(CX, CX, axes=([0, 1], [0, 1]))
+        cross_y = np.tensordot(CX, cy, axes=([0, 1], [0, 1]))
+        yy = float(np.einsum("gq,gq->", cy, cy))
+        return logdet, cross_X, cross_y, yy, (L, CX, cy)
+
+    def spherical_modes(self, state, beta) -> np.ndarray:
+        """u = L^-T (c_y - C_X beta), one row per group."""
+        L, CX, cy = state
+        rhs = cy - CX @ beta
+        return np.linalg.solve(np.swapaxes(L, 1, 2), rhs[:, :, None])[:, :, 0]
+
+    def modes(self, lams, state, beta) -> list[np.ndarray]:
+        return [self.spherical_modes(state, beta) @ lams[0].T]
+
+    def gradient(self, lams, state, beta, RX, r2, reml: bool, n: int, block) -> np.ndarray:
+        """Analytic gradient of the profiled criterion with respect to theta.
+
+        With E = dLambda/dtheta_k = e_r e_c' and per-group S = Z_i'Z_i:
+          d log|A|   = 2 sum_i (A_i^-1 Lambda' S_i)[c, r]
+          d r2       = -2 sum_i (Z_i' res_i)[r] u_i[c]            (envelope theorem)
+          d log|M|   = -2 sum_i (Lambda' P_i M^-1 P_i')[c, r]     (REML only)
+        where M = X'V^-1 X = R_X R_X', P_i = Z_i'V_i^-1 X_i = Z_i'X_i - S_i Lambda A_i^-1 Lambda' Z_i'X_i.
+        """
+        lam = lams[0]
+        L, CX, cy = state
+        p = self.p
+        Linv = _batched_forward(L, np.broadcast_to(self.eye, L.shape).copy())
+        Ainv = np.swapaxes(Linv, 1, 2) @ Linv
+        S, ZX, Zy = self.ZtZ, self.ZtXy[:, :, :p], self.ZtXy[:, :, p]
+        u = self.spherical_modes(state, beta)
+        res = Zy - ZX @ beta - np.einsum("gab,gb->ga", S @ lam, u)
+        rows, cols = np.tril_indices(self.q)
+        order = np.lexsort((rows, cols))
+        rows, cols = rows[order], cols[order]
+        G_logdet = 2.0 * (Ainv @ lam.T @ S).sum(axis=0)
+        G_r2 = -2.0 * np.einsum("ga,gb->ab", res, u)
+        g = G_logdet[cols, rows]
+        dr2 = G_r2[rows, cols]
+        if reml:
+            P = ZX - S @ lam @ (Ainv @ (lam.T @ ZX))
+            Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
+            H = (lam.T @ P @ Minv @ np.swapaxes(P, 1, 2)).sum(axis=0)
+            g = g - 2.0 * H[cols, rows] + (n - p) * dr2 / r2
+        else:
+            g = g + n * dr2 / r2
+        return g
+
+
+class _SparseSystem:
+    """Several random-effects terms (nested or crossed): Z is sparse, A is factored whole."""
+
+    DENSE_LIMIT = 3000  # below this many random effects a dense Cholesky is fastest
+
+    def __init__(self, terms: list[dsg.ReTerm], X: np.ndarray, y: np.ndarray, blocks):
+        n = X.shape[0]
+        cols, rows, vals, lam_r, lam_c, lam_t = [], [], [], [], [], []
+        offset = 0
+        self.offsets = []
+        for term, block in zip(terms, blocks):
+            q, m = term.q, term.m
+            for a in range(q):
+                rows.append(np.arange(n))
+                cols.append(offset + term.codes * q + a)
+                vals.append(term.Z[:, a])
+            r, c = np.tril_indices(q)
+            order = np.lexsort((r, c))  # column-major, theta's order
+            r, c = r[order], c[order]
+            base = offset + np.arange(m)[:, None] * q
+            lam_r.append((base + r).ravel())
+            lam_c.append((base + c).ravel())
+            lam_t.append(np.tile(block.start + np.arange(len(r)), m))
+            self.offsets.append((offset, m, q))
+            offset += m * q
+        self.Q = offset
+        Z = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(n, self.Q))
+        self.ZtZ = (Z.T @ Z).tocsc()
+        self.ZtXy = np.asarray(Z.T @ np.column_stack([X, y]))
+        self.lam_rows, self.lam_cols = np.concatenate(lam_r), np.concatenate(lam_c)
+        self.lam_theta = np.concatenate(lam_t)
+        self.p = X.shape[1]
+
+    def lambda_matrix(self, theta: np.ndarray) -> sp.csc_matrix:
+        return sp.csc_matrix((theta[self.lam_theta], (self.lam_rows, self.lam_cols)),
+                             shape=(self.Q, self.Q))
+
+    def solve(self, theta: np.ndarray):
+        lam = self.lambda_matrix(theta)
+        A = (lam.T @ self.ZtZ @ lam + sp.identity(self.Q, format="csc")).tocsc()
+        B = np.asarray(lam.T @ self.ZtXy)
+        if self.Q <= self.DENSE_LIMIT:
+            factor = scipy.linalg.cho_factor(A.toarray(), lower=True, check_finite=False)
+            logdet = 2.0 * np.log(np.diag(factor[0])).sum()
+            W = scipy.linalg.cho_solve(factor, B, check_finite=False)
+        else:  # SPD: an LU without row exchanges has U's diagonal positive, product = |A|
+            lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
+            logdet = np.log(np.abs(lu.U.diagonal())).sum()
+            W = lu.solve(B)
+        BX, By = B[:, :self.p], B[:, self.p]
+        WX, Wy = W[:, :self.p], W[:, self.p]
+        return logdet, BX.T @ WX, BX.T @ Wy, float(By @ Wy), (lam, WX, Wy)
+
+    def modes(self, theta, state, beta) -> list[np.ndarray]:
+        lam, WX, Wy = state
+        b = lam @ (Wy - WX @ beta)
+        return [b[off:off + m * q].reshape(m, q) for off, m, q in self.offsets]
+
+
+# ------------------------------------------------------------------------------ engine
+@dataclass
+class _Solution:
+    deviance: float
+    beta: np.ndarray
+    RX: np.ndarray
+    r2: float
+    state: object
+
+
+class LMMCriterion:
+    """The profiled deviance (ML) or REML criterion of one linear mixed model, as f(theta)."""
+
+    def __init__(self, y: np.ndarray, X: np.ndarray, terms: list[dsg.ReTerm]):
+        self.y, self.X, self.terms = y, X, terms
+        self.n, self.p = X.shape
+        self.blocks = theta_layout([t.q for t in terms])
+        self.ntheta = sum(b.size for b in self.blocks)
+        self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
+        if len(terms) == 1:
+            self.system = _BlockSystem(terms[0], X, y)
+        else:
+            self.system = _SparseSystem(terms, X, y, self.blocks)
+
+    def lambdas(self, theta) -> list[np.ndarray]:
+        return [b.lower(theta) for b in self.blocks]
+
+    def lower_bounds(self) -> np.ndarray:
+        return np.concatenate([b.lower_bounds() for b in self.blocks])
+
+    def start(self) -> np.ndarray:
+        return np.concatenate([b.start_values() for b in self.blocks])
+
+    def solve(self, theta, reml: bool) -> _Solution:
+        theta = np.asarray(theta, dtype=float)
+        arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
+        try:
+            logdet, cross_X, cross_y, yy, state = self.system.solve(arg)
+            RX = np.linalg.cholesky(self.XtX - cross_X)
+        except np.linalg.LinAlgError:
+            return _Solution(np.inf, None, None, np.nan, None)
+        cb = scipy.linalg.solve_triangular(RX, self.Xty - cross_y, lower=True)
+        beta = scipy.linalg.solve_triangular(RX.T, cb, lower=False)
+        r2 = self.yty - yy - float(cb @ cb)
+        if not r2 > 0:
+            return _Solution(np.inf, beta, RX, r2, state)
+        n, p = self.n, self.p
+        if reml:
+            dev = (logdet + 2.0 * np.log(np.diag(RX)).sum()
+                   + (n - p) * (1.0 + LOG2PI + np.log(r2 / (n - p))))
+        else:
+            dev = logdet + n * (1.0 + LOG2PI + np.log(r2 / n))
+        return _Solution(float(dev), beta, RX, r2, state)
+
+    def objective(self, theta, reml: bool) -> float:
+        return self.solve(theta, reml).deviance
+
+    def modes(self, theta, solution: _Solution) -> list[np.ndarray]:
+        arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
+        return self.system.modes(arg, solution.state, solution.beta)
+
+    def gradient(self, theta, reml: bool) -> np.ndarray:
+        """The gradient of the criterion: analytic for one grouping factor, else numerical."""
+        if isinstance(self.system, _BlockSystem):
+            theta = np.asarray(theta, dtype=float)
+            sol = self.solve(theta, reml)
+            if not np.isfinite(sol.deviance):
+                return np.full(theta.size, np.nan)
+            return self.system.gradient(self.lambdas(theta), sol.state, sol.beta, sol.RX, sol.r2,
+                                        reml, self.n, self.blocks[0])
+        return self.numerical_gradient(theta, reml)
+
+    def numerical_gradient(self, theta, reml: bool, h: float = 1e-5) -> np.ndarray:
+        """Central differences (one-sided at a bound): the criterion is smooth in theta."""
+        theta = np.asarray(theta, dtype=float)
+        lb = self.lower_bounds()
+        g = np.empty_like(theta)
+        f0 = None
+        for k in range(theta.size):
+            step = h * max(1.0, abs(theta[k]))
+            e = np.zeros_like(theta)
+            e[k] = step
+            if theta[k] - step >= lb[k]:
+                g[k] = (self.objective(theta + e, reml) - self.objective(theta - e, reml)) / (2 * step)
+            else:
+                f0 = self.objective(theta, reml) if f0 is None else f0
+                g[k] = (-3 * f0 + 4 * self.objective(theta + e, reml)
+                        - self.objective(theta + 2 * e, reml)) / (2 * step)
+        return g
+
+    def optimize(self, reml: bool, start=None, optimizer: str = "L-BFGS-B",
+                 maxiter: int = 1000) -> tuple[np.ndarray, OptSummary]:
+        theta0 = self.start() if start is None else np.asarray(start, dtype=float)
+        lb = self.lower_bounds()
+        summary = OptSummary(optimizer, theta0.copy(), f_initial=self.objective(theta0, reml),
+                             tolerances={"ftol": 1e-12, "gtol": 1e-7, "maxiter": maxiter})
+        calls = [0]
+
+        def f(theta):
+            calls[0] += 1
+            return self.objective(theta, reml)
+
+        def grad(theta):
+            calls[0] += 2 * theta.size
+            return self.gradient(theta, reml)
+
+        bounds = [(None if np.isinf(b) else b, None) for b in lb]
+        diag = np.concatenate([b.diagonal() for b in self.blocks])
+        if optimizer not in ("L-BFGS-B", "Nelder-Mead"):
+            raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B' or 'Nelder-Mead'")
+        x = theta0
+        for _restart in range(5):
+            if optimizer == "L-BFGS-B":
+                res = scipy.optimize.minimize(f, x, jac=grad, method="L-BFGS-B", bounds=bounds,
+                                              options={"ftol": 1e-15, "gtol": 1e-6, "maxiter": maxiter})
+            else:
+                res = scipy.optimize.minimize(f, x, method="Nelder-Mead", bounds=bounds,
+                                              options={"xatol": 1e-10, "fatol": 1e-12,
+                                                       "maxiter": maxiter * 10, "maxfev": maxiter * 20})
+            escape = self._escape_boundary(np.maximum(res.x, lb), diag, reml)
+            if escape is None:
+                break
+            x = escape
+            summary.notes.append("restarted from the interior: a zero diagonal element of Lambda "
+                                 "was a saddle point, not a minimum")
+        theta = np.maximum(res.x, lb)
+        summary.final = theta
+        summary.f_final = self.objective(theta, reml)
+        summary.evaluations = calls[0]
+        summary.iterations = int(getattr(res, "nit", 0))
+        summary.message = str(res.message)
+        summary.gradient = self.gradient(theta, reml)
+        summary.converged = bool(res.success) or _small_gradient(summary.gradient, theta, lb)
+        summary.singular = bool(np.any(theta[diag] < 1e-4))
+        summary.notes = list(dict.fromkeys(summary.notes))
+        return theta, summary
+
+    def _escape_boundary(self, theta, diag, reml):
+        """A better interior point near a zero diagonal element of Lambda, if there is one.
+
+        The criterion is even in each diagonal element of Lambda (flipping the sign of a
+        column of Lambda leaves Lambda Lambda' unchanged), so its derivative there is zero
+        and a gradient method can stop on that saddle.  Probe into the interior instead.
+        """
+        f0 = self.objective(theta, reml)
+        best, best_f = None, f0
+        for k in diag:
+            if theta[k] > 1e-8:
+                continue
+            for step in (1e-3, 1e-2, 1e-1, 0.5):
+                trial = theta.copy()
+                trial[k] = step
+                ft = self.objective(trial, reml)
+                if ft < best_f - 1e-8 * max(1.0, abs(f0)):
+                    best, best_f = trial, ft
+        return best
+
+
+def _small_gradient(g, theta, lb, tol=1e-3) -> bool:
+    """Converged when the gradient vanishes, except where a bound is active and g pushes out."""
+    free = ~((theta <= lb + 1e-10) & (g > 0))
+    return bool(np.all(np.abs(g[free]) < tol))
+
+
+# ------------------------------------------------------------------------------ results
+class LinearMixedModel:
+    """A fitted linear mixed model: the estimates and everything R's methods give from them."""
+
+    flavor = "lme4"
+
+    def __init__(self, formula: MixedFormula, data: pd.DataFrame, REML: bool = True,
+                 optimizer: str = "L-BFGS-B", data_name: str | None = None, start=None):
+        self.formula = formula
+        self.REML = bool(REML)
+        self.data_name = data_name or "data"
+        self._data = data
+        frame = dsg.model_frame(data, formula)
+        self.frame = frame.data
+        self.n_dropped = frame.n_dropped
+        self.y = dsg.response_vector(self.frame, formula.response)
+        self.fixed = dsg.fixed_design(formula.fixed, self.frame)
+        self.reterms = dsg.random_terms(formula, self.frame)
+        if not self.reterms:
+            raise dsg.FormulaError(f"formula {formula.text!r} has no random-effects term; "
+                                   "use a linear model instead")
+        self.X = self.fixed.X
+        self.n, self.p = self.X.shape
+        dsg.check_grouping(self.reterms, self.n)
+        self.criterion = LMMCriterion(self.y, self.X, self.reterms)
+        self.optimizer = optimizer
+        theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer)
+        self._set_theta(theta)
+        self.optinfo.warn()
+
+    def _set_theta(self, theta):
+        self.theta = theta
+        sol = self.criterion.solve(theta, self.REML)
+        self._solution = sol
+        self.deviance_value = sol.deviance
+        self.beta = sol.beta
+        dof = self.n - self.p if self.REML else self.n
+        self.sigma = float(np.sqrt(sol.r2 / dof))
+        self._b = self.criterion.modes(theta, sol)
+        RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
+        self._vcov = self.sigma ** 2 * (RXinv.T @ RXinv)
+
+    # --- estimates -----------------------------------------------------------------
+    @property
+    def coef_names(self) -> list[str]:
+        return list(self.fixed.names)
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self.beta, index=self.coef_names, name="fixef")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        return pd.DataFrame(self._vcov, index=self.coef_names, columns=self.coef_names)
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.coef_names)
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects, one frame per grouping factor (level order)."""
+        out: dict[str, pd.DataFrame] = {}
+        for term, b in zip(self.reterms, self._b):
+            frame = pd.DataFrame(b, index=pd.Index(term.levels, name=term.group), columns=term.names)
+            out[term.group] = pd.concat([out[term.group], frame], axis=1) if term.group in out else frame
+        return out
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-group coefficients: fixed effects plus the group's random effects."""
+        out = {}
+        for group, re in self.ranef().items():
+            frame = pd.DataFrame(np.tile(self.beta, (len(re), 1)), index=re.index, columns=self.coef_names)
+            for name in re.columns:
+                if name in frame.columns:
+                    frame[name] += re[name]
+            out[group] = frame
+        return out
+
+    def VarCorr(self) -> VarCorr:
+        lams = self.criterion.lambdas(self.theta)
+        return VarCorr([t.group for t in self.reterms], [t.names for t in self.reterms],
+                       [self.sigma ** 2 * lam @ lam.T for lam in lams], self.sigma)
+
+    # --- fit statistics ------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        return self.p + self.criterion.ntheta + 1
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.deviance_value
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + self.n_params * np.log(self.n)
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood (ML); for a REML fit, lme4's deviance is that of the ML criterion at the REML estimates."""
+        if not self.REML:
+            return self.deviance_value
+        return self.criterion.objective(self.theta, reml=False)
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        return {t.group: t.m for t in self.reterms}
+
+    # --- fitted values and prediction ----------------------------------------------
+    def _Zb(self) -> np.ndarray:
+        out = np.zeros(self.n)
+        for term, b in zip(self.reterms, self._b):
+            out += np.einsum("nq,nq->n", term.Z, b[term.codes])
+        return out
+
+    def fitted(self, level: int = 1) -> pd.Series:
+        mu = self.X @ self.beta + (self._Zb() if level else 0.0)
+        return pd.Series(mu, index=self.frame.index, name="fitted")
+
+    def resid(self, type: str = "response", level: int = 1) -> pd.Series:
+        r = self.y - self.fitted(level).to_numpy()
+        if type == "pearson":
+            r = r / self.sigma
+        elif type != "response":
+            raise ValueError(f"unknown residual type {type!r}; use 'response' or 'pearson'")
+        return pd.Series(r, index=self.frame.index, name="resid")
+
+    def predict(self, newdata: pd.DataFrame | None = None, level: int = 1, re_form=...) -> pd.Series:
+        """Predictions; ``level=0`` (nlme) or ``re_form=None`` (lme4) gives population values."""
+        if re_form is None:
+            level = 0
+        if newdata is None:
+            return self.fitted(level)
+        X = self.fixed.matrix(newdata)
+        mu = X @ self.beta
+        if level:
+            for term, b in zip(self.reterms, self._b):
+                index = {lev: i for i, lev in enumerate(term.levels)}
+                groups = newdata[term.group].astype(str) if ":" not in term.group else None
+                if groups is None:
+                    raise NotImplementedError("prediction at a nested level from new data")
+                codes = groups.map(index)
+                Z = np.asarray(term.spec.get_model_matrix(newdata, context=dsg.R_FUNCTIONS), dtype=float)
+                known = codes.notna().to_numpy()
+                contrib = np.zeros(len(newdata))
+                contrib[known] = np.einsum("nq,nq->n", Z[known], b[codes[known].astype(int).to_numpy()])
+                mu = mu + contrib  # new levels get the population value (b = 0)
+        return pd.Series(mu, index=newdata.index, name="predict")
+
+    # --- refitting ------------------------------------------------------------------
+    def refit(self, REML: bool) -> "LinearMixedModel":
+        """The same model fitted by REML or ML (anova refits REML fits by ML)."""
+        if REML == self.REML:
+            return self
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.REML = REML
+        theta, new.optinfo = self.criterion.optimize(REML, start=self.theta, optimizer=self.optimizer)
+        new._set_theta(theta)
+        new.optinfo.warn()
+        return new
+
+    def coef_table(self) -> pd.DataFrame:
+        t = self.beta / self.se.to_numpy()
+        return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(), "t value": t},
+                            index=self.coef_names)
+
+    def corr_fixef(self) -> pd.DataFrame:
+        sd = np.sqrt(np.diag(self._vcov))
+        return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.coef_names, columns=self.coef_names)
+
+    def scaled_residuals(self) -> np.ndarray:
+        return self.resid().to_numpy() / self.sigma
+
+    def summary(self):
+        from .printing import LmerSummary
+        return LmerSummary(self)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.formula.text}: {'REML' if self.REML else 'ML'} "
+                f"criterion {self.deviance_value:.4f}, {self.n} obs>")
+
+
+class LmerMod(LinearMixedModel):
+    """A fit by :func:`lmer` (lme4's conventions)."""
+
+
+class Lme(LinearMixedModel):
+    """A fit by :func:`lme` (nlme's conventions: BIC with n - p for REML, containment DF)."""
+
+    flavor = "nlme"
+
+    @property
+    def bic(self) -> float:
+        n = self.n - self.p if self.REML else self.n
+        return -2 * self.loglik + self.n_params * np.log(n)
+
+    @property
+    def method(self) -> str:
+        return "REML" if self.REML else "ML"
+
+    def fixed_df(self) -> pd.Series:
+        """nlme's denominator degrees of freedom by the containment rule (``getFixDF``).
+
+        Each column is estimated in the innermost stratum at which it varies: the
+        residual stratum if it varies within some group, else the grouping level (for
+        nested levels, the innermost level within whose groups it varies).  Each
+        stratum's degrees of freedom are its number of units less those of the stratum
+        outside it, less the columns estimated there; the intercept takes the largest.
+        """
+        levels = [t for t in self.reterms if t.q and True]
+        groups = []
+        for t in levels:
+            if t.group not in [g.group for g in groups]:
+                groups.append(t)
+        groups.sort(key=lambda t: t.m)  # outer (fewest groups) first
+        strata = [g.group for g in groups] + ["Residual"]
+        units = [g.m for g in groups] + [self.n]
+        df = np.array(units, dtype=float) - np.array([0] + units[:-1], dtype=float)
+        X, intercept = self.X, self.fixed.has_intercept
+        where = np.zeros(self.p, dtype=int)
+        for j in range(self.p):
+            if intercept and self.coef_names[j] == "(Intercept)":
+                where[j] = -1
+                continue
+            stratum = 0
+            for k, g in enumerate(groups):
+                mins = np.full(g.m, np.inf)
+                maxs = np.full(g.m, -np.inf)
+                np.minimum.at(mins, g.codes, X[:, j])
+                np.maximum.at(maxs, g.codes, X[:, j])
+                if np.any(maxs - mins > 1e-8 * max(1.0, np.abs(X[:, j]).max())):
+                    stratum = k + 1
+            where[j] = stratum
+        for s in where[where >= 0]:
+            df[s] -= 1
+        if intercept:
+            df[0] -= 1
+        out = np.where(where >= 0, df[np.maximum(where, 0)], df.max())
+        return pd.Series(out.astype(int), index=self.coef_names, name="DF")
+
+    def coef_table(self) -> pd.DataFrame:
+        se = self.se.to_numpy()
+        t = self.beta / se
+        df = self.fixed_df().to_numpy()
+        p = 2 * stats.t.sf(np.abs(t), df)
+        return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df, "t-value": t, "p-value": p},
+                            index=self.coef_names)
+
+    def std_residuals(self) -> np.ndarray:
+        """Standardized within-group residuals, (y - fitted at the innermost level) / sigma."""
+        return self.resid().to_numpy() / self.sigma
+
+    def summary(self):
+        from .printing import LmeSummary
+        return LmeSummary(self)
+
+
+# ----------------------------------------------------------------------------- front ends
+def lmer(formula: str, data: pd.DataFrame, REML: bool = True, optimizer: str = "L-BFGS-B",
+         start=None, data_name: str | None = None) -> LmerMod:
+    """Fit a linear mixed model as ``lme4::lmer``: ``lmer("y ~ x + (x | g)", data)``.
+
+    Any number of random-effects terms, nested (``(1 | a/b)``) or crossed
+    (``(1 | a) + (1 | b)``); ``(x || g)`` for uncorrelated effects.
+    """
+    return LmerMod(parse(formula), data, REML=REML, optimizer=optimizer, data_name=data_name, start=start)
+
+
+def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
+        optimizer: str = "L-BFGS-B", data_name: str | None = None) -> Lme:
+    """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``."""
+    if method not in ("REML", "ML"):
+        raise ValueError(f"method must be 'REML' or 'ML', not {method!r}")
+    fit = Lme(parse_lme(fixed, random), data, REML=(method == "REML"), optimizer=optimizer,
+              data_name=data_name)
+    fit.random_text = random.strip()
+    return fit
+
+
+def update(model: LinearMixedModel, random: str | None = None, formula: str | None = None,
+           REML: bool | None = None) -> LinearMixedModel:
+    """R's ``update``: the same model with a new random part (lme) or formula (lmer)."""
+    REML = model.REML if REML is None else REML
+    if isinstance(model, Lme):
+        fixed = model.formula.fixed_formula
+        return lme(fixed, model._data, random or model.random_text,
+                   method="REML" if REML else "ML", optimizer=model.optimizer, data_name=model.data_name)
+    return lmer(formula or model.formula.text, model._data, REML=REML, optimizer=model.optimizer,
+                data_name=model.data_name)
+
+
