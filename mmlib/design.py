@@ -216,6 +216,14 @@ def _drop_aliased(design: FixedDesign, tol: float) -> FixedDesign:
     return design
 
 
+def contrasts(factor: pd.Series) -> pd.DataFrame:
+    """R's ``contrasts(f)`` for treatment coding: a dummy column per level but the first."""
+    if not isinstance(factor.dtype, pd.CategoricalDtype):
+        raise DataError(f"{factor.name!r} is not a factor (categorical)")
+    levels = list(factor.cat.categories)
+    return pd.DataFrame(np.eye(len(levels), dtype=int)[:, 1:], index=levels, columns=levels[1:])
+
+
 # -------------------------------------------------------------------------- random part
 @dataclass
 class ReTerm:

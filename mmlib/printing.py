@@ -165,6 +165,13 @@ def _lower_corr(corr: pd.DataFrame, row_len: int | None, col_len: int = 6) -> st
     return "\n".join(line.rstrip() for line in lines)
 
 
+def labelled_corr(corr: pd.DataFrame, row_len: int | None = None, col_len: int = 6) -> pd.DataFrame:
+    """A correlation matrix with the abbreviated labels R prints (lme: full rows; lmer: 11)."""
+    rows = [abbreviate(n, row_len) if row_len else n for n in corr.index]
+    cols = [abbreviate(n, col_len) for n in corr.columns]
+    return pd.DataFrame(corr.to_numpy(), index=rows, columns=cols)
+
+
 def _table(frame: pd.DataFrame, formats: dict) -> str:
     """A frame as text, each column formatted by its R rule."""
     shown = pd.DataFrame(index=frame.index)

@@ -233,6 +233,16 @@ class Ledger:
                 raise PublishedError(f"{rec.id}: column {rec.column!r} is not in the computed table")
             self.check(rec.id, _number(value))
 
+    def check_values(self, model: str, block: str, values: dict) -> None:
+        """Check the records of a printed block without rows (fit statistics, quantiles):
+        ``values`` maps each record's column (else its term, else the last part of its id)
+        to our value."""
+        for rec in select(model, block):
+            key = rec.column or rec.term or rec.id.rsplit("/", 1)[-1]
+            if key not in values:
+                raise PublishedError(f"{rec.id}: no computed value for {key!r}")
+            self.check(rec.id, _number(values[key]))
+
     def frame(self) -> pd.DataFrame:
         """One row per check: id, status, our value as printed, the published string."""
         return pd.DataFrame(
