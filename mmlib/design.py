@@ -195,16 +195,31 @@ def _appearance(rhs: str):
 
 
 def _drop_aliased(design: FixedDesign, tol: float) -> FixedDesign:
-    """Drop columns that are linear combinations of earlier ones, as lme4 does (with a warning)."""
+    """Drop columns that are linear combinations of earlier ones, as R does (with a warning).
+
+    R's QR (LINPACK dqrdc2) keeps the columns in order and moves a column to the end only
+    when it is (numerically) a combination of the ones before it, so the later of two
+    aliased columns is the one dropped; an unpivoted QR finds those columns the same way.
+    """
     X = design.X
     if X.shape[1] == 0:
         return design
-    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(R))
-    rank = int((diag > tol * diag[0]).sum()) if diag.size and diag[0] > 0 else 0
-    if rank == X.shape[1]:
+    norms = np.linalg.norm(X, axis=0)
+    if X.shape[0] >= X.shape[1]:
+        R = scipy.linalg.qr(X, mode="r")[0]
+        if np.all(np.abs(np.diag(R)) > tol * norms):
+            return design
+    keep = []
+    for j in range(X.shape[1]):
+        cols = keep + [j]
+        if len(cols) > X.shape[0] or norms[j] == 0:
+            continue
+        R = scipy.linalg.qr(X[:, cols], mode="r")[0]
+        if abs(R[len(cols) - 1, len(cols) - 1]) > tol * norms[j]:
+            keep.append(j)
+    if len(keep) == X.shape[1]:
         return design
-    keep = np.sort(piv[:rank])
+    keep = np.array(keep)
     dropped = [design.names[j] for j in range(X.shape[1]) if j not in set(keep)]
     warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
                   f"column(s): {', '.join(dropped)}", stacklevel=4)

@@ -263,7 +263,7 @@ class KenwardRoger:
         IE2 = np.empty((k, k))
         for i in range(k):
             for j in range(k):
-                IE2[i, j] = Ktr[i, j] - 2 * np.sum(Phi * Qm[i][j]) + np.sum((Phi @ Pm[i]) * (Pm[j] @ Phi).T)
+                IE2[i, j] = Ktr[i, j] - 2 * np.sum(Phi * Qm[i][j]) + np.sum((Phi @ Pm[i]) * (Pm[j] @ Phi))
         W = 2 * np.linalg.pinv(IE2)
         UU = np.zeros((p, p))
         for i in range(k):
