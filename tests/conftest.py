@@ -12,15 +12,9 @@ def data():
 
 
 @pytest.fixture(scope="session")
-def bryk(data):
-    """The appendix's Bryk frame (section 2.1): school, ses, mathach, sector, cses, meanses."""
-    ma, school = data["MathAchieve"], data["MathAchSchool"]
-    mses = ma.groupby("School", observed=True).SES.mean()
-    frame = ma[["School", "SES", "MathAch"]].copy()
-    frame.columns = frame.columns.str.lower()
-    meanses = mses.loc[frame.school].to_numpy()
-    sector = school.set_index("School").Sector
-    return frame.assign(sector=sector.loc[frame.school].array, cses=frame.ses - meanses, meanses=meanses)
+def bryk():
+    """The appendix's Bryk frame (section 2.1)."""
+    return datasets.bryk()
 
 
 @pytest.fixture(scope="session")

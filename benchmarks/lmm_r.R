@@ -1,0 +1,33 @@
+## Times the appendix's linear mixed-model fits in R (nlme, lme4), for benchmarks/run.py.
+## Usage: Rscript benchmarks/lmm_r.R <data dir> <repetitions>; prints one JSON object.
+suppressPackageStartupMessages({library(nlme); library(lme4)})
+args <- commandArgs(trailingOnly = TRUE)
+reps <- if (length(args) > 1) as.integer(args[2]) else 5L
+MathAchieve <- read.csv(file.path(args[1], "MathAchieve.csv"))
+MathAchSchool <- read.csv(file.path(args[1], "MathAchSchool.csv"))
+Bryk <- MathAchieve[, c("School", "SES", "MathAch")]
+names(Bryk) <- tolower(names(Bryk))
+mses <- with(Bryk, tapply(ses, school, mean))
+sector <- setNames(MathAchSchool$Sector, MathAchSchool$School)
+Bryk <- within(Bryk, {
+  meanses <- as.vector(mses[as.character(school)])
+  cses <- ses - meanses
+  sector <- factor(sector[as.character(school)], levels = c("Public", "Catholic"))
+  school <- factor(school)
+})
+fits <- list(
+  "bryk.lme.1" = function() lme(mathach ~ meanses*cses + sector*cses, random = ~ cses | school, data = Bryk),
+  "bryk.lme.2" = function() lme(mathach ~ meanses*cses + sector*cses, random = ~ 1 | school, data = Bryk),
+  "bryk.lme.3" = function() lme(mathach ~ meanses*cses + sector*cses, random = ~ cses - 1 | school, data = Bryk),
+  "bryk.lmer.1" = function() lmer(mathach ~ meanses*cses + sector*cses + (cses | school), data = Bryk),
+  "bryk.lmer.2" = function() lmer(mathach ~ meanses*cses + sector*cses + (1 | school), data = Bryk),
+  "bryk.lmer.1.ML" = function() lmer(mathach ~ meanses*cses + sector*cses + (cses | school), data = Bryk, REML = FALSE),
+  "bryk.lmer.2.ML" = function() lmer(mathach ~ meanses*cses + sector*cses + (1 | school), data = Bryk, REML = FALSE)
+)
+out <- list()
+for (name in names(fits)) {
+  fits[[name]]()  # warm up
+  t <- sapply(seq_len(reps), function(i) system.time(fits[[name]]())[["elapsed"]])
+  out[[name]] <- median(t)
+}
+cat("{", paste(sprintf('"%s": %.6f', names(out), unlist(out)), collapse = ", "), "}\n")

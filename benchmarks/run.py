@@ -1,0 +1,129 @@
+"""Time mmlib's fits of the appendix beside R's (nlme, lme4) and the glmm package, in one run.
+
+``make bench`` runs this.  Each fit is timed as the median of several repetitions after a
+warm-up; R is timed by ``benchmarks/lmm_r.R`` in the same run when ``Rscript`` is on the
+PATH (the script says so when it is not), and the PyPI package ``glmm`` (a Rust core) when
+it is installed.  Ratios are R's time (or glmm's) over mmlib's: above 1, mmlib is faster.
+It ends with a fit on 10^6 simulated observations in 1,000 groups, reporting time and the
+peak memory Python allocated, to show memory linear in n.  This is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mmlib import datasets  # noqa: E402
+from mmlib.lmm import lme, lmer  # noqa: E402
+
+FIXED = "mathach ~ meanses*cses + sector*cses"
+LMM = {
+    "bryk.lme.1": lambda d: lme(FIXED, d, random="~ cses | school"),
+    "bryk.lme.2": lambda d: lme(FIXED, d, random="~ 1 | school"),
+    "bryk.lme.3": lambda d: lme(FIXED, d, random="~ cses - 1 | school"),
+    "bryk.lmer.1": lambda d: lmer(FIXED + " + (cses | school)", d),
+    "bryk.lmer.2": lambda d: lmer(FIXED + " + (1 | school)", d),
+    "bryk.lmer.1.ML": lambda d: lmer(FIXED + " + (cses | school)", d, REML=False),
+    "bryk.lmer.2.ML": lambda d: lmer(FIXED + " + (1 | school)", d, REML=False),
+}
+GLMM_PKG = {  # the same models in the glmm package's formula syntax
+    "bryk.lmer.1": (FIXED + " + (1 + cses | school)", True),
+    "bryk.lmer.2": (FIXED + " + (1 | school)", True),
+    "bryk.lmer.1.ML": (FIXED + " + (1 + cses | school)", False),
+    "bryk.lmer.2.ML": (FIXED + " + (1 | school)", False),
+}
+
+
+def median_time(fn, reps: int) -> float:
+    fn()  # warm up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_r(reps: int) -> dict[str, float] | None:
+    if not shutil.which("Rscript"):
+        print("R: Rscript is not on the PATH, so R's times are not measured "
+              "(install r-base-core r-cran-lme4 r-cran-nlme to compare)")
+        return None
+    done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / "lmm_r.R"), str(ROOT / "data"), str(reps)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"R: the timing script failed:\n{done.stderr.strip()}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def time_glmm(bryk: pd.DataFrame, reps: int) -> dict[str, float] | None:
+    try:
+        import glmm
+    except ImportError:
+        print("glmm: the PyPI package glmm is not installed (make bench installs it)")
+        return None
+    data = {c: (bryk[c].astype(str).to_numpy() if c in ("school", "sector") else bryk[c].to_numpy())
+            for c in ("mathach", "meanses", "cses", "sector", "school")}
+    return {name: median_time(lambda f=f, r=reml: glmm.fit(data, f, reml=r), reps)
+            for name, (f, reml) in GLMM_PKG.items()}
+
+
+def large(n_groups: int = 1000, per_group: int = 1000, seed: int = 1) -> tuple[float, float, int]:
+    """A random intercept-and-slope LMM on n_groups * per_group simulated observations."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    g = np.repeat(np.arange(n_groups), per_group)
+    x = rng.normal(size=n)
+    b = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=n_groups)
+    y = 2 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(size=n)
+    frame = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical(g)})
+    tracemalloc.start()
+    start = time.perf_counter()
+    fit = lmer("y ~ x + (x | g)", frame)
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return elapsed, peak / 2**20, fit.n
+
+
+def main(reps: int = 5) -> None:
+    warnings.simplefilter("ignore")
+    bryk = datasets.bryk()
+    ours = {name: median_time(lambda f=f: f(bryk), reps) for name, f in LMM.items()}
+    r = time_r(reps)
+    other = time_glmm(bryk, reps)
+    rows = []
+    for name, t in ours.items():
+        row = {"fit": name, "mmlib ms": 1000 * t}
+        if r:
+            row["R ms"] = 1000 * r[name]
+            row["R / mmlib"] = r[name] / t
+        if other and name in other:
+            row["glmm ms"] = 1000 * other[name]
+            row["glmm / mmlib"] = other[name] / t
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("fit")
+    print(f"\nLinear mixed models of the appendix (median of {reps}; R: nlme for lme, lme4 for lmer)")
+    print(table.round(2).to_string())
+    for n_groups, per_group in ((1000, 100), (1000, 1000)):
+        secs, mib, n = large(n_groups, per_group)
+        print(f"\nlmer(y ~ x + (x | g)) on {n:,} simulated observations in {n_groups:,} groups: "
+              f"{secs:.2f} s, peak Python allocation {mib:.0f} MiB ({mib * 2**20 / n:.0f} bytes per observation)")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
