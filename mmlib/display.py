@@ -7,6 +7,8 @@ resolution that keeps the committed notebooks small.
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 import pandas as pd
 
@@ -31,8 +33,15 @@ def setup() -> None:
     pd.set_option("display.max_rows", 40)
     pd.set_option("display.precision", 6)
     matplotlib.rcParams.update(STYLE)
+    # Warnings are part of what a chapter shows (a singular fit, dropped rows); print them
+    # as R prints its warnings, without the file path, which differs between machines.
+    warnings.formatwarning = _format_warning
     try:  # inline figures as PNG only (no text repr of the figure to compare)
         from matplotlib_inline.backend_inline import set_matplotlib_formats
         set_matplotlib_formats("png")
     except ImportError:  # outside IPython
         pass
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"Warning ({category.__name__}): {message}\n"
