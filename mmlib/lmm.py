@@ -491,7 +491,8 @@ class LinearMixedModel:
     flavor = "lme4"
 
     def __init__(self, formula: MixedFormula, data: pd.DataFrame, REML: bool = True,
-                 optimizer: str = "L-BFGS-B", data_name: str | None = None, start=None):
+                 optimizer: str = "L-BFGS-B", data_name: str | None = None, start=None,
+                 maxiter: int = 1000):
         self.formula = formula
         self.REML = bool(REML)
         self.data_name = data_name or "data"
@@ -509,8 +510,9 @@ class LinearMixedModel:
         self.n, self.p = self.X.shape
         dsg.check_grouping(self.reterms, self.n)
         self.criterion = LMMCriterion(self.y, self.X, self.reterms)
-        self.optimizer = optimizer
-        theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer)
+        self.optimizer, self.maxiter = optimizer, maxiter
+        theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer,
+                                                      maxiter=maxiter)
         self._set_theta(theta)
         self.optinfo.warn()
 
@@ -747,22 +749,23 @@ class Lme(LinearMixedModel):
 
 # ----------------------------------------------------------------------------- front ends
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, optimizer: str = "L-BFGS-B",
-         start=None, data_name: str | None = None) -> LmerMod:
+         start=None, data_name: str | None = None, maxiter: int = 1000) -> LmerMod:
     """Fit a linear mixed model as ``lme4::lmer``: ``lmer("y ~ x + (x | g)", data)``.
 
     Any number of random-effects terms, nested (``(1 | a/b)``) or crossed
     (``(1 | a) + (1 | b)``); ``(x || g)`` for uncorrelated effects.
     """
-    return LmerMod(parse(formula), data, REML=REML, optimizer=optimizer, data_name=data_name, start=start)
+    return LmerMod(parse(formula), data, REML=REML, optimizer=optimizer, data_name=data_name, start=start,
+                   maxiter=maxiter)
 
 
 def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
-        optimizer: str = "L-BFGS-B", data_name: str | None = None) -> Lme:
+        optimizer: str = "L-BFGS-B", data_name: str | None = None, maxiter: int = 1000) -> Lme:
     """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``."""
     if method not in ("REML", "ML"):
         raise ValueError(f"method must be 'REML' or 'ML', not {method!r}")
     fit = Lme(parse_lme(fixed, random), data, REML=(method == "REML"), optimizer=optimizer,
-              data_name=data_name)
+              data_name=data_name, maxiter=maxiter)
     fit.random_text = random.strip()
     return fit
 

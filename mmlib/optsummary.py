@@ -45,8 +45,11 @@ class OptSummary:
     def messages(self) -> list[str]:
         out = []
         if not self.converged:
-            out.append(f"optimizer ({self.optimizer}) did not converge: {self.message} "
-                       f"after {self.evaluations} evaluations")
+            limit = self.tolerances.get("maxiter")
+            out.append(f"optimizer ({self.optimizer}) did not converge within {limit} iterations "
+                       f"({self.evaluations} evaluations; max|gradient| {self.max_grad:.3g}; {self.message}); "
+                       "try a larger maxiter=, optimizer='Nelder-Mead', start= from a simpler model, "
+                       "or rescaling the predictors")
         if self.singular:
             out.append("boundary (singular) fit: a variance component is estimated as zero or a "
                        "correlation as +/-1; see the random-effects table")

@@ -109,7 +109,14 @@ def _dense_criterion(y, X, Z, lam, reml):
     return n * np.log(2 * np.pi * s2) + logdet + n
 
 
-def _random_data(seed, crossed=False):
+def _design(df, formula):
+    """The response, X and random-effects terms of ``formula`` on ``df``."""
+    f = parse(formula)
+    frame = dsg.model_frame(df, f).data
+    return frame.y.to_numpy(), dsg.fixed_design(f.fixed, frame).X, dsg.random_terms(f, frame), frame
+
+
+def _random_data(seed):
     rng = np.random.default_rng(seed)
     n = 120
     df = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 12, n).astype(str),
@@ -120,35 +127,28 @@ def _random_data(seed, crossed=False):
 
 @pytest.mark.parametrize("reml", [True, False])
 def test_profiled_criterion_equals_dense_likelihood_one_term(reml):
-    df = _random_data(1)
-    f = parse("y ~ x + (x | g)")
-    frame = dsg.model_frame(df, f).data
-    X = dsg.fixed_design(f.fixed, frame).X
-    term = dsg.random_terms(f, frame)[0]
-    crit = LMMCriterion(frame.y.to_numpy(), X, [term])
+    y, X, terms, frame = _design(_random_data(1), "y ~ x + (x | g)")
+    term = terms[0]
+    crit = LMMCriterion(y, X, [term])
     theta = np.array([0.8, 0.3, 0.5])
     lam = crit.lambdas(theta)[0]
     Z = np.zeros((len(frame), term.m * term.q))
     for a in range(term.q):
         Z[np.arange(len(frame)), term.codes * term.q + a] = term.Z[:, a]
     np.testing.assert_allclose(crit.objective(theta, reml),
-                               _dense_criterion(frame.y.to_numpy(), X, Z, np.kron(np.eye(term.m), lam), reml),
+                               _dense_criterion(y, X, Z, np.kron(np.eye(term.m), lam), reml),
                                rtol=1e-10)
 
 
 @pytest.mark.parametrize("reml", [True, False])
 def test_crossed_design_equals_dense_likelihood(reml):
-    df = _random_data(2)
-    f = parse("y ~ x + (1 | g) + (1 | h)")
-    frame = dsg.model_frame(df, f).data
-    X = dsg.fixed_design(f.fixed, frame).X
-    terms = dsg.random_terms(f, frame)
-    crit = LMMCriterion(frame.y.to_numpy(), X, terms)
+    y, X, terms, _ = _design(_random_data(2), "y ~ x + (1 | g) + (1 | h)")
+    crit = LMMCriterion(y, X, terms)
     theta = np.array([0.7, 0.4])
     Z = np.hstack([np.eye(t.m)[t.codes] for t in terms])
     lam = np.diag(np.concatenate([np.full(t.m, th) for t, th in zip(terms, theta)]))
     np.testing.assert_allclose(crit.objective(theta, reml),
-                               _dense_criterion(frame.y.to_numpy(), X, Z, lam, reml), rtol=1e-10)
+                               _dense_criterion(y, X, Z, lam, reml), rtol=1e-10)
 
 
 def test_crossed_fit_reports_both_groupings():
@@ -232,3 +232,22 @@ def test_singular_fit_is_reported():
         m = lmer("y ~ x + (1 | g)", df)
     assert m.optinfo.singular
     assert "boundary (singular) fit" in repr(m.summary())
+
+
+def test_non_convergence_is_reported(bryk):
+    with pytest.warns(UserWarning, match="did not converge"):
+        m = lmer("mathach ~ meanses*cses + sector*cses + (cses | school)", bryk, maxiter=2)
+    assert not m.optinfo.converged
+    assert "did not converge" in repr(m.summary())
+
+
+def test_sparse_lu_path_equals_dense_cholesky(monkeypatch):
+    from mmlib import lmm
+
+    y, X, terms, _ = _design(_random_data(4), "y ~ x + (1 | g) + (1 | h)")
+    dense = LMMCriterion(y, X, terms)
+    monkeypatch.setattr(lmm._SparseSystem, "DENSE_LIMIT", 0)
+    sparse = LMMCriterion(y, X, terms)
+    for theta in ([0.7, 0.4], [1.5, 0.05]):
+        np.testing.assert_allclose(sparse.objective(np.array(theta), True),
+                                   dense.objective(np.array(theta), True), rtol=1e-11)
