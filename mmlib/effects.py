@@ -88,13 +88,20 @@ class Effect:
                 out[col] = self.inverse(out[col])
         return out
 
-    def plot(self, fig=None, rug: bool = False):
+    def plot(self, fig=None, rug: bool = False, multiline: bool = False, xlab: str | None = None,
+             ylab: str | None = None):
         """Effects' default display: the first numeric focal predictor on the x axis, a panel
-        per combination of the others, the fit as a line and the confidence band dashed."""
+        per combination of the others, the fit as a line and the confidence band dashed.
+
+        ``multiline=True`` draws one line per level of the other predictor in a single panel,
+        with the confidence intervals as bars (``multiline=TRUE, ci.style="bars"``).
+        """
         data = self.summary()
         numeric = [v for v in self.focal if not isinstance(self.model.frame[v].dtype, pd.CategoricalDtype)]
         x = numeric[0] if numeric else self.focal[0]
         conds = [v for v in self.focal if v != x]
+        if multiline:
+            return self._plot_multiline(data, x, conds, xlab, ylab)
         panels = list(data.groupby(conds, sort=False)) if conds else [((), data)]
         if fig is None:
             fig = plt.figure(figsize=(1.9 * len(panels) + 1.2, 3.2))
@@ -121,6 +128,22 @@ class Effect:
         axes[0][0].set_ylabel(self.response)
         return fig
 
+
+    def _plot_multiline(self, data, x, conds, xlab, ylab):
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        styles = [("o", "-", "black"), ("s", "--", "black"), ("^", ":", "0.3"), ("D", "-.", "0.3")]
+        groups = list(data.groupby(conds, sort=False)) if conds else [((), data)]
+        offsets = np.linspace(-0.08, 0.08, len(groups)) * (data[x].max() - data[x].min()) / 10
+        for (key, part), (marker, line, color), off in zip(groups, styles * 4, offsets):
+            part = part.sort_values(x)
+            label = " ".join(map(str, key if isinstance(key, tuple) else (key,)))
+            ax.errorbar(part[x] + off, part["fit"], yerr=[part["fit"] - part["lower"], part["upper"] - part["fit"]],
+                        fmt=marker + line, color=color, mfc="white" if marker != "o" else color, capsize=3,
+                        lw=1.3, label=label)
+        ax.set(xlabel=xlab or x, ylabel=ylab or self.response)
+        if conds:
+            ax.legend(title=conds[0], frameon=False, loc="upper left")
+        return fig
 
 def plot_effects(effects: dict[str, "Effect"], width: float = 10.0):
     """Several effect displays in one figure, one row each (``plot(allEffects(model))``)."""

@@ -65,7 +65,7 @@ def _anova_nlme(models, names) -> RTable:
             row.update({"Test": f"{i} vs {i + 1}", "L.Ratio": lr, "p-value": stats.chi2.sf(lr, ddf)})
         rows.append(row)
     frame = pd.DataFrame(rows, index=names)
-    return RTable(frame, formats={"AIC": ("signif", 5), "BIC": ("signif", 5), "logLik": ("signif", 5),
+    return RTable(frame, formats={"AIC": ("signif", 4), "BIC": ("signif", 4), "logLik": ("signif", 4),
                                   "L.Ratio": ("signif", 4), "p-value": ("pval4", 2)})
 
 
@@ -301,3 +301,14 @@ class KenwardRoger:
         wald = float(Lb @ np.linalg.solve(L @ self.PhiA @ L.T, Lb)) / q
         F = scaling * wald
         return KRTest(F, int(q), float(df2), float(stats.f.sf(F, q, df2)), float(scaling), wald)
+
+
+def compare_coefs(*models, names: list[str] | None = None) -> RTable:
+    """car's ``compareCoefs``: each model's estimates and standard errors side by side."""
+    columns = {}
+    for i, m in enumerate(models, start=1):
+        columns[f"Est. {i}"] = m.fixef
+        columns[f"SE {i}"] = m.se
+    frame = pd.DataFrame(columns)
+    calls = [f"{i}: {getattr(m, 'call', None) or m.formula.text}" for i, m in enumerate(models, start=1)]
+    return RTable(frame, heading=["Calls:"] + calls, formats={c: ("zap", 4) for c in frame.columns})

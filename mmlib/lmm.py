@@ -80,24 +80,31 @@ def _batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 class _BlockSystem:
     """One random-effects term: A is block diagonal, one q-by-q block per group."""
 
-    def __init__(self, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray):
+    def __init__(self, ZtZ: np.ndarray, ZtXy: np.ndarray):
+        """From per-group cross-products Z_i'Z_i (m, q, q) and Z_i'[X_i y_i] (m, q, p + 1)."""
+        self.ZtZ, self.ZtXy = ZtZ, ZtXy
+        self.m, self.q, self.p = ZtZ.shape[0], ZtZ.shape[1], ZtXy.shape[2] - 1
+        self.eye = np.eye(self.q)
+
+    @classmethod
+    def from_rows(cls, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray) -> "_BlockSystem":
+        """Accumulate the per-group sums in one pass over the observations."""
         m, q, p = term.m, term.q, X.shape[1]
         codes, Z = term.codes, term.Z
 
         def sums(v):  # per-group sum of v, vectorized over observations
             return np.bincount(codes, weights=v, minlength=m)
 
-        self.ZtZ = np.empty((m, q, q))
+        ZtZ = np.empty((m, q, q))
         for a in range(q):
             for b in range(a, q):
-                self.ZtZ[:, a, b] = self.ZtZ[:, b, a] = sums(Z[:, a] * Z[:, b])
-        self.ZtXy = np.empty((m, q, p + 1))
+                ZtZ[:, a, b] = ZtZ[:, b, a] = sums(Z[:, a] * Z[:, b])
+        ZtXy = np.empty((m, q, p + 1))
         for a in range(q):
             for j in range(p):
-                self.ZtXy[:, a, j] = sums(Z[:, a] * X[:, j])
-            self.ZtXy[:, a, p] = sums(Z[:, a] * y)
-        self.q, self.m, self.p = q, m, p
-        self.eye = np.eye(q)
+                ZtXy[:, a, j] = sums(Z[:, a] * X[:, j])
+            ZtXy[:, a, p] = sums(Z[:, a] * y)
+        return cls(ZtZ, ZtXy)
 
     def solve(self, lams: list[np.ndarray]):
         """log|A|, the cross-products the Schur complement needs, and the factor."""
@@ -277,6 +284,29 @@ class _Solution:
     state: object
 
 
+def _profile(system, arg, XtX, Xty, yty, n, p, reml, extra_logdet=0.0) -> _Solution:
+    """Solve the penalized least-squares problem and evaluate the profiled criterion.
+
+    ``extra_logdet`` is log|C| for pre-whitened correlated errors (sum over groups).
+    """
+    try:
+        logdet, cross_X, cross_y, yy, state = system.solve(arg)
+        RX = np.linalg.cholesky(XtX - cross_X)
+    except np.linalg.LinAlgError:
+        return _Solution(np.inf, None, None, np.nan, None)
+    cb = scipy.linalg.solve_triangular(RX, Xty - cross_y, lower=True)
+    beta = scipy.linalg.solve_triangular(RX.T, cb, lower=False)
+    r2 = yty - yy - float(cb @ cb)
+    if not r2 > 0:
+        return _Solution(np.inf, beta, RX, r2, state)
+    logdet += extra_logdet
+    if reml:
+        dev = logdet + 2.0 * np.log(np.diag(RX)).sum() + (n - p) * (1.0 + LOG2PI + np.log(r2 / (n - p)))
+    else:
+        dev = logdet + n * (1.0 + LOG2PI + np.log(r2 / n))
+    return _Solution(float(dev), beta, RX, r2, state)
+
+
 class LMMCriterion:
     """The profiled deviance (ML) or REML criterion of one linear mixed model, as f(theta)."""
 
@@ -288,7 +318,7 @@ class LMMCriterion:
         self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
         self._cache = None
         if len(terms) == 1:
-            self.system = _BlockSystem(terms[0], X, y)
+            self.system = _BlockSystem.from_rows(terms[0], X, y)
         else:
             self.system = _SparseSystem(terms, X, y, self.blocks)
 
@@ -312,23 +342,7 @@ class LMMCriterion:
 
     def _solve(self, theta, reml: bool) -> _Solution:
         arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
-        try:
-            logdet, cross_X, cross_y, yy, state = self.system.solve(arg)
-            RX = np.linalg.cholesky(self.XtX - cross_X)
-        except np.linalg.LinAlgError:
-            return _Solution(np.inf, None, None, np.nan, None)
-        cb = scipy.linalg.solve_triangular(RX, self.Xty - cross_y, lower=True)
-        beta = scipy.linalg.solve_triangular(RX.T, cb, lower=False)
-        r2 = self.yty - yy - float(cb @ cb)
-        if not r2 > 0:
-            return _Solution(np.inf, beta, RX, r2, state)
-        n, p = self.n, self.p
-        if reml:
-            dev = (logdet + 2.0 * np.log(np.diag(RX)).sum()
-                   + (n - p) * (1.0 + LOG2PI + np.log(r2 / (n - p))))
-        else:
-            dev = logdet + n * (1.0 + LOG2PI + np.log(r2 / n))
-        return _Solution(float(dev), beta, RX, r2, state)
+        return _profile(self.system, arg, self.XtX, self.Xty, self.yty, self.n, self.p, reml)
 
     def objective(self, theta, reml: bool) -> float:
         return self.solve(theta, reml).deviance
@@ -371,7 +385,7 @@ class LMMCriterion:
         theta0 = self.start() if start is None else np.asarray(start, dtype=float)
         lb = self.lower_bounds()
         summary = OptSummary(optimizer, theta0.copy(), f_initial=self.objective(theta0, reml),
-                             tolerances={"ftol": 1e-12, "gtol": 1e-7, "maxiter": maxiter})
+                             tolerances={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
         calls = [0]
 
         def f(theta):
@@ -386,16 +400,21 @@ class LMMCriterion:
 
         bounds = [(None if np.isinf(b) else b, None) for b in lb]
         diag = np.concatenate([b.diagonal() for b in self.blocks])
-        if optimizer not in ("L-BFGS-B", "Nelder-Mead"):
-            raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B' or 'Nelder-Mead'")
+        if optimizer not in ("L-BFGS-B", "Nelder-Mead", "log-Cholesky"):
+            raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B', 'Nelder-Mead' or 'log-Cholesky'")
         x, res, interior = theta0, None, False
-        if optimizer == "L-BFGS-B":
+        if optimizer == "log-Cholesky":
+            # nlme's way: the log-Cholesky parametrization alone, which cannot reach a boundary
+            summary.tolerances["gtol"] = 1e-8
+            x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter, gtol=1e-8)
+            interior = True
+        elif optimizer == "L-BFGS-B":
             x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter)
             # an interior optimum needs no bounded stage; a small diagonal may be a boundary one
             # (L-BFGS-B's "ABNORMAL" line-search stop at an optimum counts when the gradient vanishes)
             interior = (res is not None and bool(np.all(x[diag] > 1e-3))
                         and (bool(res.success) or bool(np.max(np.abs(grad(x))) < 1e-3)))
-        if interior:
+        if interior and optimizer == "L-BFGS-B":
             summary.notes.append("converged in the log-Cholesky parametrization")
         for _restart in range(0 if interior else 5):
             if optimizer == "L-BFGS-B":
@@ -419,13 +438,17 @@ class LMMCriterion:
         summary.iterations = int(getattr(res, "nit", 0))
         summary.message = str(res.message)
         summary.gradient = self.gradient(theta, reml)
-        summary.converged = bool(res.success) or _small_gradient(summary.gradient, theta, lb)
+        summary.iteration_limit = "ITERATIONS REACHED LIMIT" in summary.message.upper()
+        if optimizer == "log-Cholesky":
+            summary.converged = bool(res.success)
+        else:
+            summary.converged = bool(res.success) or _small_gradient(summary.gradient, theta, lb)
         summary.singular = bool(np.any(theta[diag] < 1e-4))
         summary.notes = list(dict.fromkeys(summary.notes))
         return theta, summary
 
     @staticmethod
-    def _log_cholesky_stage(theta0, diag, reml, f, grad, maxiter):
+    def _log_cholesky_stage(theta0, diag, reml, f, grad, maxiter, gtol=1e-6):
         """Minimize over log(diagonal of Lambda), unbounded (nlme's log-Cholesky form).
 
         With bounds, a projected quasi-Newton step from the usual start can jump onto the
@@ -453,7 +476,8 @@ class LMMCriterion:
         eta0 = theta0.copy()
         eta0[diag] = np.log(theta0[diag])
         res = scipy.optimize.minimize(f_eta, eta0, jac=g_eta, method="L-BFGS-B",
-                                      options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
+                                      options={"ftol": 1e-13 if gtol >= 1e-6 else 0.0, "gtol": gtol,
+                                               "maxiter": maxiter})
         theta = to_theta(res.x)
         return (theta, res) if np.isfinite(f(theta)) else (theta0, None)
 
@@ -478,6 +502,71 @@ class LMMCriterion:
         return best
 
 
+class CorrelatedLMMCriterion(LMMCriterion):
+    """The criterion with correlated errors within groups (nlme's ``correlation =``).
+
+    The parameters are theta followed by the correlation structure's (unconstrained) ones.
+    For each value of the latter, every group is pre-whitened by the Cholesky factor R_i of
+    its correlation matrix C_i (y_i -> R_i^-1 y_i, and likewise X_i and Z_i), which turns the
+    model into one with independent errors; the criterion gains log|C| = sum_i log|C_i|.
+    Groups are laid out in a padded (groups x max size) array, so this is vectorized over
+    groups and never forms an n-by-n matrix.
+    """
+
+    def __init__(self, y, X, terms, cor, frame):
+        from .corstruct import CorStructError
+
+        if len(terms) != 1:
+            raise NotImplementedError("correlated errors are implemented for one grouping factor")
+        term = terms[0]
+        if cor.group and cor.group != term.group:
+            raise CorStructError(f"the correlation's grouping ({cor.form}) differs from the random "
+                                 f"effects' grouping ({term.group}); they must be the same")
+        cor.set_data(frame, term.codes, term.m)
+        super().__init__(y, X, terms)
+        self.cor = cor
+        self.padded = cor.pad(np.column_stack([term.Z, X, y]))
+        self._white = None
+
+    def lower_bounds(self) -> np.ndarray:
+        return np.concatenate([super().lower_bounds(), np.full(self.cor.n_params, -np.inf)])
+
+    def start(self) -> np.ndarray:
+        return np.concatenate([super().start(), self.cor.start()])
+
+    def whitened(self, u: np.ndarray):
+        key = np.asarray(u, dtype=float).tobytes()
+        if self._white is not None and self._white[0] == key:
+            return self._white[1]
+        R = np.linalg.cholesky(self.cor.matrices(u))
+        W = np.linalg.solve(R, self.padded)
+        logdet = 2.0 * float(np.log(np.diagonal(R, axis1=1, axis2=2)).sum())
+        q, p = self.terms[0].q, self.p
+        Wz, Wxy = W[:, :, :q], W[:, :, q:]
+        ZtZ = np.swapaxes(Wz, 1, 2) @ Wz
+        ZtXy = np.swapaxes(Wz, 1, 2) @ Wxy
+        flat = Wxy.reshape(-1, p + 1)
+        cross = flat.T @ flat
+        out = (_BlockSystem(ZtZ, ZtXy), cross[:p, :p], cross[:p, p], float(cross[p, p]), logdet)
+        self._white = (key, out)
+        return out
+
+    def _solve(self, params, reml: bool) -> _Solution:
+        theta, u = params[:self.ntheta], params[self.ntheta:]
+        try:
+            system, XtX, Xty, yty, logdet = self.whitened(u)
+        except np.linalg.LinAlgError:
+            return _Solution(np.inf, None, None, np.nan, None)
+        return _profile(system, self.lambdas(theta), XtX, Xty, yty, self.n, self.p, reml, logdet)
+
+    def modes(self, params, solution: _Solution) -> list[np.ndarray]:
+        system = self.whitened(params[self.ntheta:])[0]
+        return system.modes(self.lambdas(params), solution.state, solution.beta)
+
+    def gradient(self, params, reml: bool) -> np.ndarray:
+        return self.numerical_gradient(params, reml)
+
+
 def _small_gradient(g, theta, lb, tol=1e-3) -> bool:
     """Converged when the gradient vanishes, except where a bound is active and g pushes out."""
     free = ~((theta <= lb + 1e-10) & (g > 0))
@@ -485,6 +574,29 @@ def _small_gradient(g, theta, lb, tol=1e-3) -> bool:
 
 
 # ------------------------------------------------------------------------------ results
+class ConvergenceError(RuntimeError):
+    """An ``lme`` fit that did not converge, reported as nlme reports it.
+
+    ``code`` and ``message_code`` follow the PORT conventions of R's ``nlminb`` that nlme
+    quotes ("convergence error code = 1", "iteration limit reached without convergence (10)"):
+    ``code`` is 1 for a failure, ``message_code`` 10 when the iteration limit was reached.
+    """
+
+    def __init__(self, optinfo: OptSummary):
+        self.optinfo = optinfo
+        self.code = 1
+        self.message_code = 10 if optinfo.iteration_limit else None
+        limit = optinfo.tolerances.get("maxiter")
+        what = (f"iteration limit reached without convergence ({self.message_code})"
+                if optinfo.iteration_limit else optinfo.message)
+        super().__init__(
+            f"{optinfo.optimizer} problem, convergence error code = {self.code}\n  message = {what}\n"
+            f"  after {optinfo.iterations} iterations (limit {limit}), {optinfo.evaluations} evaluations, "
+            f"max|gradient| {optinfo.max_grad:.3g}.\n"
+            "  Try: a simpler random-effects structure, a larger maxiter=, optimizer='L-BFGS-B' "
+            "(which can reach a boundary), or return_object=True to inspect the last iterate.")
+
+
 class LinearMixedModel:
     """A fitted linear mixed model: the estimates and everything R's methods give from them."""
 
@@ -492,12 +604,14 @@ class LinearMixedModel:
 
     def __init__(self, formula: MixedFormula, data: pd.DataFrame, REML: bool = True,
                  optimizer: str = "L-BFGS-B", data_name: str | None = None, start=None,
-                 maxiter: int = 1000):
+                 maxiter: int = 1000, correlation=None):
         self.formula = formula
         self.REML = bool(REML)
         self.data_name = data_name or "data"
         self._data = data
-        frame = dsg.model_frame(data, formula)
+        self.correlation = correlation
+        extra = tuple(correlation.variables()) if correlation is not None else ()
+        frame = dsg.model_frame(data, formula, extra=extra)
         self.frame = frame.data
         self.n_dropped = frame.n_dropped
         self.y = dsg.response_vector(self.frame, formula.response)
@@ -509,12 +623,16 @@ class LinearMixedModel:
         self.X = self.fixed.X
         self.n, self.p = self.X.shape
         dsg.check_grouping(self.reterms, self.n)
-        self.criterion = LMMCriterion(self.y, self.X, self.reterms)
+        if correlation is None:
+            self.criterion = LMMCriterion(self.y, self.X, self.reterms)
+        else:
+            self.criterion = CorrelatedLMMCriterion(self.y, self.X, self.reterms, correlation, self.frame)
         self.optimizer, self.maxiter = optimizer, maxiter
         theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer,
                                                       maxiter=maxiter)
         self._set_theta(theta)
-        self.optinfo.warn()
+        if self.optinfo.converged or not isinstance(self, Lme) or getattr(self, "return_object", True):
+            self.optinfo.warn()
 
     def _set_theta(self, theta):
         self.theta = theta
@@ -572,7 +690,15 @@ class LinearMixedModel:
     # --- fit statistics ------------------------------------------------------------
     @property
     def n_params(self) -> int:
-        return self.p + self.criterion.ntheta + 1
+        """Fixed effects, covariance parameters (with any correlation parameters), and sigma."""
+        return self.p + len(self.theta) + 1
+
+    @property
+    def cor_params(self) -> np.ndarray:
+        """The correlation structure's parameters on their natural scale (e.g. Phi)."""
+        if self.correlation is None:
+            return np.array([])
+        return self.correlation.to_natural(self.theta[self.criterion.ntheta:])
 
     @property
     def loglik(self) -> float:
@@ -651,6 +777,24 @@ class LinearMixedModel:
         new.optinfo.warn()
         return new
 
+    def profile_correlation(self, values) -> pd.DataFrame:
+        """The criterion profiled over the correlation parameter: for each value (natural
+        scale), the covariance parameters are re-optimized; returns value and log-likelihood."""
+        if self.correlation is None:
+            raise ValueError("the model has no correlation structure to profile")
+        crit, k = self.criterion, self.criterion.ntheta
+        lb = crit.lower_bounds()[:k]
+        bounds = [(None if np.isinf(b) else b, None) for b in lb]
+        rows, start = [], self.theta[:k]
+        for v in np.atleast_1d(values):
+            u = self.correlation.to_unconstrained(np.array([v]))
+            res = scipy.optimize.minimize(lambda th: crit.objective(np.concatenate([th, u]), self.REML),
+                                          start, method="L-BFGS-B", bounds=bounds,
+                                          options={"ftol": 1e-12, "maxiter": 500})
+            start = res.x
+            rows.append({self.correlation.parameter: v, "logLik": -0.5 * res.fun})
+        return pd.DataFrame(rows)
+
     def coef_table(self) -> pd.DataFrame:
         t = self.beta / self.se.to_numpy()
         return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(), "t value": t},
@@ -677,9 +821,19 @@ class LmerMod(LinearMixedModel):
 
 
 class Lme(LinearMixedModel):
-    """A fit by :func:`lme` (nlme's conventions: BIC with n - p for REML, containment DF)."""
+    """A fit by :func:`lme` (nlme's conventions: BIC with n - p for REML, containment DF).
+
+    As nlme does, a fit that does not converge raises :class:`ConvergenceError`, unless
+    ``return_object=True`` (nlme's ``lmeControl(returnObject = TRUE)``), which warns instead.
+    """
 
     flavor = "nlme"
+
+    def __init__(self, *args, return_object: bool = False, **kwargs):
+        self.return_object = return_object
+        super().__init__(*args, **kwargs)
+        if not self.optinfo.converged and not return_object:
+            raise ConvergenceError(self.optinfo)
 
     @property
     def bic(self) -> float:
@@ -760,24 +914,40 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, optimizer: str = "
 
 
 def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
-        optimizer: str = "L-BFGS-B", data_name: str | None = None, maxiter: int = 1000) -> Lme:
-    """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``."""
+        optimizer: str = "L-BFGS-B", data_name: str | None = None, maxiter: int = 1000,
+        correlation=None, return_object: bool = False) -> Lme:
+    """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``.
+
+    ``correlation`` takes a within-group error-correlation structure (``mmlib.corstruct``,
+    e.g. ``CorCAR1("~ age | subject")``).  A fit that does not converge raises
+    :class:`ConvergenceError` unless ``return_object=True``.
+    """
     if method not in ("REML", "ML"):
         raise ValueError(f"method must be 'REML' or 'ML', not {method!r}")
     fit = Lme(parse_lme(fixed, random), data, REML=(method == "REML"), optimizer=optimizer,
-              data_name=data_name, maxiter=maxiter)
+              data_name=data_name, maxiter=maxiter, correlation=correlation, return_object=return_object)
     fit.random_text = random.strip()
     return fit
 
 
+_KEEP = object()
+
+
 def update(model: LinearMixedModel, random: str | None = None, formula: str | None = None,
-           REML: bool | None = None) -> LinearMixedModel:
-    """R's ``update``: the same model with a new random part (lme) or formula (lmer)."""
+           REML: bool | None = None, correlation=_KEEP, **options) -> LinearMixedModel:
+    """R's ``update``: the same model with a new random part or correlation (lme) or formula (lmer).
+
+    Other keyword ``options`` (``optimizer``, ``maxiter``, ``return_object``) are passed on.
+    """
     REML = model.REML if REML is None else REML
     if isinstance(model, Lme):
         fixed = model.formula.fixed_formula
-        return lme(fixed, model._data, random or model.random_text,
-                   method="REML" if REML else "ML", optimizer=model.optimizer, data_name=model.data_name)
+        cor = model.correlation if correlation is _KEEP else correlation
+        if cor is not None:
+            cor = type(cor)(cor.form, cor.value)  # a fresh structure for the new fit
+        settings = {"optimizer": model.optimizer, "maxiter": model.maxiter, **options}
+        return lme(fixed, model._data, random or model.random_text, method="REML" if REML else "ML",
+                   data_name=model.data_name, correlation=cor, **settings)
     return lmer(formula or model.formula.text, model._data, REML=REML, optimizer=model.optimizer,
                 data_name=model.data_name)
 

@@ -36,6 +36,7 @@ class OptSummary:
     gradient: np.ndarray | None = None
     tolerances: dict = field(default_factory=dict)
     singular: bool = False
+    iteration_limit: bool = False
     notes: list[str] = field(default_factory=list)  # informational (in repr), not warnings
 
     @property

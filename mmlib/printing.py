@@ -114,13 +114,17 @@ def format_pvalue(p: float, digits: int = 2) -> str:
 def abbreviate(name: str, minlength: int) -> str:
     """R's ``abbreviate(name, minlength)`` (method "left.kept", as lme and lmer label correlations).
 
-    Characters are dropped from the right, never the first: lower-case vowels at the end of
-    a word, then any lower-case vowels, then lower-case letters at the end of a word, then any
-    lower-case letters, then anything but spaces, until the name is short enough.
+    Characters are dropped from the right, never the first of a word: lower-case vowels at
+    the end of a word, then any lower-case vowels, then lower-case letters at the end of a
+    word, then any lower-case letters, then anything, until the name (not counting its
+    spaces) is short enough; spaces are then removed if it is still too long.
     """
-    s = list(name)
+    s = list(name.strip())
     if len(s) <= minlength:
-        return name
+        return "".join(s)
+
+    def effective():
+        return len(s) - sum(c.isspace() for c in s)
 
     def first(i):
         return s[i - 1].isspace()
@@ -135,12 +139,18 @@ def abbreviate(name: str, minlength: int) -> str:
         lambda i: s[i].islower() and not first(i),
         lambda i: not first(i) and not s[i].isspace(),
     ]
+    done = effective() <= minlength
     for rule in passes:
+        if done:
+            break
         for i in range(len(s) - 1, 0, -1):
             if i < len(s) and rule(i):
                 del s[i]
-            if len(s) <= minlength:
-                return "".join(s)
+            if effective() <= minlength:
+                done = True
+                break
+    if len(s) > minlength:
+        s = [c for c in s if not c.isspace()]
     return "".join(s)
 
 
@@ -306,12 +316,12 @@ class LmeSummary:
         m = self.model
         fit = self.tables["fit"]
         lines = [f"Linear mixed-effects model fit by {m.method}", f" Data: {m.data_name} "]
-        vals = [format_r([v], 5)[0] for v in fit]
+        vals = [format_r([v], 4)[0] for v in fit]
         lines.append(_vector(fit, vals).replace(" \n", "\n"))
         if m.n_dropped:
             lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
         term = m.reterms[0]
-        lines += ["", "Random effects:", f" Formula: ~{m.formula.random[0].expr.replace(' ', '')} | {term.group}"]
+        lines += ["", "Random effects:", f" Formula: ~{_deparse(m.formula.random[0].expr)} | {term.group}"]
         rnd = self.tables["random"]
         if term.q == 1:
             names = list(rnd.index)
@@ -338,6 +348,11 @@ class LmeSummary:
                         cells.append(labels[i])
                 body.append(name.ljust(nw) + " " + sdt[i].ljust(sw) + " " + " ".join(c.ljust(6) for c in cells))
             lines += [head] + [b.rstrip() for b in body]
+        if m.correlation is not None:
+            cor = m.correlation
+            value = m.cor_params[0]
+            lines += ["", f"Correlation Structure: {cor.name}", f" Formula: ~{_deparse(cor.form.split('~', 1)[1])} ",
+                      " Parameter estimate(s):", f"{cor.parameter:>6} ", f"{format_r([value], 4)[0]} "]
         lines += ["", f"Fixed effects: {m.formula.response} ~ {_deparse_rhs(m)} "]
         lines.append(_table(self.tables["fixed"], {"Value": ("zap", 5), "Std.Error": ("zap", 4), "DF": ("int",),
                                                    "t-value": ("zap", 4), "p-value": ("fixed", 4)}))
@@ -351,6 +366,11 @@ class LmeSummary:
         if notes:
             lines += [""] + notes
         return "\n".join(lines)
+
+
+def _deparse(expr: str) -> str:
+    from .formula import deparse
+    return deparse(expr)
 
 
 def _deparse_rhs(model) -> str:

@@ -1,0 +1,204 @@
+"""Within-group error-correlation structures for ``lme`` (nlme's ``corStruct`` classes).
+
+The errors of group i have covariance ``sigma^2 C_i(rho)``; groups are independent.  A
+structure knows, for each group, the positions or times of its observations, and returns the
+group's correlation matrix for a value of its parameter, which the optimizer sees on an
+unconstrained scale (as nlme does).  ``lme`` then pre-whitens each group by the Cholesky
+factor of ``C_i`` and adds ``log|C_i|`` to the criterion, so the likelihood is computed group
+by group and never through an n-by-n matrix.
+
+Structures here: :class:`CorCAR1` (continuous-time AR(1), ``phi^|s|`` for times s apart),
+:class:`CorAR1` (discrete AR(1) in the order of the observations), :class:`CorCompSymm`
+(compound symmetry) and :class:`CorExp` (exponential spatial correlation in one dimension).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+
+class CorStructError(ValueError):
+    """A correlation structure that does not fit the data: a missing time, ties, ..."""
+
+
+class CorStruct:
+    """Base class: ``form="~ time | group"``; subclasses define ``matrices`` and the parameter map."""
+
+    name = "correlation structure"
+    parameter = "rho"
+    n_params = 1
+
+    def __init__(self, form: str, value: float | None = None):
+        match = re.fullmatch(r"\s*~\s*([\w.]+|1)?\s*(?:\|\s*([\w.]+)\s*)?", form)
+        if not match:
+            raise CorStructError(f"form {form!r} must be '~ time | group' (or '~ 1 | group')")
+        self.form = form.strip()
+        self.time, self.group = match.group(1), match.group(2)
+        self.value = self.default if value is None else float(value)
+
+    # --- data ---------------------------------------------------------------------
+    def variables(self) -> list[str]:
+        return [v for v in (self.time, self.group) if v and v != "1"]
+
+    def set_data(self, frame: pd.DataFrame, codes: np.ndarray, m: int) -> None:
+        """Lay the observations out by group: slot (group, position) of each row, and the times."""
+        for col in self.variables():
+            if col not in frame.columns:
+                raise CorStructError(f"correlation form {self.form!r} names column {col!r}, which is not in the data")
+        n = len(frame)
+        counts = np.bincount(codes, minlength=m)
+        self.nmax = int(counts.max())
+        order = np.argsort(codes, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        position = np.empty(n, dtype=np.intp)
+        position[order] = np.arange(n) - np.repeat(starts, counts)
+        self.codes, self.position, self.counts, self.m = codes, position, counts, m
+        if self.time and self.time != "1":
+            t = frame[self.time]
+            if not pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t):
+                raise CorStructError(f"time variable {self.time!r} of {self.form!r} must be numeric (it is {t.dtype})")
+            times = np.full((m, self.nmax), np.nan)
+            times[codes, position] = t.to_numpy(dtype=float)
+            self._check_ties(times)
+        else:
+            times = np.broadcast_to(np.arange(self.nmax, dtype=float), (m, self.nmax)).copy()
+        self.times = times
+        self.valid = np.zeros((m, self.nmax), dtype=bool)
+        self.valid[codes, position] = True
+
+    def _check_ties(self, times: np.ndarray) -> None:
+        s = np.sort(times, axis=1)
+        ties = np.diff(s, axis=1) == 0
+        if np.any(ties):
+            g = int(np.flatnonzero(ties.any(axis=1))[0])
+            raise CorStructError(f"time variable {self.time!r} has ties within a group (group {g + 1} of "
+                                 f"{self.group or 'the data'}): {self.name} needs distinct times")
+
+    def pad(self, values: np.ndarray) -> np.ndarray:
+        """Rows of ``values`` (n, ...) placed in a (m, nmax, ...) array, zero in empty slots."""
+        out = np.zeros((self.m, self.nmax) + values.shape[1:])
+        out[self.codes, self.position] = values
+        return out
+
+    # --- parameters -----------------------------------------------------------------
+    default = 0.2
+
+    def to_natural(self, u: np.ndarray) -> np.ndarray:
+        return np.asarray(u, dtype=float)
+
+    def to_unconstrained(self, natural: np.ndarray) -> np.ndarray:
+        return np.asarray(natural, dtype=float)
+
+    def start(self) -> np.ndarray:
+        return self.to_unconstrained(np.array([self.value]))
+
+    def matrices(self, u: np.ndarray) -> np.ndarray:
+        """Correlation matrices (m, nmax, nmax), identity in empty slots, for unconstrained ``u``."""
+        C = self._correlation(self.to_natural(u)[0])
+        pair = self.valid[:, :, None] & self.valid[:, None, :]
+        C = np.where(pair, C, 0.0)
+        idx = np.arange(self.nmax)
+        C[:, idx, idx] = 1.0
+        return C
+
+    def _correlation(self, value: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self, u: np.ndarray) -> str:
+        return f"{self.parameter} {self.to_natural(u)[0]:.4g}"
+
+
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
+def _expit(x):
+    return 1 / (1 + np.exp(-x))
+
+
+class CorCAR1(CorStruct):
+    """Continuous-time AR(1): errors ``s`` time units apart correlate ``phi^|s|``, 0 <= phi < 1.
+
+    nlme's ``corCAR1(value = 0.2, form = ~ time | group)``, estimated on the logit scale.
+    """
+
+    name = "Continuous AR(1)"
+    parameter = "Phi"
+    default = 0.2
+
+    def to_natural(self, u):
+        return _expit(np.asarray(u, dtype=float))
+
+    def to_unconstrained(self, natural):
+        natural = np.asarray(natural, dtype=float)
+        if np.any((natural <= 0) | (natural >= 1)):
+            raise CorStructError(f"Phi must be in (0, 1), not {natural}")
+        return _logit(natural)
+
+    def _correlation(self, phi):
+        lag = np.abs(self.times[:, :, None] - self.times[:, None, :])
+        return phi ** np.nan_to_num(lag, nan=0.0)
+
+
+class CorAR1(CorStruct):
+    """Discrete AR(1) in the order of the observations: ``phi^|j - k|``, -1 < phi < 1."""
+
+    name = "AR(1)"
+    parameter = "Phi"
+    default = 0.0
+
+    def to_natural(self, u):
+        return np.tanh(np.asarray(u, dtype=float))
+
+    def to_unconstrained(self, natural):
+        return np.arctanh(np.asarray(natural, dtype=float))
+
+    def set_data(self, frame, codes, m):
+        super().set_data(frame, codes, m)
+        # positions are ranks of the time variable within the group (or data order)
+        order = np.argsort(np.where(self.valid, self.times, np.inf), axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(self.nmax)[None, :].repeat(m, 0), axis=1)
+        self.times = ranks.astype(float)
+
+    def _correlation(self, phi):
+        lag = np.abs(self.times[:, :, None] - self.times[:, None, :])
+        return np.sign(phi) ** lag * np.abs(phi) ** lag if phi < 0 else phi ** lag
+
+
+class CorCompSymm(CorStruct):
+    """Compound symmetry: every pair of errors in a group correlates ``rho``."""
+
+    name = "Compound symmetry"
+    parameter = "Rho"
+    default = 0.0
+
+    def to_natural(self, u):
+        return np.tanh(np.asarray(u, dtype=float))
+
+    def to_unconstrained(self, natural):
+        return np.arctanh(np.asarray(natural, dtype=float))
+
+    def _correlation(self, rho):
+        return np.full((self.m, self.nmax, self.nmax), rho)
+
+
+class CorExp(CorStruct):
+    """Exponential spatial correlation ``exp(-d / range)`` for distance ``d`` in the time variable."""
+
+    name = "Exponential spatial correlation"
+    parameter = "range"
+    default = 1.0
+
+    def to_natural(self, u):
+        return np.exp(np.asarray(u, dtype=float))
+
+    def to_unconstrained(self, natural):
+        return np.log(np.asarray(natural, dtype=float))
+
+    def _correlation(self, rng):
+        d = np.abs(self.times[:, :, None] - self.times[:, None, :])
+        return np.exp(-np.nan_to_num(d, nan=0.0) / rng)
