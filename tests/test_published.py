@@ -119,10 +119,10 @@ def test_explanation_must_name_a_record_and_give_evidence(tmp_path, monkeypatch)
 
 
 def test_saved_results_detect_any_change_to_a_covered_record():
-    """Moving any covered published value by two units in its last place fails its check.
+    """A published value two units (in its last printed place) away from ours fails its check.
 
     This is the property behind "changing a published value makes make test fail": every
-    value the chapters saved is re-classified against a perturbed copy of its record.
+    value the chapters saved is re-classified against a copy of its record moved that far.
     """
     saved = [row for p in published.RESULTS_DIR.glob("*.json") for row in json.loads(p.read_text())]
     assert len(saved) > 500
@@ -130,12 +130,13 @@ def test_saved_results_detect_any_change_to_a_covered_record():
         r = record(row["id"])
         if r.bound is not None:
             continue
-        step = 2 * 10 ** -(r.mantissa_decimals if r.notation == "e" else r.decimals)
+        places = r.mantissa_decimals if r.notation == "e" else r.decimals
+        ours = r.format(row["value"])
         if r.notation == "e":
-            mantissa, exponent = r.expected.split("e")
-            printed = f"{float(mantissa) + step:.{r.mantissa_decimals}f}e{exponent}"
+            mantissa, exponent = ours.split("e")
+            printed = f"{float(mantissa) + 2 * 10 ** -places:.{places}f}e{exponent}"
         else:
-            printed = f"{float(r.expected) + step:.{r.decimals}f}"
+            printed = f"{float(ours) + 2 * 10 ** -places:.{places}f}"
         moved = Record(**{**r.__dict__, "printed": printed, "value": float(printed)})
         assert classify(moved, row["value"]) == "mismatch", row["id"]
 
