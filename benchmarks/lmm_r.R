@@ -1,4 +1,5 @@
-## Times the appendix's linear mixed-model fits in R (nlme, lme4), for benchmarks/run.py.
+## Times the appendix's linear mixed-model fits in R (nlme, lme4), for benchmarks/run.py:
+## High School and Beyond (2.1) and the exercise histories with CAR(1) errors (2.4).
 ## Usage: Rscript benchmarks/lmm_r.R <data dir> <repetitions>; prints one JSON object.
 suppressPackageStartupMessages({library(nlme); library(lme4)})
 args <- commandArgs(trailingOnly = TRUE)
@@ -24,6 +25,15 @@ fits <- list(
   "bryk.lmer.1.ML" = function() lmer(mathach ~ meanses*cses + sector*cses + (cses | school), data = Bryk, REML = FALSE),
   "bryk.lmer.2.ML" = function() lmer(mathach ~ meanses*cses + sector*cses + (1 | school), data = Bryk, REML = FALSE)
 )
+Blackmore <- read.csv(file.path(args[1], "Blackmore.csv"))
+Blackmore$group <- factor(Blackmore$group, levels = c("control", "patient"))
+Blackmore$log.exercise <- log2(Blackmore$exercise + 5/60)
+fits[["bm.lme.1"]] <- function() lme(log.exercise ~ I(age - 8)*group, random = ~ I(age - 8) | subject,
+                                     data = Blackmore)
+fits[["bm.lme.5"]] <- function() lme(log.exercise ~ I(age - 8)*group, random = ~ 1 | subject,
+                                     correlation = corCAR1(form = ~ age | subject), data = Blackmore)
+fits[["bm.lme.6"]] <- function() lme(log.exercise ~ I(age - 8)*group, random = ~ I(age - 8) - 1 | subject,
+                                     correlation = corCAR1(form = ~ age | subject), data = Blackmore)
 out <- list()
 for (name in names(fits)) {
   fits[[name]]()  # warm up

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mmlib import datasets  # noqa: E402
+from mmlib.corstruct import CorCAR1  # noqa: E402
 from mmlib.lmm import lme, lmer  # noqa: E402
 
 FIXED = "mathach ~ meanses*cses + sector*cses"
@@ -38,6 +39,13 @@ LMM = {
     "bryk.lmer.2": lambda d: lmer(FIXED + " + (1 | school)", d),
     "bryk.lmer.1.ML": lambda d: lmer(FIXED + " + (cses | school)", d, REML=False),
     "bryk.lmer.2.ML": lambda d: lmer(FIXED + " + (1 | school)", d, REML=False),
+}
+BM = "log.exercise ~ I(age - 8)*group"
+CAR1 = {
+    "bm.lme.1": lambda d: lme(BM, d, random="~ I(age - 8) | subject"),
+    "bm.lme.5": lambda d: lme(BM, d, random="~ 1 | subject", correlation=CorCAR1("~ age | subject")),
+    "bm.lme.6": lambda d: lme(BM, d, random="~ I(age - 8) - 1 | subject",
+                              correlation=CorCAR1("~ age | subject"), return_object=True),
 }
 GLMM_PKG = {  # the same models in the glmm package's formula syntax
     "bryk.lmer.1": (FIXED + " + (1 + cses | school)", True),
@@ -100,10 +108,32 @@ def large(n_groups: int = 1000, per_group: int = 1000, seed: int = 1) -> tuple[f
     return elapsed, peak / 2**20, fit.n
 
 
+def large_car1(n_groups: int = 20000, per_group: int = 5, seed: int = 2) -> tuple[float, int]:
+    """Random intercepts with CAR(1) errors at irregular times: n_groups * per_group observations."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    g = np.repeat(np.arange(n_groups), per_group)
+    t = np.cumsum(rng.uniform(0.5, 2.0, n).reshape(n_groups, per_group), axis=1).ravel()
+    e = np.empty(n)
+    e[0::per_group] = rng.normal(size=n_groups)
+    for j in range(1, per_group):  # CAR(1) with phi = 0.6 at the irregular gaps
+        gap = t[j::per_group] - t[j - 1::per_group]
+        rho = 0.6 ** gap
+        e[j::per_group] = rho * e[j - 1::per_group] + np.sqrt(1 - rho ** 2) * rng.normal(size=n_groups)
+    y = 1 + 0.2 * t + rng.normal(size=n_groups)[g] + e
+    frame = pd.DataFrame({"y": y, "t": t, "g": pd.Categorical(g)})
+    start = time.perf_counter()
+    fit = lme("y ~ t", frame, random="~ 1 | g", correlation=CorCAR1("~ t | g"))
+    return time.perf_counter() - start, fit.n
+
+
 def main(reps: int = 5) -> None:
     warnings.simplefilter("ignore")
     bryk = datasets.bryk()
+    blackmore = datasets.load("Blackmore")
+    blackmore["log.exercise"] = np.log2(blackmore.exercise + 5 / 60)
     ours = {name: median_time(lambda f=f: f(bryk), reps) for name, f in LMM.items()}
+    ours.update({name: median_time(lambda f=f: f(blackmore), reps) for name, f in CAR1.items()})
     r = time_r(reps)
     other = time_glmm(bryk, reps)
     rows = []
@@ -119,6 +149,9 @@ def main(reps: int = 5) -> None:
     table = pd.DataFrame(rows).set_index("fit")
     print(f"\nLinear mixed models of the appendix (median of {reps}; R: nlme for lme, lme4 for lmer)")
     print(table.round(2).to_string())
+    secs, n = large_car1()
+    print(f"\nlme(y ~ t, random = ~ 1 | g, correlation = CorCAR1(~ t | g)) on {n:,} simulated "
+          f"observations at irregular times: {secs:.2f} s")
     for n_groups, per_group in ((1000, 100), (1000, 1000)):
         secs, mib, n = large(n_groups, per_group)
         print(f"\nlmer(y ~ x + (x | g)) on {n:,} simulated observations in {n_groups:,} groups: "

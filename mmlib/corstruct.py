@@ -51,7 +51,12 @@ class CorStruct:
         n = len(frame)
         counts = np.bincount(codes, minlength=m)
         self.nmax = int(counts.max())
-        order = np.argsort(codes, kind="stable")
+        if self.time and self.time != "1" and self.time in frame.columns and \
+                pd.api.types.is_numeric_dtype(frame[self.time]):
+            # slots in time order within each group (the Markov structures whiten in that order)
+            order = np.lexsort((frame[self.time].to_numpy(dtype=float), codes))
+        else:
+            order = np.argsort(codes, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         position = np.empty(n, dtype=np.intp)
         position[order] = np.arange(n) - np.repeat(starts, counts)
@@ -68,6 +73,7 @@ class CorStruct:
         self.times = times
         self.valid = np.zeros((m, self.nmax), dtype=bool)
         self.valid[codes, position] = True
+        self._lags = None
 
     def _check_ties(self, times: np.ndarray) -> None:
         s = np.sort(times, axis=1)
@@ -107,6 +113,33 @@ class CorStruct:
     def _correlation(self, value: float) -> np.ndarray:
         raise NotImplementedError
 
+    def whiten(self, u: np.ndarray, padded: np.ndarray) -> tuple[np.ndarray, float]:
+        """``R_i^-1`` applied to each group's rows of ``padded`` (m, nmax, r), and log|C|.
+
+        The general way: the Cholesky factor R_i of every C_i, vectorized over groups.
+        """
+        from .lmm import _batched_cholesky, _batched_forward
+
+        R = _batched_cholesky(self.matrices(u))
+        return _batched_forward(R, padded), 2.0 * float(np.log(np.diagonal(R, axis1=1, axis2=2)).sum())
+
+    def _markov_whiten(self, rho: np.ndarray, padded: np.ndarray) -> tuple[np.ndarray, float]:
+        """Whitening for an AR(1)-type (Markov) structure with correlation ``rho`` between
+        consecutive observations: e_1 and (e_j - rho_j e_(j-1)) / sqrt(1 - rho_j^2) are
+        independent, so R^-1 is bidiagonal and log|C| = sum log(1 - rho_j^2)."""
+        rho = np.where(self.valid[:, 1:], rho, 0.0)
+        scale = np.sqrt(1.0 - rho ** 2)
+        W = padded.copy()
+        W[:, 1:, :] = (padded[:, 1:, :] - rho[:, :, None] * padded[:, :-1, :]) / scale[:, :, None]
+        return W, 2.0 * float(np.log(scale).sum())
+
+    @property
+    def lags(self) -> np.ndarray:
+        """|t_j - t_k| within each group (0 in empty slots), computed once."""
+        if self._lags is None:
+            self._lags = np.nan_to_num(np.abs(self.times[:, :, None] - self.times[:, None, :]), nan=0.0)
+        return self._lags
+
     def describe(self, u: np.ndarray) -> str:
         return f"{self.parameter} {self.to_natural(u)[0]:.4g}"
 
@@ -139,8 +172,12 @@ class CorCAR1(CorStruct):
         return _logit(natural)
 
     def _correlation(self, phi):
-        lag = np.abs(self.times[:, :, None] - self.times[:, None, :])
-        return phi ** np.nan_to_num(lag, nan=0.0)
+        return np.exp(self.lags * np.log(phi))
+
+    def whiten(self, u, padded):
+        phi = float(self.to_natural(u)[0])
+        gaps = np.nan_to_num(np.diff(self.times, axis=1), nan=0.0)
+        return self._markov_whiten(np.exp(gaps * np.log(phi)), padded)
 
 
 class CorAR1(CorStruct):
@@ -163,10 +200,14 @@ class CorAR1(CorStruct):
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(self.nmax)[None, :].repeat(m, 0), axis=1)
         self.times = ranks.astype(float)
+        self._lags = None
 
     def _correlation(self, phi):
-        lag = np.abs(self.times[:, :, None] - self.times[:, None, :])
-        return np.sign(phi) ** lag * np.abs(phi) ** lag if phi < 0 else phi ** lag
+        return phi ** self.lags  # integral lags, so a negative phi alternates in sign
+
+    def whiten(self, u, padded):
+        phi = float(self.to_natural(u)[0])
+        return self._markov_whiten(np.full((self.m, self.nmax - 1), phi), padded)
 
 
 class CorCompSymm(CorStruct):
@@ -200,5 +241,4 @@ class CorExp(CorStruct):
         return np.log(np.asarray(natural, dtype=float))
 
     def _correlation(self, rng):
-        d = np.abs(self.times[:, :, None] - self.times[:, None, :])
-        return np.exp(-np.nan_to_num(d, nan=0.0) / rng)
+        return np.exp(-self.lags / rng)

@@ -288,11 +288,45 @@ def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndar
     return labels, codes.astype(np.intp)
 
 
-def random_terms(formula: MixedFormula, frame: pd.DataFrame) -> list[ReTerm]:
+def _from_fixed(expr: str, fixed: FixedDesign | None, frame: pd.DataFrame):
+    """The random-effects columns taken from X when each is a (numeric) column of it.
+
+    ``(1 | g)``, ``(cses | g)``, ``(I(age - 8) - 1 | g)``: the common cases need no second
+    pass of the formula machinery over the data.
+    """
+    if fixed is None:
+        return None
+    try:
+        parsed = formulaic.Formula(_to_python(expr, frame.columns))
+    except Exception:
+        return None
+    names = []
+    for term in parsed:
+        factors = [_r_expr(f.expr) for f in term.factors]
+        names.append("(Intercept)" if factors == ["1"] else ":".join(factors))
+    if not names or not all(n in fixed.names for n in names):
+        return None
+    for n in names:  # a factor's column is named by level, never by the bare term: use formulaic
+        if n != "(Intercept)" and n in frame.columns and not pd.api.types.is_numeric_dtype(frame[n]):
+            return None
+    cols = [fixed.names.index(n) for n in names]
+    return fixed.X[:, cols], names
+
+
+def random_terms(formula: MixedFormula, frame: pd.DataFrame, fixed: FixedDesign | None = None) -> list[ReTerm]:
     """One :class:`ReTerm` per random-effects term (``||`` splits a term into its columns)."""
     out = []
     for term in formula.random:
         levels, codes = grouping_factor(frame, term.group)
+        reuse = _from_fixed(term.expr, fixed, frame)
+        if reuse is not None:
+            Z, names = reuse
+            if term.correlated:
+                out.append(ReTerm(term.group, levels, codes, Z, names, term.expr, None))
+            else:
+                out.extend(ReTerm(term.group, levels, codes, Z[:, [j]], [n], term.expr, None)
+                           for j, n in enumerate(names))
+            continue
         design = fixed_design(term.expr, frame)
         if design.dropped:
             raise FormulaError(f"random-effects term {term} has aliased columns: {', '.join(design.dropped)}")

@@ -393,9 +393,10 @@ class LMMCriterion:
             return self.objective(theta, reml)
 
         analytic = isinstance(self.system, _BlockSystem)
+        n_numeric = theta0.size - self.ntheta if analytic else theta0.size
 
         def grad(theta):
-            calls[0] += 1 if analytic else 2 * theta.size
+            calls[0] += 1 + 2 * n_numeric if analytic else 2 * theta.size
             return self.gradient(theta, reml)
 
         bounds = [(None if np.isinf(b) else b, None) for b in lb]
@@ -538,9 +539,7 @@ class CorrelatedLMMCriterion(LMMCriterion):
         key = np.asarray(u, dtype=float).tobytes()
         if self._white is not None and self._white[0] == key:
             return self._white[1]
-        R = np.linalg.cholesky(self.cor.matrices(u))
-        W = np.linalg.solve(R, self.padded)
-        logdet = 2.0 * float(np.log(np.diagonal(R, axis1=1, axis2=2)).sum())
+        W, logdet = self.cor.whiten(u, self.padded)
         q, p = self.terms[0].q, self.p
         Wz, Wxy = W[:, :, :q], W[:, :, q:]
         ZtZ = np.swapaxes(Wz, 1, 2) @ Wz
@@ -564,7 +563,24 @@ class CorrelatedLMMCriterion(LMMCriterion):
         return system.modes(self.lambdas(params), solution.state, solution.beta)
 
     def gradient(self, params, reml: bool) -> np.ndarray:
-        return self.numerical_gradient(params, reml)
+        """Analytic in theta (the whitened model is an ordinary one), central differences in
+        the correlation parameters (each difference re-whitens the groups)."""
+        params = np.asarray(params, dtype=float)
+        k = self.ntheta
+        sol = self.solve(params, reml)
+        if not np.isfinite(sol.deviance):
+            return np.full(params.size, np.nan)
+        system = self.whitened(params[k:])[0]
+        g_theta = system.gradient(self.lambdas(params), sol.state, sol.beta, sol.RX, sol.r2,
+                                  reml, self.n, self.blocks[0])
+        g_cor = np.empty(params.size - k)
+        for j in range(params.size - k):
+            step = 1e-5 * max(1.0, abs(params[k + j]))
+            e = np.zeros_like(params)
+            e[k + j] = step
+            g_cor[j] = (self._solve(params + e, reml).deviance - self._solve(params - e, reml).deviance) / (2 * step)
+        self._white = None  # the differences moved the whitening cache off this point
+        return np.concatenate([g_theta, g_cor])
 
 
 def _small_gradient(g, theta, lb, tol=1e-3) -> bool:
@@ -616,7 +632,7 @@ class LinearMixedModel:
         self.n_dropped = frame.n_dropped
         self.y = dsg.response_vector(self.frame, formula.response)
         self.fixed = dsg.fixed_design(formula.fixed, self.frame)
-        self.reterms = dsg.random_terms(formula, self.frame)
+        self.reterms = dsg.random_terms(formula, self.frame, self.fixed)
         if not self.reterms:
             raise dsg.FormulaError(f"formula {formula.text!r} has no random-effects term; "
                                    "use a linear model instead")
@@ -757,7 +773,10 @@ class LinearMixedModel:
                 if groups is None:
                     raise NotImplementedError("prediction at a nested level from new data")
                 codes = groups.map(index)
-                Z = np.asarray(term.spec.get_model_matrix(newdata, context=dsg.R_FUNCTIONS), dtype=float)
+                if term.spec is not None:
+                    Z = np.asarray(term.spec.get_model_matrix(newdata, context=dsg.R_FUNCTIONS), dtype=float)
+                else:  # the term's columns are columns of X
+                    Z = X[:, [self.fixed.names.index(name) for name in term.names]]
                 known = codes.notna().to_numpy()
                 contrib = np.zeros(len(newdata))
                 contrib[known] = np.einsum("nq,nq->n", Z[known], b[codes[known].astype(int).to_numpy()])

@@ -1,0 +1,148 @@
+"""Correlated within-group errors: the pre-whitened criterion against brute force, and bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmlib import design as dsg
+from mmlib.corstruct import CorAR1, CorCAR1, CorCompSymm, CorExp, CorStructError
+from mmlib.formula import parse
+from mmlib.lmm import CorrelatedLMMCriterion, LMMCriterion, lme
+
+
+def _data(seed=0, shuffle=True):
+    """Irregular times, groups of 1 to 5 observations, rows not sorted within groups."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(25):
+        k = 1 + g % 5
+        times = np.sort(rng.uniform(0, 10, k))
+        for t in times:
+            rows.append((f"s{g:02d}", t))
+    df = pd.DataFrame(rows, columns=["subject", "time"])
+    df["x"] = rng.normal(size=len(df))
+    df["y"] = 1 + 0.3 * df.time + df.x + rng.normal(size=len(df))
+    return df.sample(frac=1, random_state=seed).reset_index(drop=True) if shuffle else df
+
+
+def _dense(y, X, Z, lam, C, reml):
+    n, p = X.shape
+    V0 = Z @ lam @ lam.T @ Z.T + C
+    Vi = np.linalg.inv(V0)
+    beta = np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
+    r = y - X @ beta
+    logdet = np.linalg.slogdet(V0)[1]
+    if reml:
+        s2 = r @ Vi @ r / (n - p)
+        return (n - p) * np.log(2 * np.pi * s2) + logdet + np.linalg.slogdet(X.T @ Vi @ X)[1] + (n - p)
+    s2 = r @ Vi @ r / n
+    return n * np.log(2 * np.pi * s2) + logdet + n
+
+
+def _criterion(df, formula, cor):
+    f = parse(formula)
+    frame = dsg.model_frame(df, f, extra=tuple(cor.variables())).data
+    X = dsg.fixed_design(f.fixed, frame).X
+    terms = dsg.random_terms(f, frame)
+    return CorrelatedLMMCriterion(frame.y.to_numpy(), X, terms, cor, frame), frame, X, terms
+
+
+@pytest.mark.parametrize("cor, value, corr", [
+    (CorCAR1("~ time | subject"), 0.6, lambda dt, v: v ** np.abs(dt)),
+    (CorExp("~ time | subject"), 2.5, lambda dt, v: np.exp(-np.abs(dt) / v)),
+    (CorCompSymm("~ 1 | subject"), 0.3, lambda dt, v: np.where(dt == 0, 1.0, v)),
+])
+@pytest.mark.parametrize("reml", [True, False])
+def test_whitened_criterion_equals_dense_likelihood(cor, value, corr, reml):
+    crit, frame, X, terms = _criterion(_data(), "y ~ time + x + (time | subject)", cor)
+    term = terms[0]
+    theta = np.array([0.7, 0.1, 0.2])
+    params = np.concatenate([theta, cor.to_unconstrained(np.array([value]))])
+    same = term.codes[:, None] == term.codes[None, :]
+    t = frame.time.to_numpy()
+    C = np.where(same, corr(t[:, None] - t[None, :], value), 0.0)
+    Z = np.zeros((len(frame), term.m * term.q))
+    for a in range(term.q):
+        Z[np.arange(len(frame)), term.codes * term.q + a] = term.Z[:, a]
+    lam = np.kron(np.eye(term.m), crit.lambdas(theta)[0])
+    np.testing.assert_allclose(crit.objective(params, reml),
+                               _dense(frame.y.to_numpy(), X, Z, lam, C, reml), rtol=1e-10)
+
+
+def test_phi_near_zero_is_the_independent_errors_model():
+    df = _data(1)
+    df["time"] = np.round(df.time * 3)  # integer times at least 1 apart
+    df = df.drop_duplicates(["subject", "time"])
+    crit, frame, X, terms = _criterion(df, "y ~ x + (1 | subject)", CorCAR1("~ time | subject"))
+    plain = LMMCriterion(frame.y.to_numpy(), X, terms)
+    theta = np.array([0.8])
+    tiny = np.log(1e-12 / (1 - 1e-12))
+    np.testing.assert_allclose(crit.objective(np.array([0.8, tiny]), True), plain.objective(theta, True),
+                               rtol=1e-12)
+
+
+def test_car1_fit_with_singletons_and_unsorted_rows():
+    df = _data(2)
+    fit = lme("y ~ time + x", df, random="~ 1 | subject", correlation=CorCAR1("~ time | subject"),
+              return_object=True)
+    assert 0 < fit.cor_params[0] < 1 and fit.n == len(df)
+    sorted_fit = lme("y ~ time + x", df.sort_values(["subject", "time"]), random="~ 1 | subject",
+                     correlation=CorCAR1("~ time | subject"), return_object=True)
+    np.testing.assert_allclose(fit.loglik, sorted_fit.loglik, rtol=1e-9)
+    np.testing.assert_allclose(fit.cor_params, sorted_fit.cor_params, rtol=1e-4)
+
+
+def test_ar1_uses_the_order_of_times():
+    cor = CorAR1("~ time | subject")
+    df = pd.DataFrame({"time": [3.0, 1.0, 2.0, 5.0], "subject": ["a", "a", "a", "b"]})
+    cor.set_data(df, np.array([0, 0, 0, 1]), 2)
+    C = cor.matrices(cor.to_unconstrained(np.array([0.5])))[0]
+    # a group's slots are in time order (times 1, 2, 3), whatever the order of the rows
+    np.testing.assert_allclose(C, [[1, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 1]])
+    assert list(cor.position[:3]) == [2, 0, 1]
+
+
+@pytest.mark.parametrize("cor, value", [(CorCAR1("~ time | subject"), 0.6), (CorAR1("~ time | subject"), -0.4)])
+def test_markov_whitening_equals_the_cholesky_route(cor, value):
+    df = _data(3)
+    codes = df.subject.astype("category").cat.codes.to_numpy()
+    cor.set_data(df, codes, codes.max() + 1)
+    padded = cor.pad(np.random.default_rng(0).normal(size=(len(df), 3)))
+    u = cor.to_unconstrained(np.array([value]))
+    fast = cor.whiten(u, padded)
+    general = type(cor).__mro__[1].whiten(cor, u, padded)
+    np.testing.assert_allclose(fast[0], general[0], atol=1e-12)
+    np.testing.assert_allclose(fast[1], general[1], rtol=1e-12)
+
+
+def _blackmore_like():
+    return pd.DataFrame({"y": np.arange(12.0) % 5, "age": [8, 10, 12, 8, 10, 12, 8, 10, 12, 8, 10, 12.0],
+                         "subject": list("aaabbbcccddd"), "other": list("xxxxxxyyyyyy")})
+
+
+def test_ties_within_a_group_are_refused():
+    df = _blackmore_like()
+    df.loc[1, "age"] = 8.0
+    with pytest.raises(CorStructError, match="ties within a group"):
+        lme("y ~ age", df, random="~ 1 | subject", correlation=CorCAR1("~ age | subject"))
+
+
+def test_missing_time_column_is_refused():
+    with pytest.raises(dsg.DataError, match="not in the data: when"):
+        lme("y ~ age", _blackmore_like(), random="~ 1 | subject", correlation=CorCAR1("~ when | subject"))
+
+
+def test_non_numeric_time_is_refused():
+    df = _blackmore_like().assign(when=list("abcabcabcabc"))
+    with pytest.raises(CorStructError, match="time variable 'when' .* must be numeric"):
+        lme("y ~ age", df, random="~ 1 | subject", correlation=CorCAR1("~ when | subject"))
+
+
+def test_grouping_must_match_the_random_effects():
+    with pytest.raises(CorStructError, match="differs from the random effects' grouping"):
+        lme("y ~ age", _blackmore_like(), random="~ 1 | subject", correlation=CorCAR1("~ age | other"))
+
+
+def test_form_must_be_one_sided():
+    with pytest.raises(CorStructError, match="must be"):
+        CorCAR1("age | subject")
