@@ -37,7 +37,7 @@ from scipy import stats
 from . import design as dsg
 from .covariance import VarCorr, theta_layout
 from .formula import MixedFormula, parse, parse_lme
-from .optsummary import OptSummary
+from .optimizer import Minimizer
 
 LOG2PI = np.log(2 * np.pi)
 
@@ -307,7 +307,7 @@ def _profile(system, arg, XtX, Xty, yty, n, p, reml, extra_logdet=0.0) -> _Solut
     return _Solution(float(dev), beta, RX, r2, state)
 
 
-class LMMCriterion:
+class LMMCriterion(Minimizer):
     """The profiled deviance (ML) or REML criterion of one linear mixed model, as f(theta)."""
 
     def __init__(self, y: np.ndarray, X: np.ndarray, terms: list[dsg.ReTerm]):
@@ -319,8 +319,10 @@ class LMMCriterion:
         self._cache = None
         if len(terms) == 1:
             self.system = _BlockSystem.from_rows(terms[0], X, y)
+            self.analytic, self.n_numeric = True, 0
         else:
             self.system = _SparseSystem(terms, X, y, self.blocks)
+            self.analytic, self.n_numeric = False, None
 
     def lambdas(self, theta) -> list[np.ndarray]:
         return [b.lower(theta) for b in self.blocks]
@@ -362,147 +364,6 @@ class LMMCriterion:
                                         reml, self.n, self.blocks[0])
         return self.numerical_gradient(theta, reml)
 
-    def numerical_gradient(self, theta, reml: bool, h: float = 1e-5) -> np.ndarray:
-        """Central differences (one-sided at a bound): the criterion is smooth in theta."""
-        theta = np.asarray(theta, dtype=float)
-        lb = self.lower_bounds()
-        g = np.empty_like(theta)
-        f0 = None
-        for k in range(theta.size):
-            step = h * max(1.0, abs(theta[k]))
-            e = np.zeros_like(theta)
-            e[k] = step
-            if theta[k] - step >= lb[k]:
-                g[k] = (self.objective(theta + e, reml) - self.objective(theta - e, reml)) / (2 * step)
-            else:
-                f0 = self.objective(theta, reml) if f0 is None else f0
-                g[k] = (-3 * f0 + 4 * self.objective(theta + e, reml)
-                        - self.objective(theta + 2 * e, reml)) / (2 * step)
-        return g
-
-    def optimize(self, reml: bool, start=None, optimizer: str = "L-BFGS-B",
-                 maxiter: int = 1000) -> tuple[np.ndarray, OptSummary]:
-        theta0 = self.start() if start is None else np.asarray(start, dtype=float)
-        lb = self.lower_bounds()
-        summary = OptSummary(optimizer, theta0.copy(), f_initial=self.objective(theta0, reml),
-                             tolerances={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
-        calls = [0]
-
-        def f(theta):
-            calls[0] += 1
-            return self.objective(theta, reml)
-
-        analytic = isinstance(self.system, _BlockSystem)
-        n_numeric = theta0.size - self.ntheta if analytic else theta0.size
-
-        def grad(theta):
-            calls[0] += 1 + 2 * n_numeric if analytic else 2 * theta.size
-            return self.gradient(theta, reml)
-
-        bounds = [(None if np.isinf(b) else b, None) for b in lb]
-        diag = np.concatenate([b.diagonal() for b in self.blocks])
-        if optimizer not in ("L-BFGS-B", "Nelder-Mead", "log-Cholesky"):
-            raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B', 'Nelder-Mead' or 'log-Cholesky'")
-        x, res, interior = theta0, None, False
-        if optimizer == "log-Cholesky":
-            # nlme's way: the log-Cholesky parametrization alone, which cannot reach a boundary
-            summary.tolerances["gtol"] = 1e-8
-            x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter, gtol=1e-8)
-            interior = True
-        elif optimizer == "L-BFGS-B":
-            x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter)
-            # an interior optimum needs no bounded stage; a small diagonal may be a boundary one
-            # (L-BFGS-B's "ABNORMAL" line-search stop at an optimum counts when the gradient vanishes)
-            interior = (res is not None and bool(np.all(x[diag] > 1e-3))
-                        and (bool(res.success) or bool(np.max(np.abs(grad(x))) < 1e-3)))
-        if interior and optimizer == "L-BFGS-B":
-            summary.notes.append("converged in the log-Cholesky parametrization")
-        for _restart in range(0 if interior else 5):
-            if optimizer == "L-BFGS-B":
-                res = scipy.optimize.minimize(f, x, jac=grad, method="L-BFGS-B", bounds=bounds,
-                                              options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
-            else:
-                res = scipy.optimize.minimize(f, x, method="Nelder-Mead", bounds=bounds,
-                                              options={"xatol": 1e-10, "fatol": 1e-12,
-                                                       "maxiter": maxiter * 10, "maxfev": maxiter * 20})
-            x = np.maximum(res.x, lb)
-            escape = self._escape_boundary(x, diag, reml)
-            if escape is None:
-                break
-            x = escape
-            summary.notes.append("restarted from the interior: a zero diagonal element of Lambda "
-                                 "was a saddle point, not a minimum")
-        theta = np.maximum(x, lb)
-        summary.final = theta
-        summary.f_final = self.objective(theta, reml)
-        summary.evaluations = calls[0]
-        summary.iterations = int(getattr(res, "nit", 0))
-        summary.message = str(res.message)
-        summary.gradient = self.gradient(theta, reml)
-        summary.iteration_limit = "ITERATIONS REACHED LIMIT" in summary.message.upper()
-        if optimizer == "log-Cholesky":
-            summary.converged = bool(res.success)
-        else:
-            summary.converged = bool(res.success) or _small_gradient(summary.gradient, theta, lb)
-        summary.singular = bool(np.any(theta[diag] < 1e-4))
-        summary.notes = list(dict.fromkeys(summary.notes))
-        return theta, summary
-
-    @staticmethod
-    def _log_cholesky_stage(theta0, diag, reml, f, grad, maxiter, gtol=1e-6):
-        """Minimize over log(diagonal of Lambda), unbounded (nlme's log-Cholesky form).
-
-        With bounds, a projected quasi-Newton step from the usual start can jump onto the
-        boundary and stop at the saddle there; without bounds it cannot, and the bounded
-        stage that follows only polishes (or finishes a singular fit, where a log-diagonal
-        drifts towards minus infinity).
-        """
-        if np.any(theta0[diag] <= 0):
-            return theta0, None
-
-        def to_theta(eta):
-            theta = eta.copy()
-            theta[diag] = np.exp(eta[diag])
-            return theta
-
-        def f_eta(eta):
-            return f(to_theta(eta))
-
-        def g_eta(eta):
-            theta = to_theta(eta)
-            g = grad(theta)
-            g[diag] *= theta[diag]  # chain rule: d theta / d eta = theta on the diagonal
-            return g
-
-        eta0 = theta0.copy()
-        eta0[diag] = np.log(theta0[diag])
-        res = scipy.optimize.minimize(f_eta, eta0, jac=g_eta, method="L-BFGS-B",
-                                      options={"ftol": 1e-13 if gtol >= 1e-6 else 0.0, "gtol": gtol,
-                                               "maxiter": maxiter})
-        theta = to_theta(res.x)
-        return (theta, res) if np.isfinite(f(theta)) else (theta0, None)
-
-    def _escape_boundary(self, theta, diag, reml):
-        """A better interior point near a zero diagonal element of Lambda, if there is one.
-
-        The criterion is even in each diagonal element of Lambda (flipping the sign of a
-        column of Lambda leaves Lambda Lambda' unchanged), so its derivative there is zero
-        and a gradient method can stop on that saddle.  Probe into the interior instead.
-        """
-        f0 = self.objective(theta, reml)
-        best, best_f = None, f0
-        for k in diag:
-            if theta[k] > 1e-8:
-                continue
-            for step in (1e-3, 1e-2, 1e-1, 0.5):
-                trial = theta.copy()
-                trial[k] = step
-                ft = self.objective(trial, reml)
-                if ft < best_f - 1e-8 * max(1.0, abs(f0)):
-                    best, best_f = trial, ft
-        return best
-
-
 class CorrelatedLMMCriterion(LMMCriterion):
     """The criterion with correlated errors within groups (nlme's ``correlation =``).
 
@@ -526,6 +387,7 @@ class CorrelatedLMMCriterion(LMMCriterion):
         cor.set_data(frame, term.codes, term.m)
         super().__init__(y, X, terms)
         self.cor = cor
+        self.n_numeric = cor.n_params
         self.padded = cor.pad(np.column_stack([term.Z, X, y]))
         self._white = None
 
@@ -581,12 +443,6 @@ class CorrelatedLMMCriterion(LMMCriterion):
             g_cor[j] = (self._solve(params + e, reml).deviance - self._solve(params - e, reml).deviance) / (2 * step)
         self._white = None  # the differences moved the whitening cache off this point
         return np.concatenate([g_theta, g_cor])
-
-
-def _small_gradient(g, theta, lb, tol=1e-3) -> bool:
-    """Converged when the gradient vanishes, except where a bound is active and g pushes out."""
-    free = ~((theta <= lb + 1e-10) & (g > 0))
-    return bool(np.all(np.abs(g[free]) < tol))
 
 
 # ------------------------------------------------------------------------------ results

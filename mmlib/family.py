@@ -1,0 +1,96 @@
+"""GLM families and links for ``glmer``: binomial (logit, probit, cloglog) and Poisson (log).
+
+Each family gives the inverse link, its derivative d mu / d eta, the variance function and
+the conditional log-likelihood, which is all penalized iteratively reweighted least squares
+and the Laplace approximation need (McCullagh & Nelder 1989, ch. 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+_EPS = np.finfo(float).eps
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+
+    def linkfun(self, mu):
+        if self.name == "logit":
+            return special.logit(mu)
+        if self.name == "probit":
+            return stats.norm.ppf(mu)
+        if self.name == "cloglog":
+            return np.log(-np.log1p(-mu))
+        if self.name == "log":
+            return np.log(mu)
+        raise ValueError(f"unknown link {self.name!r}")
+
+    def linkinv(self, eta):
+        if self.name == "logit":
+            return special.expit(eta)
+        if self.name == "probit":
+            return np.clip(special.ndtr(eta), _EPS, 1 - _EPS)
+        if self.name == "cloglog":
+            return np.clip(-np.expm1(-np.exp(np.minimum(eta, 700))), _EPS, 1 - _EPS)
+        if self.name == "log":
+            return np.exp(np.minimum(eta, 700))
+        raise ValueError(f"unknown link {self.name!r}")
+
+    def mu_eta(self, eta):
+        if self.name == "logit":
+            p = special.expit(eta)
+            return np.maximum(p * (1 - p), _EPS)
+        if self.name == "probit":
+            return np.maximum(stats.norm.pdf(eta), _EPS)
+        if self.name == "cloglog":
+            e = np.exp(np.minimum(eta, 700))
+            return np.maximum(e * np.exp(-e), _EPS)
+        if self.name == "log":
+            return np.maximum(np.exp(np.minimum(eta, 700)), _EPS)
+        raise ValueError(f"unknown link {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    link: Link
+
+    @property
+    def canonical(self) -> bool:
+        return (self.name, self.link.name) in (("binomial", "logit"), ("poisson", "log"))
+
+    def variance(self, mu):
+        if self.name == "binomial":
+            return np.maximum(mu * (1 - mu), _EPS)
+        return np.maximum(mu, _EPS)
+
+    def loglik(self, y, mu, trials):
+        """Conditional log-likelihood of each observation (y a proportion for binomial)."""
+        if self.name == "binomial":
+            k = np.rint(y * trials)
+            return stats.binom.logpmf(k, trials, np.clip(mu, _EPS, 1 - _EPS))
+        return stats.poisson.logpmf(y, np.maximum(mu, _EPS))
+
+    def initialize(self, y, trials):
+        """Starting means, as R's ``family$initialize``."""
+        if self.name == "binomial":
+            return (trials * y + 0.5) / (trials + 1)
+        return y + 0.1
+
+
+LINKS = {"binomial": ("logit", "probit", "cloglog"), "poisson": ("log",)}
+
+
+def family(name: str, link: str | None = None) -> Family:
+    """``binomial(link = "logit")`` or ``poisson(link = "log")``."""
+    if name not in LINKS:
+        raise ValueError(f"unknown family {name!r}; families are {', '.join(LINKS)}")
+    link = link or LINKS[name][0]
+    if link not in LINKS[name]:
+        raise ValueError(f"link {link!r} is not available for {name}; use one of {', '.join(LINKS[name])}")
+    return Family(name, Link(link))
