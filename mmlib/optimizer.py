@@ -69,24 +69,26 @@ class Minimizer:
 
         bounds = [(None if np.isinf(b) else b, None) for b in lb]
         diag = np.concatenate([b.diagonal() for b in self.blocks])
-        if optimizer not in ("L-BFGS-B", "Nelder-Mead", "log-Cholesky"):
-            raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B', 'Nelder-Mead' or 'log-Cholesky'")
+        if optimizer not in ("L-BFGS-B", "BFGS", "Nelder-Mead", "log-Cholesky"):
+            raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B', 'BFGS', 'Nelder-Mead' "
+                             "or 'log-Cholesky'")
         x, res, interior = theta0, None, False
         if optimizer == "log-Cholesky":
             # nlme's way: the log-Cholesky parametrization alone, which cannot reach a boundary
             summary.tolerances["gtol"] = 1e-8
             x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter, gtol=1e-8)
             interior = True
-        elif optimizer == "L-BFGS-B":
-            x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter)
+        elif optimizer in ("L-BFGS-B", "BFGS"):
+            method = "BFGS" if optimizer == "BFGS" else "L-BFGS-B"
+            x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter, method=method)
             # an interior optimum needs no bounded stage; a small diagonal may be a boundary one
             # (L-BFGS-B's "ABNORMAL" line-search stop at an optimum counts when the gradient vanishes)
             interior = (res is not None and bool(np.all(x[diag] > 1e-3))
                         and (bool(res.success) or bool(np.max(np.abs(grad(x))) < 1e-3)))
-        if interior and optimizer == "L-BFGS-B":
+        if interior and optimizer in ("L-BFGS-B", "BFGS"):
             summary.notes.append("converged in the log-Cholesky parametrization")
         for _restart in range(0 if interior else 5):
-            if optimizer == "L-BFGS-B":
+            if optimizer in ("L-BFGS-B", "BFGS"):
                 res = scipy.optimize.minimize(f, x, jac=grad, method="L-BFGS-B", bounds=bounds,
                                               options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
             else:
@@ -117,7 +119,7 @@ class Minimizer:
         return theta, summary
 
     @staticmethod
-    def _log_cholesky_stage(theta0, diag, reml, f, grad, maxiter, gtol=1e-6):
+    def _log_cholesky_stage(theta0, diag, reml, f, grad, maxiter, gtol=1e-6, method="L-BFGS-B"):
         """Minimize over log(diagonal of Lambda), unbounded (nlme's log-Cholesky form).
 
         With bounds, a projected quasi-Newton step from the usual start can jump onto the
@@ -144,9 +146,11 @@ class Minimizer:
 
         eta0 = theta0.copy()
         eta0[diag] = np.log(theta0[diag])
-        res = scipy.optimize.minimize(f_eta, eta0, jac=g_eta, method="L-BFGS-B",
-                                      options={"ftol": 1e-13 if gtol >= 1e-6 else 0.0, "gtol": gtol,
-                                               "maxiter": maxiter})
+        if method == "BFGS":  # a full-memory quasi-Newton method, unbounded
+            options = {"gtol": gtol, "maxiter": maxiter}
+        else:
+            options = {"ftol": 1e-13 if gtol >= 1e-6 else 0.0, "gtol": gtol, "maxiter": maxiter}
+        res = scipy.optimize.minimize(f_eta, eta0, jac=g_eta, method=method, options=options)
         theta = to_theta(res.x)
         return (theta, res) if np.isfinite(f(theta)) else (theta0, None)
 

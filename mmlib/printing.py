@@ -205,6 +205,12 @@ def _table(frame: pd.DataFrame, formats: dict) -> str:
             out[ok] = [str(int(round(v))) for v in arr[ok]]
         elif kind == "pvalue":
             out[ok] = [format_pvalue(v) for v in arr[ok]]
+        elif kind == "pvalue4":  # lme4's coefficient table: format.pval over the column, digits 2
+            texts = [format_pvalue(v, 2) for v in arr[ok]]
+            fixed = [v for v, t in zip(arr[ok], texts) if "e" not in t and not t.startswith("<")]
+            places = max((_decimals(v, 2) for v in fixed), default=0)
+            out[ok] = [f"{v:.{places}f}" if ("e" not in t and not t.startswith("<")) else t
+                       for v, t in zip(arr[ok], texts)]
         elif kind == "pval4":  # nlme: 4 decimals, trailing zeros dropped, "<.0001" below
             out[ok] = ["<.0001" if v < 1e-4 else format_num(round(v, 4), 4) for v in arr[ok]]
         shown[col] = out
@@ -278,8 +284,8 @@ def _vector(series: pd.Series, texts: list[str]) -> str:
             + " ".join(t.rjust(w) for t, w in zip(texts, widths)) + " ")
 
 
-def _varcorr_lines(frame: pd.DataFrame) -> list[str]:
-    var = format_r(frame["Variance"].to_numpy(), 5)
+def _varcorr_lines(frame: pd.DataFrame, var_digits: int = 5, residual: bool = True) -> list[str]:
+    var = format_r(frame["Variance"].to_numpy(), var_digits)
     sd = format_r(frame["Std.Dev."].to_numpy(), 4)
     corr_cols = [c for c in frame.columns if c.startswith("Corr")]
     rows = [[" " + str(g), str(n), v, s] + [("" if pd.isna(r[c]) else f"{r[c]:.2f}") for c in corr_cols]
@@ -376,3 +382,46 @@ def _deparse(expr: str) -> str:
 def _deparse_rhs(model) -> str:
     from .formula import deparse
     return deparse(model.formula.fixed_formula).split("~", 1)[1].strip()
+
+
+class GlmerSummary:
+    """``summary(glmer fit)`` in lme4's layout for GLMMs; ``tables`` holds every block."""
+
+    def __init__(self, model):
+        self.model = model
+        q = np.quantile(model.pearson_residuals(), [0, 0.25, 0.5, 0.75, 1])
+        vc = model.VarCorr().frame()
+        self.tables = {
+            "fit": pd.Series({"AIC": model.aic, "BIC": model.bic, "logLik": model.loglik,
+                              "deviance": -2 * model.loglik, "df.resid": model.n - model.n_params}),
+            "scaled_residuals": pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"]),
+            "random": vc[vc.Groups != "Residual"].reset_index(drop=True),
+            "fixed": model.coef_table(),
+            "corr": model.corr_fixef(),
+        }
+
+    def __repr__(self) -> str:
+        m = self.model
+        fam = m.family
+        method = "Laplace Approximation" if m.nAGQ == 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {m.nAGQ}"
+        lines = [f"Generalized linear mixed model fit by maximum likelihood ({method}) ['glmerMod']",
+                 f" Family: {fam.name}  ( {fam.link.name} )", f"Formula: {m.formula.text}",
+                 f"   Data: {m.data_name}", ""]
+        fit = self.tables["fit"]
+        texts = [format_r([v], 4)[0] for v in fit.iloc[:4]] + [str(int(fit["df.resid"]))]
+        lines.append(_vector(fit, texts))
+        if m.n_dropped:
+            lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
+        sr = self.tables["scaled_residuals"]
+        lines += ["", "Scaled residuals: ", _vector(sr, format_r(sr.to_numpy(), 4)), "", "Random effects:"]
+        lines += _varcorr_lines(self.tables["random"], var_digits=5, residual=False)
+        groups = ", ".join(f"{g}, {k}" for g, k in m.ngroups.items())
+        lines += [f"Number of obs: {m.n}, groups:  {groups}", "", "Fixed effects:"]
+        lines.append(_table(self.tables["fixed"], {"Estimate": ("fixed", 4), "Std. Error": ("fixed", 4),
+                                                   "z value": ("fixed", 2), "Pr(>|z|)": ("pvalue4",)}))
+        if m.p > 1:
+            lines += ["", "Correlation of Fixed Effects:", _lower_corr(self.tables["corr"], 11)]
+        notes = m.optinfo.messages()
+        if notes:
+            lines += [""] + notes
+        return "\n".join(lines)

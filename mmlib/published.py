@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from difflib import get_close_matches
 from functools import lru_cache
@@ -67,6 +68,8 @@ class Record:
     bound: str | None = None
     limit: float | None = None
     note: str | None = None
+    term_full: str | None = None  # where the printed label is abbreviated or garbled
+    column_full: str | None = None
 
     @property
     def chapter(self) -> str:
@@ -130,17 +133,24 @@ def select(model: str, block: str | None = None) -> list[Record]:
 
 @lru_cache(maxsize=1)
 def explanations() -> dict[str, dict]:
-    """The accepted mismatches, by record id: each has a ``reason`` and ``evidence``."""
+    """The accepted mismatches, by record id: each has a ``reason`` and ``evidence``.
+
+    An entry names one record (``id``) or several that share one cause (``ids``); every
+    id must be a published record.
+    """
     if not EXPLANATIONS_PATH.exists():
         return {}
     entries = yaml.safe_load(EXPLANATIONS_PATH.read_text()) or []
     out = {}
     for entry in entries:
-        missing = {"id", "reason", "evidence"} - set(entry)
+        missing = {"reason", "evidence"} - set(entry)
+        if "id" not in entry and "ids" not in entry:
+            missing.add("id")
         if missing:
             raise PublishedError(f"explanation {entry!r} lacks {', '.join(sorted(missing))}")
-        record(entry["id"])  # raises for an unknown id
-        out[entry["id"]] = entry
+        for rid in entry.get("ids") or [entry["id"]]:
+            record(rid)  # raises for an unknown id
+            out[rid] = {"id": rid, "reason": entry["reason"], "evidence": entry["evidence"]}
     return out
 
 
@@ -204,14 +214,16 @@ class Ledger:
         self.checks[record_id] = Check(rec, value, status)
         return self.checks[record_id]
 
-    def check_table(self, model: str, block: str, table, positional: bool = False) -> None:
+    def check_table(self, model: str, block: str, table, positional: bool = False, full: bool = False) -> None:
         """Check every record of one printed table (or vector) against ``table``.
 
         A record's ``term`` names the row (matched against the index as text) and its
         ``column`` the column; a Series stands for a printed vector (records without a
         column).  With ``positional=True`` the printed row labels are matched to the rows
         of ``table`` by position, for a table whose printed row names are not ours (the
-        appendix printed row names that an older release of a data set had).
+        appendix printed row names that an older release of a data set had).  With
+        ``full=True`` the records' full labels (``term_full``, ``column_full``) are used where
+        they have them, for tables whose printed labels are abbreviated.
         """
         recs = select(model, block)
         if positional:
@@ -222,15 +234,17 @@ class Ledger:
         else:
             where = {str(k): k for k in table.index}
         for rec in recs:
-            if rec.term not in where:
-                raise PublishedError(f"{rec.id}: row {rec.term!r} is not in the computed table")
-            row = where[rec.term]
+            term = (rec.term_full or rec.term) if full else rec.term
+            column = (rec.column_full or rec.column) if full else rec.column
+            if term not in where:
+                raise PublishedError(f"{rec.id}: row {term!r} is not in the computed table")
+            row = where[term]
             if isinstance(table, pd.Series):
                 value = table.at[row]
-            elif rec.column in table.columns:
-                value = table.at[row, rec.column]
+            elif column in table.columns:
+                value = table.at[row, column]
             else:
-                raise PublishedError(f"{rec.id}: column {rec.column!r} is not in the computed table")
+                raise PublishedError(f"{rec.id}: column {column!r} is not in the computed table")
             self.check(rec.id, _number(value))
 
     def check_values(self, model: str, block: str, values: dict) -> None:
@@ -264,11 +278,10 @@ class Ledger:
         counts = self.frame().status.value_counts().reindex(STATUSES[:-1], fill_value=0)
         return counts.rename("records").to_frame().T
 
-    def explained(self) -> pd.DataFrame:
+    def explained(self) -> "Explained":
         """The explained records of this chapter with their reasons (shown in the book)."""
-        rows = [(c.record.id, c.record.printed, c.ours, explanations()[c.record.id]["reason"])
-                for c in self.checks.values() if c.status == "explained"]
-        return pd.DataFrame(rows, columns=["record", "published", "ours", "why"])
+        return Explained([(c.record.id, c.record.printed, c.ours) for c in self.checks.values()
+                          if c.status == "explained"])
 
     def save(self) -> Path:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -277,6 +290,35 @@ class Ledger:
                 for c in self.checks.values()]
         path.write_text(json.dumps(rows, indent=1) + "\n")
         return path
+
+
+class Explained:
+    """Explained records, printed by cause: each reason and its evidence once, then its records."""
+
+    def __init__(self, rows: list[tuple[str, str, str]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["record", "published", "ours"])
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "No record needs an explanation."
+        notes = explanations()
+        groups: dict[str, list] = {}
+        for rid, printed, ours in self.rows:
+            groups.setdefault(notes[rid]["reason"], []).append((rid, printed, ours))
+        blocks = []
+        for k, (reason, rows) in enumerate(groups.items(), start=1):
+            evidence = notes[rows[0][0]]["evidence"]
+            table = pd.DataFrame(rows, columns=["record", "published", "ours"]).to_string(index=False)
+            blocks.append(textwrap.fill(f"[{k}] {reason}", 88) + "\n"
+                          + textwrap.fill(f"Evidence: {evidence}", 88, initial_indent="    ",
+                                          subsequent_indent="    ") + "\n" + table)
+        return "\n\n".join(blocks)
 
 
 def _number(x) -> float:

@@ -97,7 +97,8 @@ def test_explained_mismatch_is_accepted(tmp_path, monkeypatch):
         ledger = Ledger("01-hsb")
         assert ledger.check("MathAchieve/dim/ncol", 8).status == "explained"
         ledger.verify()
-        assert list(ledger.explained().record) == ["MathAchieve/dim/ncol"]
+        assert list(ledger.explained().frame().record) == ["MathAchieve/dim/ncol"]
+        assert "a test" in repr(ledger.explained())
     finally:
         published.explanations.cache_clear()
 

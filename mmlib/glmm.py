@@ -1,0 +1,576 @@
+"""Generalized linear mixed models by the Laplace approximation, as ``lme4::glmer``.
+
+With ``eta = X beta + Z Lambda u``, ``u ~ N(0, I)`` and a GLM family for y given u, the
+marginal likelihood is an integral over u.  For given (theta, beta), penalized iteratively
+reweighted least squares (PIRLS) finds the conditional mode u~ of the penalized deviance
+``pdev(u) = -2 log p(y | u) + ||u||^2``, and the Laplace approximation is
+
+    -2 l(theta, beta) ~= pdev(u~) + log|Lambda' Z' W Z Lambda + I|
+
+with W the GLM working weights at u~ (Bates et al. 2015; lme4's ``PIRLS`` and ``laplace``).
+As glmer does, the fit first optimizes theta with beta updated inside PIRLS (lme4's nAGQ = 0
+stage), then optimizes theta and beta together.  For one scalar random effect, ``nAGQ > 1``
+replaces the Laplace approximation by adaptive Gauss-Hermite quadrature around u~.
+
+Everything is done by group (one grouping factor): every PIRLS step uses per-group sums and
+solves q-by-q systems vectorized over groups.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+from scipy import stats
+
+from . import design as dsg
+from .covariance import VarCorr, theta_layout
+from .family import Family, family as make_family
+from .formula import parse
+from .lmm import _batched_backward, _batched_cholesky, _batched_forward, _lower_indices as _lower
+from .optimizer import Minimizer
+from .optsummary import ConvergenceWarning
+
+
+class _Groups:
+    """Per-group sums of observation-level arrays in one ``reduceat`` over rows sorted by group."""
+
+    def __init__(self, codes: np.ndarray, m: int):
+        self.sorted = bool(np.all(np.diff(codes) >= 0))
+        self.order = None if self.sorted else np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=m)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        v = values if self.sorted else values[self.order]
+        return np.add.reduceat(v, self.starts, axis=0)
+
+
+class GLMMCriterion(Minimizer):
+    """The Laplace (or AGQ) deviance of a GLMM with one grouping factor.
+
+    ``mode = "theta"``: parameters are theta, beta found inside PIRLS (the nAGQ = 0 stage);
+    ``mode = "full"``: parameters are theta followed by beta.
+    """
+
+    def __init__(self, y, trials, X, term: dsg.ReTerm, fam: Family, nAGQ: int = 1):
+        self.y, self.trials, self.X, self.term, self.family = y, trials, X, term, fam
+        self.n, self.p = X.shape
+        self.q, self.m = term.q, term.m
+        self.blocks = theta_layout([term.q])
+        self.ntheta = self.blocks[0].size
+        self.groups = _Groups(term.codes, term.m)
+        self.pairs = [(a, b) for a in range(self.q) for b in range(a, self.q)]
+        self.nAGQ = nAGQ
+        if nAGQ > 1 and self.q != 1:
+            raise ValueError("nAGQ > 1 needs a single scalar random effect (one term, one column)")
+        self.mode = "theta"
+        self.u = np.zeros((self.m, self.q))
+        mu0 = fam.initialize(y, trials)
+        eta0 = fam.link.linkfun(mu0)
+        self.beta = np.linalg.lstsq(X, eta0, rcond=None)[0]  # a glm-like start for beta
+        self._last = None
+
+    # --- the Minimizer interface ------------------------------------------------------
+    def lower_bounds(self) -> np.ndarray:
+        lb = self.blocks[0].lower_bounds()
+        return lb if self.mode == "theta" else np.concatenate([lb, np.full(self.p, -np.inf)])
+
+    def start(self) -> np.ndarray:
+        th = self.blocks[0].start_values()
+        return th if self.mode == "theta" else np.concatenate([th, self.beta])
+
+    def lambdas(self, params) -> list[np.ndarray]:
+        return [self.blocks[0].lower(params)]
+
+    def objective(self, params, reml: bool = False) -> float:
+        params = np.asarray(params, dtype=float)
+        lam = self.blocks[0].lower(params)
+        if self.mode == "theta":
+            res = self.pirls(lam, self.beta, self.u, update_beta=True)
+        else:
+            res = self.pirls(lam, params[self.ntheta:], self.u, update_beta=False)
+        if res is None:
+            return np.inf
+        u, beta, pdev, logdet, _ = res
+        self.u = u
+        if self.mode == "theta":
+            self.beta = beta
+        if self.nAGQ > 1:
+            return self.agq(lam, beta, u)
+        return pdev + logdet
+
+    def gradient(self, params, reml: bool = False) -> np.ndarray:
+        if self.mode == "full" and self.family.canonical and self.nAGQ == 1:
+            return self.laplace_gradient(params)
+        # h = 1e-4: PIRLS is solved to ~1e-12 relative, so smaller steps would amplify its noise
+        return self.numerical_gradient(params, reml, h=1e-4)
+
+    @property
+    def analytic(self) -> bool:
+        return self.mode == "full" and self.family.canonical and self.nAGQ == 1
+
+    @property
+    def n_numeric(self):
+        return 0 if self.analytic else None
+
+    def laplace_gradient(self, params) -> np.ndarray:
+        """The exact gradient of the Laplace deviance in (theta, beta), for a canonical link.
+
+        D = pdev(u~) + log|A(u~)| with the mode u~ defined by Lambda' Z' s = u (s the scores,
+        ds / d eta = -w).  Differentiating through the mode (implicit function theorem):
+        with h_i = z_i' Lambda A^-1 Lambda' z_i, c_i = (dw_i / d eta_i) h_i, a_g = sum c_i Lambda' z_i
+        and v_g = A_g^-1 a_g,
+          dD/dbeta    = X'(c - 2 s) - sum_g v_g' Lambda' (Z'WX)_g
+          dD/dtheta_k = sum_g u_gc [Z'(c - 2 s)]_gr + 2 sum_g (A_g^-1 Lambda' S_g)[c, r]
+                        + sum_g (v_gc (Z's)_gr - u_gc (S_g Lambda v_g)_r)
+        for theta_k the (r, c) element of Lambda and S_g = Z_g' W_g Z_g.
+        """
+        params = np.asarray(params, dtype=float)
+        k = self.ntheta
+        lam = self.blocks[0].lower(params)
+        beta = params[k:]
+        res = self.pirls(lam, beta, self.u, update_beta=False)
+        if res is None:
+            return np.full(params.size, np.nan)
+        u, _, _, _, (L, w) = res
+        self.u = u
+        Z, X, fam, q, codes = self.term.Z, self.X, self.family, self.q, self.term.codes
+        eta = self._eta(lam, beta, u)
+        mu = fam.link.linkinv(eta)
+        s = self.trials * (self.y - mu)
+        if fam.name == "binomial":
+            dw = self.trials * mu * (1 - mu) * (1 - 2 * mu)
+        else:
+            dw = mu
+        Linv = _batched_forward(L, np.broadcast_to(np.eye(q), L.shape).copy())
+        Ainv = np.swapaxes(Linv, 1, 2) @ Linv
+        P = lam @ Ainv @ lam.T  # Lambda A^-1 Lambda', per group
+        h = np.einsum("nq,nqr,nr->n", Z, P[codes], Z)
+        c = dw * h
+        cols = ([w * Z[:, a] * Z[:, b] for a, b in self.pairs] + [s * Z[:, a] for a in range(q)]
+                + [(c - 2 * s) * Z[:, a] for a in range(q)] + [c * Z[:, a] for a in range(q)]
+                + [w[:, None] * Z[:, [a]] * X for a in range(q)])
+        G = self.groups.sums(np.column_stack(cols))
+        npair = len(self.pairs)
+        S = np.empty((self.m, q, q))
+        for j, (a, b) in enumerate(self.pairs):
+            S[:, a, b] = S[:, b, a] = G[:, j]
+        Zs = G[:, npair:npair + q]
+        Zcs = G[:, npair + q:npair + 2 * q]
+        Zc = G[:, npair + 2 * q:npair + 3 * q]
+        ZWX = G[:, npair + 3 * q:].reshape(self.m, q, self.p)
+        a_g = Zc @ lam  # Lambda' Z'c per group
+        v = np.einsum("gab,gb->ga", Ainv, a_g)
+        g_beta = X.T @ (c - 2 * s) - np.einsum("ga,gap->p", v @ lam.T, ZWX)
+        M = Ainv @ lam.T @ S
+        SLv = np.einsum("gab,gb->ga", S, v @ lam.T)
+        rows, cols_ = _lower(q)
+        g_theta = (np.einsum("gc,gr->rc", u, Zcs)[rows, cols_] + 2 * M.sum(0)[cols_, rows]
+                   + np.einsum("gc,gr->rc", v, Zs)[rows, cols_] - np.einsum("gc,gr->rc", u, SLv)[rows, cols_])
+        return np.concatenate([g_theta, g_beta])
+
+    # --- PIRLS ---------------------------------------------------------------------
+    def _eta(self, lam, beta, u) -> np.ndarray:
+        b = u @ lam.T
+        return self.X @ beta + np.einsum("nq,nq->n", self.term.Z, b[self.term.codes])
+
+    def _pdev(self, eta, u) -> float:
+        mu = self.family.link.linkinv(eta)
+        return -2.0 * float(self.family.loglik(self.y, mu, self.trials).sum()) + float((u * u).sum())
+
+    def pirls(self, lam, beta, u, update_beta: bool, tol: float = 1e-12, maxit: int = 200):
+        """Conditional modes (and beta, if ``update_beta``) by penalized IRLS with step halving.
+
+        Newton (Fisher scoring) on half the penalized deviance: with working weights
+        w = n mu_eta^2 / V(mu) and scores s = n (y - mu) mu_eta / V(mu), the u-block of the
+        system is blockdiag(Lambda' Z_i' W_i Z_i Lambda + I); beta is eliminated by its
+        Schur complement.  Returns u, beta, pdev, log|A| at the mode, and the factor.
+        """
+        Z, X, fam, q, p = self.term.Z, self.X, self.family, self.q, self.p
+        eta = self._eta(lam, beta, u)
+        pdev = self._pdev(eta, u)
+        eye = np.eye(q)
+        for _ in range(maxit):
+            mu = fam.link.linkinv(eta)
+            mu_eta = fam.link.mu_eta(eta)
+            var = fam.variance(mu)
+            w = self.trials * mu_eta ** 2 / var
+            s = self.trials * (self.y - mu) * mu_eta / var
+            cols = [w * Z[:, a] * Z[:, b] for a, b in self.pairs] + [s * Z[:, a] for a in range(q)]
+            if update_beta:
+                cols += [w[:, None] * Z[:, [a]] * X for a in range(q)]
+            S = self.groups.sums(np.column_stack(cols))
+            ZtWZ = np.empty((self.m, q, q))
+            for k, (a, b) in enumerate(self.pairs):
+                ZtWZ[:, a, b] = ZtWZ[:, b, a] = S[:, k]
+            Zts = S[:, len(self.pairs):len(self.pairs) + q]
+            A = lam.T @ ZtWZ @ lam + eye
+            try:
+                L = _batched_cholesky(A)
+            except np.linalg.LinAlgError:
+                return None
+            gu = Zts @ lam - u
+            if update_beta:
+                ZtWX = S[:, len(self.pairs) + q:].reshape(self.m, q, p)
+                C = _batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX))
+                c = _batched_forward(L, gu[:, :, None])[:, :, 0]
+                M = X.T @ (w[:, None] * X) - np.tensordot(C, C, axes=([0, 1], [0, 1]))
+                r = X.T @ s - np.tensordot(C, c, axes=([0, 1], [0, 1]))
+                try:
+                    dbeta = np.linalg.solve(M, r)
+                except np.linalg.LinAlgError:
+                    return None
+                du = _batched_backward(L, (c - C @ dbeta)[:, :, None])[:, :, 0]
+            else:
+                dbeta = np.zeros(p)
+                du = _batched_backward(L, _batched_forward(L, gu[:, :, None]))[:, :, 0]
+            step = 1.0
+            for _half in range(30):
+                u_new, beta_new = u + step * du, beta + step * dbeta
+                eta_new = self._eta(lam, beta_new, u_new)
+                pdev_new = self._pdev(eta_new, u_new)
+                if pdev_new <= pdev + 1e-10 * abs(pdev):
+                    break
+                step /= 2
+            else:
+                break
+            change = pdev - pdev_new
+            u, beta, eta, pdev = u_new, beta_new, eta_new, pdev_new
+            if change < tol * (abs(pdev) + 0.1) and step * np.max(np.abs(du), initial=0) < 1e-8:
+                break
+        # the factor at the mode, with the weights there
+        mu = fam.link.linkinv(eta)
+        mu_eta = fam.link.mu_eta(eta)
+        w = self.trials * mu_eta ** 2 / fam.variance(mu)
+        S = self.groups.sums(np.column_stack([w * Z[:, a] * Z[:, b] for a, b in self.pairs]))
+        ZtWZ = np.empty((self.m, q, q))
+        for k, (a, b) in enumerate(self.pairs):
+            ZtWZ[:, a, b] = ZtWZ[:, b, a] = S[:, k]
+        L = _batched_cholesky(lam.T @ ZtWZ @ lam + eye)
+        logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
+        return u, beta, pdev, logdet, (L, w)
+
+    # --- adaptive Gauss-Hermite quadrature (one scalar random effect) ----------------
+    def agq(self, lam, beta, u) -> float:
+        """-2 log-likelihood by adaptive Gauss-Hermite quadrature with ``nAGQ`` nodes.
+
+        For group i with mode u_i and curvature a_i (the 1-by-1 block of A), the integral
+        of exp(-pdev_i(u) / 2) / sqrt(2 pi) is approximated with nodes u_i + z_k / sqrt(a_i)
+        (Pinheiro & Bates 1995); nAGQ = 1 gives the Laplace approximation.
+        """
+        z, wts = np.polynomial.hermite_e.hermegauss(self.nAGQ)  # weight exp(-z^2 / 2)
+        X, Zc, codes = self.X, self.term.Z[:, 0], self.term.codes
+        res = self.pirls(lam, beta, u, update_beta=False)
+        u, _, _, _, (L, _) = res
+        a = L[:, 0, 0] ** 2
+        sd = 1.0 / np.sqrt(a)
+        base = X @ beta
+        total = np.zeros(self.m)
+        terms = np.empty((self.m, z.size))
+        for k, zk in enumerate(z):
+            uk = u[:, 0] + zk * sd
+            eta = base + Zc * lam[0, 0] * uk[codes]
+            ll = self.family.loglik(self.y, self.family.link.linkinv(eta), self.trials)
+            gll = np.bincount(codes, weights=ll, minlength=self.m)
+            # log of integrand / standard normal kernel at the node, plus the node's weight
+            terms[:, k] = gll - 0.5 * uk ** 2 + 0.5 * zk ** 2 + np.log(wts[k])
+        mx = terms.max(axis=1)
+        total = mx + np.log(np.exp(terms - mx[:, None]).sum(axis=1)) + np.log(sd) - 0.5 * np.log(2 * np.pi)
+        return -2.0 * float(total.sum())
+
+
+class GlmerMod:
+    """A fitted GLMM: estimates, the optimization record, and R's methods on them."""
+
+    REML = False
+
+    def __init__(self, formula: str, data: pd.DataFrame, family: str = "binomial", link: str | None = None,
+                 nAGQ: int = 1, optimizer: str = "L-BFGS-B", data_name: str | None = None,
+                 maxiter: int = 1000):
+        self.formula = parse(formula)
+        self.family = make_family(family, link)
+        self.data_name = data_name or "data"
+        self._data = data
+        frame = dsg.model_frame(data, self.formula)
+        self.frame, self.n_dropped = frame.data, frame.n_dropped
+        self.y, self.trials = _response(self.frame, self.formula.response, self.family)
+        self.fixed = dsg.fixed_design(self.formula.fixed, self.frame)
+        _check_finite(self.fixed)
+        self.reterms = dsg.random_terms(self.formula, self.frame, self.fixed)
+        if len(self.reterms) != 1:
+            raise NotImplementedError("glmer is implemented for one random-effects term")
+        for t in self.reterms:
+            if not np.all(np.isfinite(t.Z)):
+                bad = [n for j, n in enumerate(t.names) if not np.all(np.isfinite(t.Z[:, j]))]
+                raise dsg.DataError(f"random-effects term(s) {', '.join(bad)} have non-finite values "
+                                    "(a negative value under sqrt()?)")
+        self.X = self.fixed.X
+        self.n, self.p = self.X.shape
+        dsg.check_grouping(self.reterms, self.n)
+        self.nAGQ, self.optimizer = nAGQ, optimizer
+        crit = GLMMCriterion(self.y, self.trials, self.X, self.reterms[0], self.family, nAGQ)
+        self.criterion = crit
+        # stage 1: theta, with beta inside PIRLS (glmer's nAGQ = 0 stage) -- needed for a start
+        # unless the exact gradient of stage 2 is available (canonical links, Laplace)
+        crit.mode = "full"
+        info1 = None
+        if not crit.analytic:
+            crit.mode = "theta"
+            theta, info1 = crit.optimize(False, optimizer=optimizer, maxiter=maxiter)
+            crit.objective(theta)
+            crit.mode = "full"
+        else:
+            theta = crit.blocks[0].start_values()
+        # stage 2: theta and beta together
+        params, self.optinfo = crit.optimize(False, start=np.concatenate([theta, crit.beta]),
+                                             optimizer=optimizer, maxiter=maxiter)
+        if info1 is not None:
+            self.optinfo.evaluations += info1.evaluations
+        self.theta, self.beta = params[:crit.ntheta], params[crit.ntheta:]
+        self.deviance_value = crit.objective(params)
+        self._finish(params)
+
+    def _finish(self, params):
+        crit = self.criterion
+        lam = crit.lambdas(params)[0]
+        u, _, pdev, logdet, (L, w) = crit.pirls(lam, self.beta, crit.u, update_beta=False)
+        self.u = u
+        self._b = [u @ lam.T]
+        eta = crit._eta(lam, self.beta, u)
+        self.eta, self.mu = eta, self.family.link.linkinv(eta)
+        # covariance of beta given theta: the inverse Schur complement of the PIRLS system
+        Z, q = self.reterms[0].Z, crit.q
+        ZtWX = crit.groups.sums(np.column_stack([w[:, None] * Z[:, [a]] * self.X for a in range(q)]))
+        C = _batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX.reshape(crit.m, q, self.p)))
+        M = self.X.T @ (w[:, None] * self.X) - np.tensordot(C, C, axes=([0, 1], [0, 1]))
+        self.vcov_conditional = np.linalg.inv(M)
+        self.sigma = 1.0
+        self._convergence_check(params)
+        # as lme4 (use.hessian = TRUE): the fixed effects' block of 2 H^-1, H the Hessian of the
+        # deviance in (theta, beta), which also carries the uncertainty of theta
+        k = crit.ntheta
+        try:
+            cov = 2 * np.linalg.inv(self.hessian)[k:, k:]
+            if np.all(np.diag(cov) > 0):
+                self._vcov = (cov + cov.T) / 2
+            else:
+                raise np.linalg.LinAlgError
+        except np.linalg.LinAlgError:
+            self._vcov = self.vcov_conditional
+            self.optinfo.notes.append("Hessian not positive definite: covariance of beta given theta")
+        self.optinfo.warn()
+        big = np.abs(self.eta) > 15 if self.family.name == "binomial" else np.zeros(self.n, bool)
+        if big.mean() > 0.05:
+            warnings.warn("fitted probabilities numerically 0 or 1 occurred for "
+                          f"{int(big.sum())} observations: the data may be (quasi-)separated",
+                          UserWarning, stacklevel=3)
+
+    def _convergence_check(self, params, tol: float = 1e-3):
+        """lme4's check: the gradient scaled by the Hessian (both numerical) at the optimum.
+
+        ``max|grad|`` is the largest of min(|H^-1 g|, |g|) over the parameters, as
+        ``checkConv`` reports it; above ``tol`` the fit is flagged as not converged.
+        """
+        crit = self.criterion
+        g = crit.gradient(params)
+        if crit.analytic:
+            H = _jacobian(crit.laplace_gradient, params)
+        else:
+            H = _hessian(crit.objective, params)
+        crit.objective(params)
+        try:
+            scaled = np.linalg.solve(np.linalg.cholesky(H), g)
+        except np.linalg.LinAlgError:
+            scaled = g
+            self.optinfo.notes.append("the Hessian at the optimum is not positive definite")
+        lb = crit.lower_bounds()
+        free = ~((params <= lb + 1e-10) & (g > 0))
+        mingrad = np.where(free, np.minimum(np.abs(scaled), np.abs(g)), 0.0)
+        self.hessian, self.scaled_gradient = H, scaled
+        self.max_grad = float(mingrad.max())
+        self.max_grad_component = int(mingrad.argmax()) + 1
+        if self.max_grad > tol:
+            self.optinfo.converged = False
+            self.optinfo.message = (f"Model failed to converge with max|grad| = {self.max_grad:.6g} "
+                                    f"(tol = {tol:g}, component {self.max_grad_component})")
+
+    # --- R's accessors ---------------------------------------------------------------
+    @property
+    def coef_names(self):
+        return list(self.fixed.names)
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self.beta, index=self.coef_names, name="fixef")
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.coef_names)
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        return pd.DataFrame(self._vcov, index=self.coef_names, columns=self.coef_names)
+
+    @property
+    def n_params(self) -> int:
+        return self.p + self.criterion.ntheta
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.deviance_value
+
+    @property
+    def aic(self) -> float:
+        return self.deviance_value + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.deviance_value + self.n_params * np.log(self.n)
+
+    @property
+    def ngroups(self):
+        return {t.group: t.m for t in self.reterms}
+
+    def refit(self, REML: bool):
+        return self  # a GLMM is fitted by maximum likelihood already
+
+    def VarCorr(self) -> VarCorr:
+        lam = self.criterion.lambdas(self.theta)[0]
+        t = self.reterms[0]
+        return VarCorr([t.group], [t.names], [lam @ lam.T], 1.0)
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        t = self.reterms[0]
+        return {t.group: pd.DataFrame(self._b[0], index=pd.Index(t.levels, name=t.group), columns=t.names)}
+
+    def coef_table(self) -> pd.DataFrame:
+        z = self.beta / self.se.to_numpy()
+        return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(), "z value": z,
+                             "Pr(>|z|)": 2 * stats.norm.sf(np.abs(z))}, index=self.coef_names)
+
+    def corr_fixef(self) -> pd.DataFrame:
+        sd = np.sqrt(np.diag(self._vcov))
+        return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.coef_names, columns=self.coef_names)
+
+    def pearson_residuals(self) -> np.ndarray:
+        v = self.family.variance(self.mu) / self.trials
+        return (self.y - self.mu) / np.sqrt(v)
+
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=..., type: str = "link") -> pd.Series:
+        """Predictions; ``re_form=None`` for the population level; ``type="response"`` for means."""
+        if type not in ("link", "response"):
+            raise ValueError(f"type must be 'link' or 'response', not {type!r}")
+        if newdata is None:
+            eta = self.eta if re_form is not None else self.X @ self.beta
+            index = self.frame.index
+        else:
+            eta = self.fixed.matrix(newdata) @ self.beta
+            index = newdata.index
+            if re_form is not None:
+                t = self.reterms[0]
+                codes = newdata[t.group].astype(str).map({lev: i for i, lev in enumerate(t.levels)})
+                known = codes.notna().to_numpy()
+                Zn = (np.asarray(t.spec.get_model_matrix(newdata, context=dsg.R_FUNCTIONS), float)
+                      if t.spec is not None else
+                      self.fixed.matrix(newdata)[:, [self.coef_names.index(n) for n in t.names]])
+                contrib = np.zeros(len(newdata))
+                contrib[known] = np.einsum("nq,nq->n", Zn[known], self._b[0][codes[known].astype(int).to_numpy()])
+                eta = eta + contrib
+        out = self.family.link.linkinv(eta) if type == "response" else eta
+        return pd.Series(out, index=index, name="predict")
+
+    def summary(self):
+        from .printing import GlmerSummary
+        return GlmerSummary(self)
+
+    def __repr__(self) -> str:
+        return f"<GlmerMod {self.formula.text}: deviance {self.deviance_value:.4f}, {self.n} obs>"
+
+
+def _jacobian(grad, x, h: float = 1e-5) -> np.ndarray:
+    """The Hessian as central differences of an exact gradient, symmetrized."""
+    k = x.size
+    H = np.empty((k, k))
+    steps = h * np.maximum(1.0, np.abs(x))
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = steps[i]
+        H[:, i] = (grad(x + e) - grad(x - e)) / (2 * steps[i])
+    return (H + H.T) / 2
+
+
+def _hessian(f, x, h: float = 1e-4) -> np.ndarray:
+    """Central second differences of f at x (4 evaluations per pair)."""
+    k = x.size
+    H = np.empty((k, k))
+    f0 = f(x)
+    steps = h * np.maximum(1.0, np.abs(x))
+    for i in range(k):
+        ei = np.zeros(k)
+        ei[i] = steps[i]
+        H[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / steps[i] ** 2
+        for j in range(i):
+            ej = np.zeros(k)
+            ej[j] = steps[j]
+            H[i, j] = H[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (
+                4 * steps[i] * steps[j])
+    return H
+
+
+def _response(frame: pd.DataFrame, response: str, fam: Family) -> tuple[np.ndarray, np.ndarray]:
+    """y (a proportion for binomial) and the number of trials, from R's forms of a response.
+
+    Binomial: a 0/1 numeric or logical column, a two-level factor (the second level is a
+    success), or ``cbind(successes, failures)``.  Poisson: non-negative counts.
+    """
+    if response.startswith("cbind("):
+        if fam.name != "binomial":
+            raise dsg.DataError("cbind(successes, failures) is a binomial response")
+        a, b = [v.strip() for v in response[6:-1].split(",")]
+        s, f = frame[a].to_numpy(float), frame[b].to_numpy(float)
+        if np.any(s < 0) or np.any(f < 0):
+            raise dsg.DataError(f"cbind({a}, {b}): successes and failures must be non-negative "
+                                f"(trials smaller than successes in {int(np.sum((s < 0) | (f < 0)))} rows?)")
+        trials = s + f
+        if np.any(trials == 0):
+            raise dsg.DataError(f"cbind({a}, {b}): some rows have no trials")
+        return s / trials, trials
+    col = frame[response]
+    if fam.name == "binomial":
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            levels = list(col.cat.categories)
+            if len(levels) != 2:
+                raise dsg.DataError(f"binomial response {response!r} is a factor with {len(levels)} levels "
+                                    f"({', '.join(map(str, levels))}); it needs exactly 2")
+            y = (col == levels[1]).to_numpy(float)
+        else:
+            y = col.to_numpy(float)
+            bad = ~np.isin(y, [0.0, 1.0])
+            if bad.any():
+                raise dsg.DataError(f"binomial response {response!r} has values outside {{0, 1}} "
+                                    f"(e.g. {y[bad][:3].tolist()}); use cbind(successes, failures) for counts")
+        return y, np.ones_like(y)
+    y = col.to_numpy(float)
+    if np.any(y < 0) or np.any(y != np.round(y)):
+        raise dsg.DataError(f"Poisson response {response!r} must be non-negative counts")
+    return y, np.ones_like(y)
+
+
+def _check_finite(fixed: dsg.FixedDesign) -> None:
+    bad = [n for j, n in enumerate(fixed.names) if not np.all(np.isfinite(fixed.X[:, j]))]
+    if bad:
+        raise dsg.DataError(f"model-matrix column(s) {', '.join(bad)} have non-finite values "
+                            "(a negative value under sqrt() or log()?)")
+
+
+def glmer(formula: str, data: pd.DataFrame, family: str = "binomial", link: str | None = None,
+          nAGQ: int = 1, optimizer: str = "L-BFGS-B", data_name: str | None = None,
+          maxiter: int = 1000) -> GlmerMod:
+    """Fit a GLMM as ``lme4::glmer(formula, data, family)`` (Laplace, or AGQ with ``nAGQ > 1``)."""
+    return GlmerMod(formula, data, family, link, nAGQ, optimizer, data_name, maxiter)
+
+
+ConvergenceWarning = ConvergenceWarning
