@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from mmlib import datasets  # noqa: E402
 from mmlib.corstruct import CorCAR1  # noqa: E402
+from mmlib.glmm import glmer  # noqa: E402
 from mmlib.lmm import lme, lmer  # noqa: E402
 
 FIXED = "mathach ~ meanses*cses + sector*cses"
@@ -53,6 +54,70 @@ GLMM_PKG = {  # the same models in the glmm package's formula syntax
     "bryk.lmer.1.ML": (FIXED + " + (1 + cses | school)", False),
     "bryk.lmer.2.ML": (FIXED + " + (1 | school)", False),
 }
+
+
+MIG = "headache ~ medication * (treatment + pretreat + sqrt(posttreat))"
+GLMM = {
+    "mod.mig.1": (MIG + " + (treatment + pretreat + sqrt(posttreat) | id)", "L-BFGS-B"),
+    "mod.mig.1a": (MIG + " + (treatment + pretreat + sqrt(posttreat) | id)", "BFGS"),
+    "mod.mig.2": (MIG + ' + (-1 + as.numeric(treatment == "yes") + pretreat + sqrt(posttreat) | id)', "L-BFGS-B"),
+    "mod.mig.3": (MIG + " + (pretreat + sqrt(posttreat) | id)", "L-BFGS-B"),
+    "mod.mig.4": (MIG + " + (treatment + sqrt(posttreat) | id)", "L-BFGS-B"),
+    "mod.mig.5": (MIG + " + (treatment + pretreat | id)", "L-BFGS-B"),
+    "mod.mig.6": ("headache ~ medication + treatment + sqrt(posttreat) + (treatment + sqrt(posttreat) | id)",
+                  "L-BFGS-B"),
+}
+
+
+def migraine() -> pd.DataFrame:
+    k = datasets.load("KosteckiDillon")
+    k["treatment"] = pd.Categorical(np.where(k.time > 0, "yes", "no"), categories=["no", "yes"])
+    k["pretreat"] = np.where(k.time > 0, 0, k.time)
+    k["posttreat"] = np.where(k.time > 0, k.time, 0)
+    return k
+
+
+def time_r_glmm() -> dict[str, float] | None:
+    if not shutil.which("Rscript"):
+        return None
+    done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / "glmm_r.R"), str(ROOT / "data")],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"R (glmer): the timing script failed:\n{done.stderr.strip()}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def time_glmm_pkg_migraine(k: pd.DataFrame, reps: int) -> dict[str, float] | None:
+    try:
+        import glmm
+    except ImportError:
+        return None
+    data = {"headache": (k.headache == "yes").to_numpy(float), "medication": k.medication.astype(str).to_numpy(),
+            "treatment": k.treatment.astype(str).to_numpy(), "pretreat": k.pretreat.to_numpy(float),
+            "posttreat": k.posttreat.to_numpy(float), "id": k.id.to_numpy()}
+    out = {}
+    for name in ("mod.mig.1", "mod.mig.6"):
+        formula = GLMM[name][0].replace("headache ~", "headache ~", 1)
+        try:
+            out[name] = median_time(lambda f=formula: glmm.fit(data, f, "binomial"), reps)
+        except Exception as exc:  # its formula language may not take every R construct
+            print(f"glmm: {name} not timed ({type(exc).__name__}: {exc})")
+    return out
+
+
+def large_glmm(n_groups: int = 1000, per_group: int = 100, seed: int = 4) -> tuple[float, int]:
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    g = np.repeat(np.arange(n_groups), per_group)
+    x = rng.normal(size=n)
+    b = rng.multivariate_normal([0, 0], [[0.8, 0.1], [0.1, 0.3]], size=n_groups)
+    eta = -0.4 + 0.6 * x + b[g, 0] + b[g, 1] * x
+    y = rng.binomial(1, 1 / (1 + np.exp(-eta))).astype(float)
+    frame = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical(g)})
+    start = time.perf_counter()
+    fit = glmer("y ~ x + (x | g)", frame)
+    return time.perf_counter() - start, fit.n
 
 
 def median_time(fn, reps: int) -> float:
@@ -149,6 +214,26 @@ def main(reps: int = 5) -> None:
     table = pd.DataFrame(rows).set_index("fit")
     print(f"\nLinear mixed models of the appendix (median of {reps}; R: nlme for lme, lme4 for lmer)")
     print(table.round(2).to_string())
+    k = migraine()
+    ours_glmm = {name: median_time(lambda f=f, o=o: glmer(f, k, optimizer=o), max(1, reps // 2))
+                 for name, (f, o) in GLMM.items()}
+    r_glmm = time_r_glmm()
+    pkg = time_glmm_pkg_migraine(k, max(1, reps // 2))
+    rows = []
+    for name, t in ours_glmm.items():
+        row = {"fit": name, "mmlib s": t}
+        if r_glmm:
+            row["lme4 s"] = r_glmm[name]
+            row["lme4 / mmlib"] = r_glmm[name] / t
+        if pkg and name in pkg:
+            row["glmm s"] = pkg[name]
+            row["glmm / mmlib"] = pkg[name] / t
+        rows.append(row)
+    print("\nBinomial GLMMs of the appendix (lme4: one run each; mod.mig.1a etc. with optimx/nlminb as there)")
+    print(pd.DataFrame(rows).set_index("fit").round(3).to_string())
+    secs, n = large_glmm()
+    print(f"\nglmer(y ~ x + (x | g), binomial) on {n:,} simulated observations in 1,000 groups: {secs:.2f} s")
+
     secs, n = large_car1()
     print(f"\nlme(y ~ t, random = ~ 1 | g, correlation = CorCAR1(~ t | g)) on {n:,} simulated "
           f"observations at irregular times: {secs:.2f} s")

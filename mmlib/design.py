@@ -71,7 +71,10 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
         wanted |= _variables(term.expr, columns)
         wanted |= set(term.group.split(":"))
     wanted |= set(extra)
-    response_vars = _variables(formula.response, columns) if formula.response not in columns else set()
+    if formula.response.startswith("cbind("):  # binomial successes and failures
+        response_vars = {v.strip() for v in formula.response[6:-1].split(",")}
+    else:
+        response_vars = _variables(formula.response, columns) if formula.response not in columns else set()
     missing = sorted((wanted | response_vars) - columns)
     if missing:
         raise DataError(
@@ -158,8 +161,13 @@ def fixed_design(rhs: str, frame: pd.DataFrame, rank_tol: float = 1e-7) -> Fixed
     """Build X for the right-hand side ``rhs`` on ``frame`` (complete cases)."""
     text = _to_python(rhs, frame.columns)
     try:
-        mm = formulaic.model_matrix(text, frame, context=R_FUNCTIONS, na_action="raise")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mm = formulaic.model_matrix(text, frame, context=R_FUNCTIONS, na_action="raise")
     except Exception as exc:
+        bad = re.search(r"`([^`]+)` contains null values", str(exc))
+        if bad:
+            raise DataError(f"term {_r_expr(bad.group(1))} has missing or non-finite values after "
+                            "evaluation (a negative value under sqrt() or log()?)") from None
         raise FormulaError(f"cannot build the fixed-effects design for {rhs!r}: {exc}") from None
     spec = mm.model_spec
     order_key = _appearance(rhs)
