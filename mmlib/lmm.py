@@ -760,7 +760,9 @@ class Lme(LinearMixedModel):
         return pd.Series(out.astype(int), index=self.coef_names, name="DF")
 
     def coef_table(self) -> pd.DataFrame:
-        se = self.se.to_numpy()
+        """nlme's table; for an ML fit the standard errors use the REML-like residual scale,
+        sigma * sqrt(n / (n - p)) (``summary.lme``'s ``adjustSigma = TRUE``)."""
+        se = self.se.to_numpy() * (np.sqrt(self.n / (self.n - self.p)) if not self.REML else 1.0)
         t = self.beta / se
         df = self.fixed_df().to_numpy()
         p = 2 * stats.t.sf(np.abs(t), df)

@@ -425,3 +425,52 @@ class GlmerSummary:
         if notes:
             lines += [""] + notes
         return "\n".join(lines)
+
+
+class NlmeSummary:
+    """``summary(nlme fit)`` in nlme's layout; ``tables`` holds every block."""
+
+    def __init__(self, model):
+        self.model = model
+        vc = model.VarCorr()
+        sd = np.sqrt(np.diag(vc.covariances[0]))
+        q = np.quantile(model.std_residuals(), [0, 0.25, 0.5, 0.75, 1])
+        self.tables = {
+            "fit": pd.Series({"AIC": model.aic, "BIC": model.bic, "logLik": model.loglik}),
+            "random": pd.DataFrame({"StdDev": np.concatenate([sd, [model.sigma]])},
+                                   index=vc.names[0] + ["Residual"]),
+            "random_corr": pd.DataFrame(vc.correlation(0), index=vc.names[0], columns=vc.names[0]),
+            "fixed": model.coef_table(),
+            "corr": model.corr_fixef(),
+            "std_residuals": pd.Series(q, index=["Min", "Q1", "Med", "Q3", "Max"]),
+        }
+
+    def __repr__(self) -> str:
+        m = self.model
+        method = "maximum likelihood" if m.method == "ML" else "REML"
+        fit = self.tables["fit"]
+        lines = [f"Nonlinear mixed-effects model fit by {method}", f"  Model: {m.model_text}",
+                 f"  Data: {m.data_name} ", _vector(fit, [format_r([v], 4)[0] for v in fit]).replace(" \n", "\n"),
+                 "", "Random effects:",
+                 f" Formula: list({', '.join(f'{p} ~ 1' for p in m.random_params)})", f" Level: {m.group}",
+                 " Structure: General positive-definite, Log-Cholesky parametrization"]
+        rnd = self.tables["random"]
+        corr = self.tables["random_corr"]
+        sdt = format_r(rnd["StdDev"].to_numpy(), 5)
+        nw = max(len(n) for n in rnd.index)
+        lines.append(" " * nw + " StdDev   Corr")
+        for i, name in enumerate(rnd.index):
+            cells = ([_fixed(corr.iat[i, j], 3) for j in range(i)] if 0 < i < len(corr) else
+                     ([abbreviate(corr.index[0], 6)] if i == 0 and len(corr) > 1 else []))
+            lines.append((name.ljust(nw) + " " + sdt[i].ljust(8) + " " + " ".join(cells)).rstrip())
+        fixed = ", ".join(f"{p} {m.fixed_text[p].strip()}" for p in m.params)
+        lines += ["", f"Fixed effects: list({fixed})"]
+        lines.append(_table(self.tables["fixed"], {"Value": ("zap", 4), "Std.Error": ("zap", 4), "DF": ("int",),
+                                                   "t-value": ("zap", 4), "p-value": ("fixed", 4)}))
+        lines += [" Correlation: ", _lower_corr(self.tables["corr"], None)]
+        sr = self.tables["std_residuals"]
+        lines += ["", "Standardized Within-Group Residuals:", _vector(sr, format_r(sr.to_numpy(), 7)), "",
+                  f"Number of Observations: {m.n}", f"Number of Groups: {m.m} "]
+        if not m.optinfo.converged:
+            lines += ["", m.optinfo.message]
+        return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""Nonlinear mixed models, as ``nlme::nlme``: Lindstrom and Bates's alternating algorithm.
+
+The model is ``y_ij = f(phi_ij, x_ij) + e_ij`` with each parameter of f a linear model,
+``phi_k = A_k beta_k + B_k b_i`` (fixed effects from a formula in the data, random effects for
+the chosen parameters), ``b_i ~ N(0, Psi)`` and ``e ~ N(0, sigma^2)``.  As nlme does
+(Lindstrom & Bates 1990, Biometrics 46; Pinheiro & Bates 2000, section 7.2), the fit alternates
+
+* a penalized nonlinear least-squares (PNLS) step: for the current Psi = sigma^2 Lambda Lambda',
+  minimize ``sum ||y_i - f_i(beta, b_i)||^2 + ||Lambda^-1 b_i||^2`` over beta and b by
+  Gauss-Newton; each Gauss-Newton step is the penalized least-squares solve of a linear mixed
+  model (the engine of :mod:`mmlib.lmm`), on the model linearized at the current estimates;
+* a linear mixed-effects (LME) step: linearize f at the PNLS estimates, with X = df/dbeta
+  and Z = df/db, and estimate Lambda (and sigma) by maximizing the LME (RE)ML criterion of
+  ``w = y - f + X beta + Z b`` (the working response),
+
+until beta and Lambda settle.  The reported log-likelihood, standard errors and variance
+components are those of the final linearized LME model (nlme's approximation, not the exact
+marginal likelihood).  Derivatives of f are taken numerically; the user writes only f.
+"""
+
+from __future__ import annotations
+
+import ast
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+from scipy import stats
+
+from . import design as dsg
+from .covariance import VarCorr
+from .lmm import LMMCriterion
+from .optsummary import ConvergenceWarning, OptSummary
+
+FUNCTIONS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "log2": np.log2, "log10": np.log10,
+             "abs": np.abs, "sin": np.sin, "cos": np.cos, "tanh": np.tanh}
+_ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Load, ast.Constant,
+            ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)
+
+
+class NlmeError(ValueError):
+    """A nonlinear model that cannot be fitted as specified."""
+
+
+class ModelFunction:
+    """``f`` from an R expression such as ``theta1 + theta2*exp(-theta3*days)``, checked and compiled."""
+
+    def __init__(self, rhs: str, parameters: list[str], columns):
+        text = rhs.replace("^", "**")
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as exc:
+            raise NlmeError(f"cannot parse the model expression {rhs!r}: {exc.msg}") from None
+        names = set()
+        for node in ast.walk(tree):
+            if not isinstance(node, _ALLOWED):
+                raise NlmeError(f"the model expression may use + - * / ^, numbers, parameters, data "
+                                f"columns and {', '.join(FUNCTIONS)}; not {type(node).__name__} in {rhs!r}")
+            if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS):
+                raise NlmeError(f"unknown function in the model expression {rhs!r}")
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+        names -= set(FUNCTIONS)
+        unknown = sorted(names - set(parameters) - set(columns))
+        if unknown:
+            raise NlmeError(f"the model expression names {', '.join(unknown)}, which are neither parameters "
+                            f"({', '.join(parameters)}) nor columns of the data")
+        unused = [p for p in parameters if p not in names]
+        if unused:
+            raise NlmeError(f"parameter(s) {', '.join(unused)} given in `fixed` do not appear in the model {rhs!r}")
+        self.code = compile(tree, "<nlme model>", "eval")
+        self.variables = sorted(names - set(parameters))
+        self.parameters = parameters
+        self.text = rhs
+
+    def __call__(self, phi: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> np.ndarray:
+        env = {**FUNCTIONS, **data, **phi}
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(eval(self.code, {"__builtins__": {}}, env), dtype=float)  # noqa: S307 (checked AST)
+
+
+class NlmeFit:
+    """A fitted nonlinear mixed model: estimates, the LME approximation, and R's methods."""
+
+    def __init__(self, model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]],
+                 start, method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None):
+        if method not in ("ML", "REML"):
+            raise ValueError(f"method must be 'ML' or 'REML', not {method!r}")
+        if "~" not in model:
+            raise NlmeError(f"model {model!r} needs a response: 'y ~ f(...)'")
+        response, rhs = (part.strip() for part in model.split("~", 1))
+        self.params = list(fixed)
+        self.f = ModelFunction(rhs, self.params, data.columns)
+        if len(random) != 1:
+            raise NotImplementedError("nlme fits here take one grouping level")
+        (self.group, rterms), = random.items()
+        self.random_params = []
+        for spec in rterms:
+            name, _, expr = spec.partition("~")
+            name, expr = name.strip(), expr.strip()
+            if name not in self.params:
+                raise NlmeError(f"random effect for {name!r}, which is not a parameter ({', '.join(self.params)})")
+            if expr != "1":
+                raise NotImplementedError(f"random effects other than '~ 1' ({spec!r})")
+            self.random_params.append(name)
+        needed = [response, self.group] + self.f.variables
+        missing = [c for c in needed if c not in data.columns]
+        if missing:
+            raise NlmeError(f"column(s) {', '.join(missing)} are not in the data")
+        # fixed-effect designs, one per parameter
+        extra = []
+        for spec in fixed.values():
+            extra += sorted(dsg._variables(spec.split("~", 1)[1], data.columns))
+        frame = data[list(dict.fromkeys(needed + extra))].dropna()
+        self.n_dropped = len(data) - len(frame)
+        self.frame = frame
+        self.method, self.REML = method, method == "REML"
+        self.lme_optimizer = "log-Cholesky"
+        self.data_name = data_name or "data"
+        self.model_text = model
+        self.fixed_text, self.random_text = fixed, random
+        self.designs, self.names, self.slices = {}, [], {}
+        start_idx = 0
+        for p in self.params:
+            rhs_p = fixed[p].split("~", 1)[1]
+            d = dsg.fixed_design(rhs_p, frame)
+            self.designs[p] = d.X
+            cols = [p] if d.names == ["(Intercept)"] else [f"{p}.{n}" for n in d.names]
+            self.names += cols
+            self.slices[p] = slice(start_idx, start_idx + d.X.shape[1])
+            start_idx += d.X.shape[1]
+        start = np.asarray(start, dtype=float).ravel()
+        if start.size != len(self.names):
+            raise NlmeError(f"start has {start.size} value(s); the fixed effects are {len(self.names)}: "
+                            f"{', '.join(self.names)}")
+        self.y = frame[response].to_numpy(dtype=float)
+        self.response = response
+        self.data = {v: frame[v].to_numpy(dtype=float) for v in self.f.variables}
+        levels, codes = dsg.grouping_factor(frame, self.group)
+        self.levels, self.codes = levels, codes
+        self.n, self.p, self.q, self.m = len(self.y), len(self.names), len(self.random_params), len(levels)
+        f0 = self._f(start, np.zeros((self.m, self.q)))
+        if not np.all(np.isfinite(f0)):
+            raise NlmeError(f"the model gives non-finite predictions at the start values "
+                            f"({int(np.sum(~np.isfinite(f0)))} of {self.n})")
+        self._fit(start, maxiter, tol)
+
+    # --- the model ---------------------------------------------------------------------
+    def _phi(self, beta, b) -> dict[str, np.ndarray]:
+        phi = {p: self.designs[p] @ beta[self.slices[p]] for p in self.params}
+        for j, p in enumerate(self.random_params):
+            phi[p] = phi[p] + b[self.codes, j]
+        return phi
+
+    def _f(self, beta, b) -> np.ndarray:
+        return self.f(self._phi(beta, b), self.data)
+
+    def _jacobian(self, beta, b):
+        """df/dphi_k by central differences, then X = df/dbeta and Z = df/db."""
+        phi = self._phi(beta, b)
+        grads = {}
+        for p in self.params:
+            h = 1e-6 * np.maximum(1.0, np.abs(phi[p]))
+            up, down = dict(phi), dict(phi)
+            up[p], down[p] = phi[p] + h, phi[p] - h
+            grads[p] = (self.f(up, self.data) - self.f(down, self.data)) / (2 * h)
+        X = np.column_stack([grads[p][:, None] * self.designs[p] for p in self.params])
+        Z = np.column_stack([grads[p] for p in self.random_params])
+        return X, Z
+
+    def _linearized(self, beta, b):
+        X, Z = self._jacobian(beta, b)
+        w = self.y - self._f(beta, b) + X @ beta + np.einsum("nq,nq->n", Z, b[self.codes])
+        term = dsg.ReTerm(self.group, self.levels, self.codes, Z, self._re_names(), "", None)
+        return LMMCriterion(w, X, [term])
+
+    def _re_names(self):
+        return [f"{p}.(Intercept)" for p in self.random_params]
+
+    def _initial_theta(self, crit) -> np.ndarray:
+        """nlme's starting precision (``pdInitial``): Delta = 0.375 sqrt(mean_i z_i'z_i) per effect,
+        so that effects on parameters of very different scales start comparably weak."""
+        Z = crit.terms[0].Z
+        scale = 0.375 * np.sqrt((Z ** 2).sum(axis=0) / self.m)
+        theta = crit.start()
+        theta[crit.blocks[0].diagonal()] = 1.0 / np.maximum(scale, 1e-12)
+        return theta
+
+    def _pnls_objective(self, beta, b, lam) -> float:
+        r = self.y - self._f(beta, b)
+        if not np.all(np.isfinite(r)):
+            return np.inf
+        # a variance that has gone to zero still penalizes its effect (nlme cannot reach zero)
+        lam = lam.copy()
+        d = np.diag(lam)
+        lam[np.diag_indices_from(lam)] = np.maximum(d, 1e-8 * max(d.max(), 1e-300))
+        u = scipy.linalg.solve_triangular(lam, b.T, lower=True)
+        return float(r @ r + np.sum(u * u))
+
+    def _pnls(self, beta, b, theta, maxit: int = 50):
+        """Gauss-Newton for beta and b at fixed Lambda, with step halving."""
+        for _ in range(maxit):
+            crit = self._linearized(beta, b)
+            lam = crit.lambdas(theta)[0]
+            sol = crit.solve(theta, self.REML)
+            if sol.beta is None:
+                break
+            new_b = crit.modes(theta, sol)[0]
+            old = self._pnls_objective(beta, b, lam)
+            if not np.isfinite(old):
+                break
+            step = 1.0
+            for _half in range(20):
+                nb, nbeta = b + step * (new_b - b), beta + step * (sol.beta - beta)
+                value = self._pnls_objective(nbeta, nb, lam)
+                if np.isfinite(value) and value <= old * (1 + 1e-12):
+                    break
+                step /= 2
+            else:  # no step decreases the objective: stay where we are
+                break
+            change = np.max(np.abs(nbeta - beta) / (np.abs(beta) + 1e-6))
+            beta, b = nbeta, nb
+            if change < 1e-8:
+                break
+        return beta, b
+
+    def _fit(self, start, maxiter, tol):
+        beta, b = start.copy(), np.zeros((self.m, self.q))
+        # the LME step optimizes in nlme's log-Cholesky parametrization, as nlme does: the
+        # alternation needs Lambda invertible (the PNLS penalty is ||Lambda^-1 b||^2)
+        crit = self._linearized(beta, b)
+        theta, info = crit.optimize(self.REML, start=self._initial_theta(crit), optimizer="log-Cholesky",
+                                    maxiter=200)
+        converged, it = False, 0
+        for it in range(1, maxiter + 1):
+            beta_old, theta_old = beta.copy(), theta.copy()
+            beta, b = self._pnls(beta, b, theta)
+            crit = self._linearized(beta, b)
+            theta, info = crit.optimize(self.REML, start=theta, optimizer=self.lme_optimizer, maxiter=200)
+            change = max(np.max(np.abs(beta - beta_old) / (np.abs(beta_old) + 1e-6)),
+                         np.max(np.abs(theta - theta_old) / (np.abs(theta_old) + 1e-3)))
+            if change < tol:
+                converged = True
+                break
+        sol = crit.solve(theta, self.REML)
+        self.criterion, self.theta, self.beta = crit, theta, sol.beta
+        self._b = crit.modes(theta, sol)[0]
+        dof = self.n - self.p if self.REML else self.n
+        self.sigma = float(np.sqrt(sol.r2 / dof))
+        RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
+        self._vcov = self.sigma ** 2 * (RXinv.T @ RXinv)
+        self.deviance_value = sol.deviance
+        self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start, final=np.concatenate([beta, theta]),
+                                  evaluations=it, iterations=it, converged=converged,
+                                  message="converged" if converged else "iteration limit reached without convergence",
+                                  tolerances={"tol": tol, "maxiter": maxiter}, singular=info.singular)
+        self.optinfo.iteration_limit = not converged
+        if not converged:
+            warnings.warn(f"nlme: the alternating PNLS/LME iterations did not converge within {maxiter} "
+                          f"iterations (relative change {change:.3g} > {tol:g}); try maxiter=, other start "
+                          "values, or method='ML'", ConvergenceWarning, stacklevel=3)
+        elif info.singular:
+            self.optinfo.warn()
+
+    # --- R's accessors -----------------------------------------------------------------
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self.beta, index=self.names, name="fixef")
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.names)
+
+    @property
+    def n_params(self) -> int:
+        return self.p + len(self.theta) + 1
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.deviance_value
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        n = self.n - self.p if self.REML else self.n
+        return -2 * self.loglik + self.n_params * np.log(n)
+
+    @property
+    def coef_names(self):
+        return self.names
+
+    @property
+    def ngroups(self):
+        return {self.group: self.m}
+
+    def VarCorr(self) -> VarCorr:
+        lam = self.criterion.lambdas(self.theta)[0]
+        return VarCorr([self.group], [self._re_names()], [self.sigma ** 2 * lam @ lam.T], self.sigma)
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        return {self.group: pd.DataFrame(self._b, index=pd.Index(self.levels, name=self.group),
+                                         columns=self._re_names())}
+
+    def fixed_df(self) -> pd.Series:
+        """nlme's denominator df for a nonlinear model: every fixed effect in the innermost
+        stratum, N - (groups) - (p - 1) (127 = 331 - 200 - 4 for each effect of wong.mod.1)."""
+        return pd.Series(np.full(self.p, self.n - self.m - (self.p - 1)), index=self.names, name="DF")
+
+    def coef_table(self) -> pd.DataFrame:
+        """nlme's table; for an ML fit the standard errors use the REML-like residual scale,
+        sigma * sqrt(n / (n - p)) (summary's ``adjustSigma = TRUE``)."""
+        se = self.se.to_numpy() * (np.sqrt(self.n / (self.n - self.p)) if not self.REML else 1.0)
+        t = self.beta / se
+        df = self.fixed_df().to_numpy()
+        return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df, "t-value": t,
+                             "p-value": 2 * stats.t.sf(np.abs(t), df)}, index=self.names)
+
+    def corr_fixef(self) -> pd.DataFrame:
+        sd = np.sqrt(np.diag(self._vcov))
+        return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.names, columns=self.names)
+
+    def fitted(self, level: int = 1) -> pd.Series:
+        b = self._b if level else np.zeros_like(self._b)
+        return pd.Series(self._f(self.beta, b), index=self.frame.index, name="fitted")
+
+    def std_residuals(self) -> np.ndarray:
+        return (self.y - self.fitted().to_numpy()) / self.sigma
+
+    def predict(self, newdata: pd.DataFrame, level: int = 1) -> pd.Series:
+        """Predictions for new data: ``level=0`` the population curve (random effects 0)."""
+        designs = {}
+        for p in self.params:
+            rhs_p = self.fixed_text[p].split("~", 1)[1]
+            designs[p] = dsg.fixed_design(rhs_p, newdata).X if rhs_p.strip() != "1" else np.ones((len(newdata), 1))
+        phi = {p: designs[p] @ self.beta[self.slices[p]] for p in self.params}
+        if level:
+            codes = newdata[self.group].astype(str).map({lev: i for i, lev in enumerate(self.levels)})
+            known = codes.notna().to_numpy()
+            for j, p in enumerate(self.random_params):
+                add = np.zeros(len(newdata))
+                add[known] = self._b[codes[known].astype(int).to_numpy(), j]
+                phi[p] = phi[p] + add
+        data = {v: newdata[v].to_numpy(dtype=float) for v in self.f.variables}
+        return pd.Series(self.f(phi, data), index=newdata.index, name="predict")
+
+    def summary(self):
+        from .printing import NlmeSummary
+        return NlmeSummary(self)
+
+
+def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]], start,
+         method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None) -> NlmeFit:
+    """Fit a nonlinear mixed model as ``nlme::nlme``.
+
+    ``nlme("piq ~ theta1 + theta2*exp(-theta3*days)", data,
+    fixed={"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"},
+    random={"id": ["theta1 ~ 1", "theta2 ~ 1"]}, start=[100, -2, -10, 0, 0.007])``
+    """
+    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name)
