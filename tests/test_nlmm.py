@@ -1,0 +1,102 @@
+"""Nonlinear mixed models: known values from nlme, agreement with lme on a linear model,
+recovery of simulated parameters, and bad input.
+
+Known values: R 4.2.2, nlme 3.1-162 (shared/r-reference/appendix.R):
+  wong.mod.1 <- nlme(piq ~ theta1 + theta2*exp(-theta3*days), data = Wong,
+    fixed = list(theta1 ~ 1 + sqrt(duration), theta2 ~ 1 + sqrt(duration), theta3 ~ 1),
+    random = list(id = list(theta1 ~ 1, theta2 ~ 1)), start = list(fixed = c(100, -2, -10, 0, 0.007)))
+  fixef: 97.0946, -1.24522, -11.1453, -3.24832, 0.0082506; logLik -1287.6791
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmlib import datasets
+from mmlib.lmm import lme
+from mmlib.nlmm import NlmeError, nlme
+
+FIXED = {"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"}
+MODEL = "piq ~ theta1 + theta2*exp(-theta3*days)"
+
+
+@pytest.fixture(scope="module")
+def wong():
+    return datasets.load("Wong")
+
+
+@pytest.fixture(scope="module")
+def wong_mod_1(wong):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1", "theta2 ~ 1"]},
+                    start=[100, -2, -10, 0, 0.007])
+
+
+def test_wong_mod_1_matches_nlme(wong_mod_1):
+    # our alternation converges at the correlation's boundary (-1), where nlme stops just
+    # short (-0.9958): the estimates agree to 3e-4, the log-likelihood to 1e-5
+    np.testing.assert_allclose(wong_mod_1.beta, [97.0946, -1.24522, -11.1453, -3.24832, 0.0082506], rtol=3e-4)
+    np.testing.assert_allclose(wong_mod_1.loglik, -1287.6791497349723, rtol=1e-5)
+    assert wong_mod_1.optinfo.converged
+    assert list(wong_mod_1.fixed_df()) == [127] * 5
+
+
+def test_a_linear_model_gives_the_lme_fit():
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(30), 6)
+    x = rng.normal(size=g.size)
+    df = pd.DataFrame({"y": 2 + 0.5 * x + rng.normal(size=30)[g] + rng.normal(size=g.size), "x": x,
+                       "g": pd.Categorical(g.astype(str))})
+    fit = nlme("y ~ a + b*x", df, fixed={"a": "~ 1", "b": "~ 1"}, random={"g": ["a ~ 1"]}, start=[0, 0])
+    linear = lme("y ~ x", df, random="~ 1 | g", method="ML")
+    np.testing.assert_allclose(fit.beta, linear.beta, rtol=1e-6)
+    np.testing.assert_allclose(fit.loglik, linear.loglik, rtol=1e-9)
+
+
+def test_recovers_an_asymptotic_model():
+    rng = np.random.default_rng(2)
+    m, k = 150, 6
+    g = np.repeat(np.arange(m), k)
+    t = rng.uniform(0, 40, g.size)
+    a = 50 + rng.normal(scale=4, size=m)
+    y = a[g] - 20 * np.exp(-0.1 * t) + rng.normal(scale=1.0, size=g.size)
+    df = pd.DataFrame({"y": y, "t": t, "g": pd.Categorical(g.astype(str))})
+    fit = nlme("y ~ A + B*exp(-C*t)", df, fixed={"A": "~ 1", "B": "~ 1", "C": "~ 1"}, random={"g": ["A ~ 1"]},
+               start=[40, -10, 0.05])
+    np.testing.assert_allclose(fit.beta, [50, -20, 0.1], rtol=0.05)
+    assert abs(np.sqrt(fit.VarCorr().covariances[0][0, 0]) - 4) < 1
+    assert abs(fit.sigma - 1) < 0.15
+
+
+def test_unknown_names_are_refused(wong):
+    with pytest.raises(NlmeError, match="names dayz, which are neither parameters"):
+        nlme("piq ~ theta1 + theta2*exp(-theta3*dayz)", wong, fixed=FIXED, random={"id": ["theta1 ~ 1"]},
+             start=[100, -2, -10, 0, 0.007])
+    with pytest.raises(NlmeError, match="unknown function"):
+        nlme("piq ~ theta1 + os.system(theta2)", wong, fixed={"theta1": "~ 1", "theta2": "~ 1"},
+             random={"id": ["theta1 ~ 1"]}, start=[1, 1])
+
+
+def test_start_of_the_wrong_length_names_the_parameters(wong):
+    with pytest.raises(NlmeError, match="start has 4 value.*theta1.\\(Intercept\\), theta1.sqrt\\(duration\\)"):
+        nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1"]}, start=[100, -2, -10, 0])
+
+
+def test_a_fixed_parameter_the_model_does_not_use(wong):
+    with pytest.raises(NlmeError, match="theta4.*do not appear in the model"):
+        nlme(MODEL, wong, fixed={**FIXED, "theta4": "~ 1"}, random={"id": ["theta1 ~ 1"]},
+             start=[100, -2, -10, 0, 0.007, 1])
+
+
+def test_a_missing_column(wong):
+    with pytest.raises(NlmeError, match="column\\(s\\) patient are not in the data"):
+        nlme(MODEL, wong, fixed=FIXED, random={"patient": ["theta1 ~ 1"]}, start=[100, -2, -10, 0, 0.007])
+
+
+def test_non_finite_predictions_at_the_start(wong):
+    with pytest.raises(NlmeError, match="non-finite predictions at the start values"):
+        nlme("piq ~ theta1 + theta2*log(theta3*days)", wong, fixed=FIXED, random={"id": ["theta1 ~ 1"]},
+             start=[100, -2, -10, 0, -1.0])
