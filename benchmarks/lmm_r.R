@@ -34,10 +34,14 @@ fits[["bm.lme.5"]] <- function() lme(log.exercise ~ I(age - 8)*group, random = ~
                                      correlation = corCAR1(form = ~ age | subject), data = Blackmore)
 fits[["bm.lme.6"]] <- function() lme(log.exercise ~ I(age - 8)*group, random = ~ I(age - 8) - 1 | subject,
                                      correlation = corCAR1(form = ~ age | subject), data = Blackmore)
+Wong <- read.csv(file.path(args[1], "Wong.csv"))
+fits[["wong.mod.1"]] <- function() nlme(piq ~ theta1 + theta2*exp(-theta3*days), data = Wong,
+  fixed = list(theta1 ~ 1 + sqrt(duration), theta2 ~ 1 + sqrt(duration), theta3 ~ 1),
+  random = list(id = list(theta1 ~ 1, theta2 ~ 1)), start = list(fixed = c(100, -2, -10, 0, 0.007)))
 out <- list()
 for (name in names(fits)) {
-  fits[[name]]()  # warm up
-  t <- sapply(seq_len(reps), function(i) system.time(fits[[name]]())[["elapsed"]])
+  suppressWarnings(fits[[name]]())  # warm up
+  t <- sapply(seq_len(reps), function(i) system.time(suppressWarnings(fits[[name]]()))[["elapsed"]])
   out[[name]] <- median(t)
 }
 cat("{", paste(sprintf('"%s": %.6f', names(out), unlist(out)), collapse = ", "), "}\n")

@@ -30,6 +30,7 @@ from mmlib import datasets  # noqa: E402
 from mmlib.corstruct import CorCAR1  # noqa: E402
 from mmlib.glmm import glmer  # noqa: E402
 from mmlib.lmm import lme, lmer  # noqa: E402
+from mmlib.nlmm import nlme  # noqa: E402
 
 FIXED = "mathach ~ meanses*cses + sector*cses"
 LMM = {
@@ -120,6 +121,18 @@ def large_glmm(n_groups: int = 1000, per_group: int = 100, seed: int = 4) -> tup
     return time.perf_counter() - start, fit.n
 
 
+def large_nlmm(m: int = 10000, k: int = 6, seed: int = 5) -> float:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(m), k)
+    t = rng.uniform(0, 40, g.size)
+    y = (50 + rng.normal(scale=4, size=m))[g] - 20 * np.exp(-0.1 * t) + rng.normal(size=g.size)
+    frame = pd.DataFrame({"y": y, "t": t, "g": pd.Categorical(g)})
+    start = time.perf_counter()
+    nlme("y ~ A + B*exp(-C*t)", frame, fixed={"A": "~ 1", "B": "~ 1", "C": "~ 1"}, random={"g": ["A ~ 1"]},
+         start=[40, -10, 0.05])
+    return time.perf_counter() - start
+
+
 def median_time(fn, reps: int) -> float:
     fn()  # warm up
     times = []
@@ -199,6 +212,11 @@ def main(reps: int = 5) -> None:
     blackmore["log.exercise"] = np.log2(blackmore.exercise + 5 / 60)
     ours = {name: median_time(lambda f=f: f(bryk), reps) for name, f in LMM.items()}
     ours.update({name: median_time(lambda f=f: f(blackmore), reps) for name, f in CAR1.items()})
+    wong = datasets.load("Wong")
+    ours["wong.mod.1"] = median_time(lambda: nlme(
+        "piq ~ theta1 + theta2*exp(-theta3*days)", wong,
+        fixed={"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"},
+        random={"id": ["theta1 ~ 1", "theta2 ~ 1"]}, start=[100, -2, -10, 0, 0.007]), reps)
     r = time_r(reps)
     other = time_glmm(bryk, reps)
     rows = []
@@ -212,7 +230,8 @@ def main(reps: int = 5) -> None:
             row["glmm / mmlib"] = other[name] / t
         rows.append(row)
     table = pd.DataFrame(rows).set_index("fit")
-    print(f"\nLinear mixed models of the appendix (median of {reps}; R: nlme for lme, lme4 for lmer)")
+    print(f"\nLinear and nonlinear mixed models of the appendix (median of {reps}; R: nlme for lme "
+          "and nlme, lme4 for lmer)")
     print(table.round(2).to_string())
     k = migraine()
     ours_glmm = {name: median_time(lambda f=f, o=o: glmer(f, k, optimizer=o), max(1, reps // 2))
@@ -237,6 +256,8 @@ def main(reps: int = 5) -> None:
     secs, n = large_car1()
     print(f"\nlme(y ~ t, random = ~ 1 | g, correlation = CorCAR1(~ t | g)) on {n:,} simulated "
           f"observations at irregular times: {secs:.2f} s")
+    secs = large_nlmm()
+    print(f"\nnlme(y ~ A + B*exp(-C*t)) on 10,000 simulated groups (60,000 observations): {secs:.2f} s")
     for n_groups, per_group in ((1000, 100), (1000, 1000)):
         secs, mib, n = large(n_groups, per_group)
         print(f"\nlmer(y ~ x + (x | g)) on {n:,} simulated observations in {n_groups:,} groups: "
