@@ -8,6 +8,7 @@ from mmlib import design as dsg
 from mmlib.corstruct import CorAR1, CorCAR1, CorCompSymm, CorExp, CorStructError
 from mmlib.formula import parse
 from mmlib.lmm import CorrelatedLMMCriterion, LMMCriterion, lme
+from dense import dense_criterion
 
 
 def _data(seed=0, shuffle=True):
@@ -23,20 +24,6 @@ def _data(seed=0, shuffle=True):
     df["x"] = rng.normal(size=len(df))
     df["y"] = 1 + 0.3 * df.time + df.x + rng.normal(size=len(df))
     return df.sample(frac=1, random_state=seed).reset_index(drop=True) if shuffle else df
-
-
-def _dense(y, X, Z, lam, C, reml):
-    n, p = X.shape
-    V0 = Z @ lam @ lam.T @ Z.T + C
-    Vi = np.linalg.inv(V0)
-    beta = np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
-    r = y - X @ beta
-    logdet = np.linalg.slogdet(V0)[1]
-    if reml:
-        s2 = r @ Vi @ r / (n - p)
-        return (n - p) * np.log(2 * np.pi * s2) + logdet + np.linalg.slogdet(X.T @ Vi @ X)[1] + (n - p)
-    s2 = r @ Vi @ r / n
-    return n * np.log(2 * np.pi * s2) + logdet + n
 
 
 def _criterion(df, formula, cor):
@@ -66,7 +53,7 @@ def test_whitened_criterion_equals_dense_likelihood(cor, value, corr, reml):
         Z[np.arange(len(frame)), term.codes * term.q + a] = term.Z[:, a]
     lam = np.kron(np.eye(term.m), crit.lambdas(theta)[0])
     np.testing.assert_allclose(crit.objective(params, reml),
-                               _dense(frame.y.to_numpy(), X, Z, lam, C, reml), rtol=1e-10)
+                               dense_criterion(frame.y.to_numpy(), X, Z, lam, reml, C), rtol=1e-10)
 
 
 def test_phi_near_zero_is_the_independent_errors_model():

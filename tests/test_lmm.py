@@ -16,6 +16,7 @@ from mmlib.formula import FormulaError
 from mmlib.lmm import LMMCriterion, lme, lmer
 from mmlib import design as dsg
 from mmlib.formula import parse
+from dense import dense_criterion
 
 NAMES = ["(Intercept)", "meanses", "cses", "sectorCatholic", "meanses:cses", "cses:sectorCatholic"]
 LMER2 = {  # bryk.lmer.2, REML
@@ -94,21 +95,6 @@ def test_analytic_gradient_equals_finite_differences(hsb):
                                        c.numerical_gradient(np.array(theta), reml), rtol=1e-5, atol=1e-4)
 
 
-def _dense_criterion(y, X, Z, lam, reml):
-    """-2 log-likelihood (or REML criterion) profiled over beta and sigma, by brute force."""
-    n, p = X.shape
-    V0 = np.eye(n) + Z @ lam @ lam.T @ Z.T
-    Vi = np.linalg.inv(V0)
-    beta = np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
-    r = y - X @ beta
-    logdet = np.linalg.slogdet(V0)[1]
-    if reml:
-        s2 = r @ Vi @ r / (n - p)
-        return (n - p) * np.log(2 * np.pi * s2) + logdet + np.linalg.slogdet(X.T @ Vi @ X)[1] + (n - p)
-    s2 = r @ Vi @ r / n
-    return n * np.log(2 * np.pi * s2) + logdet + n
-
-
 def _design(df, formula):
     """The response, X and random-effects terms of ``formula`` on ``df``."""
     f = parse(formula)
@@ -136,7 +122,7 @@ def test_profiled_criterion_equals_dense_likelihood_one_term(reml):
     for a in range(term.q):
         Z[np.arange(len(frame)), term.codes * term.q + a] = term.Z[:, a]
     np.testing.assert_allclose(crit.objective(theta, reml),
-                               _dense_criterion(y, X, Z, np.kron(np.eye(term.m), lam), reml),
+                               dense_criterion(y, X, Z, np.kron(np.eye(term.m), lam), reml),
                                rtol=1e-10)
 
 
@@ -148,7 +134,7 @@ def test_crossed_design_equals_dense_likelihood(reml):
     Z = np.hstack([np.eye(t.m)[t.codes] for t in terms])
     lam = np.diag(np.concatenate([np.full(t.m, th) for t, th in zip(terms, theta)]))
     np.testing.assert_allclose(crit.objective(theta, reml),
-                               _dense_criterion(y, X, Z, lam, reml), rtol=1e-10)
+                               dense_criterion(y, X, Z, lam, reml), rtol=1e-10)
 
 
 def test_crossed_fit_reports_both_groupings():
