@@ -63,6 +63,12 @@ class GLMMCriterion(Minimizer):
         self.ntheta = self.blocks[0].size
         self.groups = _Groups(term.codes, term.m)
         self.pairs = [(a, b) for a in range(self.q) for b in range(a, self.q)]
+        # products reused at every PIRLS step: z_a z_b for the blocks Z'WZ, z_a x for Z'WX
+        Z = term.Z
+        self._ZZ = np.column_stack([Z[:, a] * Z[:, b] for a, b in self.pairs])
+        self._ZX = (Z[:, :, None] * X[:, None, :]).reshape(self.n, self.q * self.p)
+        self._llconst = fam.loglik_constant(y, trials)
+        self._llconst_sum = float(self._llconst.sum())
         self.nAGQ = nAGQ
         if nAGQ > 1 and self.q != 1:
             raise ValueError("nAGQ > 1 needs a single scalar random effect (one term, one column)")
@@ -96,6 +102,7 @@ class GLMMCriterion(Minimizer):
             return np.inf
         u, beta, pdev, logdet, _ = res
         self.u = u
+        self._last = (self.mode, params.tobytes(), res)  # the gradient at the same point reuses it
         if self.mode == "theta":
             self.beta = beta
         if self.nAGQ > 1:
@@ -132,7 +139,10 @@ class GLMMCriterion(Minimizer):
         k = self.ntheta
         lam = self.blocks[0].lower(params)
         beta = params[k:]
-        res = self.pirls(lam, beta, self.u, update_beta=False)
+        if self._last is not None and self._last[:2] == (self.mode, params.tobytes()):
+            res = self._last[2]  # the optimizer asks for f, then the gradient, at the same point
+        else:
+            res = self.pirls(lam, beta, self.u, update_beta=False)
         if res is None:
             return np.full(params.size, np.nan)
         u, _, _, _, (L, w) = res
@@ -150,10 +160,8 @@ class GLMMCriterion(Minimizer):
         P = lam @ Ainv @ lam.T  # Lambda A^-1 Lambda', per group
         h = np.einsum("nq,nqr,nr->n", Z, P[codes], Z)
         c = dw * h
-        cols = ([w * Z[:, a] * Z[:, b] for a, b in self.pairs] + [s * Z[:, a] for a in range(q)]
-                + [(c - 2 * s) * Z[:, a] for a in range(q)] + [c * Z[:, a] for a in range(q)]
-                + [w[:, None] * Z[:, [a]] * X for a in range(q)])
-        G = self.groups.sums(np.column_stack(cols))
+        G = self.groups.sums(np.concatenate([w[:, None] * self._ZZ, s[:, None] * Z, (c - 2 * s)[:, None] * Z,
+                                             c[:, None] * Z, w[:, None] * self._ZX], axis=1))
         npair = len(self.pairs)
         S = np.empty((self.m, q, q))
         for j, (a, b) in enumerate(self.pairs):
@@ -179,7 +187,8 @@ class GLMMCriterion(Minimizer):
 
     def _pdev(self, eta, u) -> float:
         mu = self.family.link.linkinv(eta)
-        return -2.0 * float(self.family.loglik(self.y, mu, self.trials).sum()) + float((u * u).sum())
+        ll = float(self.family.loglik_kernel(self.y, mu, self.trials).sum()) + self._llconst_sum
+        return -2.0 * ll + float((u * u).sum())
 
     def pirls(self, lam, beta, u, update_beta: bool, tol: float = 1e-12, maxit: int = 200):
         """Conditional modes (and beta, if ``update_beta``) by penalized IRLS with step halving.
@@ -199,10 +208,8 @@ class GLMMCriterion(Minimizer):
             var = fam.variance(mu)
             w = self.trials * mu_eta ** 2 / var
             s = self.trials * (self.y - mu) * mu_eta / var
-            cols = [w * Z[:, a] * Z[:, b] for a, b in self.pairs] + [s * Z[:, a] for a in range(q)]
-            if update_beta:
-                cols += [w[:, None] * Z[:, [a]] * X for a in range(q)]
-            S = self.groups.sums(np.column_stack(cols))
+            cols = [w[:, None] * self._ZZ, s[:, None] * Z] + ([w[:, None] * self._ZX] if update_beta else [])
+            S = self.groups.sums(np.concatenate(cols, axis=1))
             ZtWZ = np.empty((self.m, q, q))
             for k, (a, b) in enumerate(self.pairs):
                 ZtWZ[:, a, b] = ZtWZ[:, b, a] = S[:, k]
@@ -245,7 +252,7 @@ class GLMMCriterion(Minimizer):
         mu = fam.link.linkinv(eta)
         mu_eta = fam.link.mu_eta(eta)
         w = self.trials * mu_eta ** 2 / fam.variance(mu)
-        S = self.groups.sums(np.column_stack([w * Z[:, a] * Z[:, b] for a, b in self.pairs]))
+        S = self.groups.sums(w[:, None] * self._ZZ)
         ZtWZ = np.empty((self.m, q, q))
         for k, (a, b) in enumerate(self.pairs):
             ZtWZ[:, a, b] = ZtWZ[:, b, a] = S[:, k]
@@ -273,7 +280,7 @@ class GLMMCriterion(Minimizer):
         for k, zk in enumerate(z):
             uk = u[:, 0] + zk * sd
             eta = base + Zc * lam[0, 0] * uk[codes]
-            ll = self.family.loglik(self.y, self.family.link.linkinv(eta), self.trials)
+            ll = self.family.loglik_kernel(self.y, self.family.link.linkinv(eta), self.trials) + self._llconst
             gll = np.bincount(codes, weights=ll, minlength=self.m)
             # log of integrand / standard normal kernel at the node, plus the node's weight
             terms[:, k] = gll - 0.5 * uk ** 2 + 0.5 * zk ** 2 + np.log(wts[k])
@@ -342,8 +349,8 @@ class GlmerMod:
         eta = crit._eta(lam, self.beta, u)
         self.eta, self.mu = eta, self.family.link.linkinv(eta)
         # covariance of beta given theta: the inverse Schur complement of the PIRLS system
-        Z, q = self.reterms[0].Z, crit.q
-        ZtWX = crit.groups.sums(np.column_stack([w[:, None] * Z[:, [a]] * self.X for a in range(q)]))
+        q = crit.q
+        ZtWX = crit.groups.sums(w[:, None] * crit._ZX)
         C = _batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX.reshape(crit.m, q, self.p)))
         M = self.X.T @ (w[:, None] * self.X) - np.tensordot(C, C, axes=([0, 1], [0, 1]))
         self.vcov_conditional = np.linalg.inv(M)
