@@ -50,6 +50,9 @@ class PublishedError(Exception):
     """An unknown record, a malformed explanation, or an unexplained mismatch."""
 
 
+DISCRETE = {"df", "chi_df", "df_res", "df.resid", "LR_df", "dim", "count", "grad_component", "sample_index"}
+
+
 @dataclass(frozen=True)
 class Record:
     """One published number (the fields of ``published.json`` that the checker uses)."""
@@ -70,6 +73,15 @@ class Record:
     note: str | None = None
     term_full: str | None = None  # where the printed label is abbreviated or garbled
     column_full: str | None = None
+    quantity: str | None = None
+
+    @property
+    def discrete(self) -> bool:
+        """A count, degrees of freedom, index or code: one unit off is a different number, not
+        a rounding difference (an AIC printed to 0 decimals is continuous; a df is not)."""
+        q = self.quantity or ""
+        return (q in DISCRETE or q.startswith(("n_", "count_", "max_obs", "max_occasions"))
+                or q.endswith("_code"))
 
     @property
     def chapter(self) -> str:
@@ -175,7 +187,7 @@ def classify(rec: Record, value: float) -> str:
     else:
         places = rec.decimals
     units = abs(round(float(ours) * 10**places) - round(float(theirs) * 10**places))
-    return "last_digit" if units == 1 else "mismatch"
+    return "last_digit" if units == 1 and not rec.discrete else "mismatch"
 
 
 @dataclass

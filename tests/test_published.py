@@ -54,6 +54,14 @@ def test_leading_zero_dropped_and_words():
     assert classify(rec("five", 5.0, 0), 4) == "last_digit"
 
 
+def test_a_count_one_off_is_a_mismatch_not_a_rounding_difference():
+    # AIC printed without decimals is a rounded continuous number; a df or an index is not
+    assert classify(rec("2593", 2593.0, 0, quantity="AIC"), 2594.2) == "last_digit"
+    assert classify(rec("127", 127.0, 0, quantity="df"), 128) == "mismatch"
+    assert classify(rec("2", 2.0, 0, quantity="grad_component"), 3) == "mismatch"
+    assert classify(rec("200", 200.0, 0, quantity="n_groups"), 199) == "mismatch"
+
+
 def test_e_notation():
     r = rec("4.1e-09", 4.1e-09, 10, notation="e", mantissa_decimals=1)
     assert classify(r, 4.14e-09) == "exact"
