@@ -149,7 +149,10 @@ class Minimizer:
         if method == "BFGS":  # a full-memory quasi-Newton method, unbounded
             options = {"gtol": gtol, "maxiter": maxiter}
         else:
-            options = {"ftol": 1e-13 if gtol >= 1e-6 else 0.0, "gtol": gtol, "maxiter": maxiter}
+            # a memory as long as the parameter vector: a GLMM's 22 parameters (mod.mig.1) took
+            # 418 iterations with the default 10 corrections and 203 with 22
+            options = {"ftol": 1e-13 if gtol >= 1e-6 else 0.0, "gtol": gtol, "maxiter": maxiter,
+                       "maxcor": max(10, theta0.size)}
         res = scipy.optimize.minimize(f_eta, eta0, jac=g_eta, method=method, options=options)
         theta = to_theta(res.x)
         return (theta, res) if np.isfinite(f(theta)) else (theta0, None)
