@@ -251,12 +251,28 @@ class NlmeFit:
         RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
         self._vcov = self.sigma ** 2 * (RXinv.T @ RXinv)
         self.deviance_value = sol.deviance
+        # A fixed point where two fixed effects are not separately identified is not an
+        # estimate: the alternation can drift there (wong.mod.2: theta3 -> 0 makes
+        # theta1 + theta2 * exp(-theta3 * days) depend on theta1 + theta2 only).
+        corr = self.corr_fixef().to_numpy().copy()
+        np.fill_diagonal(corr, 0.0)
+        j, k = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
+        unidentified = bool(np.abs(corr[j, k]) > 0.9999)
+        converged = converged and not unidentified
         self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start, final=np.concatenate([beta, theta]),
                                   evaluations=it, iterations=it, converged=converged,
-                                  message="converged" if converged else "iteration limit reached without convergence",
+                                  message=("converged" if converged else
+                                           "stopped where fixed effects are not identified" if unidentified else
+                                           "iteration limit reached without convergence"),
                                   tolerances={"tol": tol, "maxiter": maxiter}, singular=info.singular)
-        self.optinfo.iteration_limit = not converged
-        if not converged:
+        self.optinfo.iteration_limit = not converged and not unidentified
+        if unidentified:
+            warnings.warn(f"nlme: the iterations stopped where the fixed effects {self.names[j]} and "
+                          f"{self.names[k]} are not separately identified (correlation of the estimates "
+                          f"{corr[j, k]:.6f}; estimates {self.beta[j]:.4g} and {self.beta[k]:.4g}): the fit has "
+                          "drifted and is not an estimate. Simplify the random effects or try other start values",
+                          ConvergenceWarning, stacklevel=3)
+        elif not converged:
             warnings.warn(f"nlme: the alternating PNLS/LME iterations did not converge within {maxiter} "
                           f"iterations (relative change {change:.3g} > {tol:g}); try maxiter=, other start "
                           "values, or method='ML'", ConvergenceWarning, stacklevel=3)
