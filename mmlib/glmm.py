@@ -28,6 +28,7 @@ from scipy import stats
 from . import design as dsg
 from .covariance import VarCorr, theta_layout
 from .family import Family, family as make_family
+from .fitted import FittedModel
 from .formula import parse
 from .lmm import _batched_backward, _batched_cholesky, _batched_forward, _lower_indices as _lower
 from .optimizer import Minimizer
@@ -289,7 +290,7 @@ class GLMMCriterion(Minimizer):
         return -2.0 * float(total.sum())
 
 
-class GlmerMod:
+class GlmerMod(FittedModel):
     """A fitted GLMM: estimates, the optimization record, and R's methods on them."""
 
     REML = False
@@ -410,32 +411,8 @@ class GlmerMod:
         return list(self.fixed.names)
 
     @property
-    def fixef(self) -> pd.Series:
-        return pd.Series(self.beta, index=self.coef_names, name="fixef")
-
-    @property
-    def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.coef_names)
-
-    @property
-    def vcov(self) -> pd.DataFrame:
-        return pd.DataFrame(self._vcov, index=self.coef_names, columns=self.coef_names)
-
-    @property
     def n_params(self) -> int:
         return self.p + self.criterion.ntheta
-
-    @property
-    def loglik(self) -> float:
-        return -0.5 * self.deviance_value
-
-    @property
-    def aic(self) -> float:
-        return self.deviance_value + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return self.deviance_value + self.n_params * np.log(self.n)
 
     @property
     def ngroups(self):

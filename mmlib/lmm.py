@@ -36,6 +36,7 @@ from scipy import stats
 
 from . import design as dsg
 from .covariance import VarCorr, theta_layout
+from .fitted import FittedModel
 from .formula import MixedFormula, parse, parse_lme
 from .optimizer import Minimizer
 
@@ -469,7 +470,7 @@ class ConvergenceError(RuntimeError):
             "(which can reach a boundary), or return_object=True to inspect the last iterate.")
 
 
-class LinearMixedModel:
+class LinearMixedModel(FittedModel):
     """A fitted linear mixed model: the estimates and everything R's methods give from them."""
 
     flavor = "lme4"
@@ -523,18 +524,6 @@ class LinearMixedModel:
     def coef_names(self) -> list[str]:
         return list(self.fixed.names)
 
-    @property
-    def fixef(self) -> pd.Series:
-        return pd.Series(self.beta, index=self.coef_names, name="fixef")
-
-    @property
-    def vcov(self) -> pd.DataFrame:
-        return pd.DataFrame(self._vcov, index=self.coef_names, columns=self.coef_names)
-
-    @property
-    def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.coef_names)
-
     def ranef(self) -> dict[str, pd.DataFrame]:
         """Conditional modes of the random effects, one frame per grouping factor (level order)."""
         out: dict[str, pd.DataFrame] = {}
@@ -571,18 +560,6 @@ class LinearMixedModel:
         if self.correlation is None:
             return np.array([])
         return self.correlation.to_natural(self.theta[self.criterion.ntheta:])
-
-    @property
-    def loglik(self) -> float:
-        return -0.5 * self.deviance_value
-
-    @property
-    def aic(self) -> float:
-        return -2 * self.loglik + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return -2 * self.loglik + self.n_params * np.log(self.n)
 
     @property
     def deviance(self) -> float:
@@ -703,17 +680,13 @@ class Lme(LinearMixedModel):
     """
 
     flavor = "nlme"
+    nlme_bic = True
 
     def __init__(self, *args, return_object: bool = False, **kwargs):
         self.return_object = return_object
         super().__init__(*args, **kwargs)
         if not self.optinfo.converged and not return_object:
             raise ConvergenceError(self.optinfo)
-
-    @property
-    def bic(self) -> float:
-        n = self.n - self.p if self.REML else self.n
-        return -2 * self.loglik + self.n_params * np.log(n)
 
     @property
     def method(self) -> str:

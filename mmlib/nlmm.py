@@ -30,6 +30,7 @@ from scipy import stats
 
 from . import design as dsg
 from .covariance import VarCorr
+from .fitted import FittedModel
 from .lmm import LMMCriterion
 from .optsummary import ConvergenceWarning, OptSummary
 
@@ -80,8 +81,10 @@ class ModelFunction:
             return np.asarray(eval(self.code, {"__builtins__": {}}, env), dtype=float)  # noqa: S307 (checked AST)
 
 
-class NlmeFit:
+class NlmeFit(FittedModel):
     """A fitted nonlinear mixed model: estimates, the LME approximation, and R's methods."""
+
+    nlme_bic = True
 
     def __init__(self, model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]],
                  start, method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None):
@@ -281,29 +284,8 @@ class NlmeFit:
 
     # --- R's accessors -----------------------------------------------------------------
     @property
-    def fixef(self) -> pd.Series:
-        return pd.Series(self.beta, index=self.names, name="fixef")
-
-    @property
-    def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.names)
-
-    @property
     def n_params(self) -> int:
         return self.p + len(self.theta) + 1
-
-    @property
-    def loglik(self) -> float:
-        return -0.5 * self.deviance_value
-
-    @property
-    def aic(self) -> float:
-        return -2 * self.loglik + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        n = self.n - self.p if self.REML else self.n
-        return -2 * self.loglik + self.n_params * np.log(n)
 
     @property
     def coef_names(self):
