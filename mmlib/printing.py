@@ -427,23 +427,9 @@ class GlmerSummary:
         return "\n".join(lines)
 
 
-class NlmeSummary:
-    """``summary(nlme fit)`` in nlme's layout; ``tables`` holds every block."""
-
-    def __init__(self, model):
-        self.model = model
-        vc = model.VarCorr()
-        sd = np.sqrt(np.diag(vc.covariances[0]))
-        q = np.quantile(model.std_residuals(), [0, 0.25, 0.5, 0.75, 1])
-        self.tables = {
-            "fit": pd.Series({"AIC": model.aic, "BIC": model.bic, "logLik": model.loglik}),
-            "random": pd.DataFrame({"StdDev": np.concatenate([sd, [model.sigma]])},
-                                   index=vc.names[0] + ["Residual"]),
-            "random_corr": pd.DataFrame(vc.correlation(0), index=vc.names[0], columns=vc.names[0]),
-            "fixed": model.coef_table(),
-            "corr": model.corr_fixef(),
-            "std_residuals": pd.Series(q, index=["Min", "Q1", "Med", "Q3", "Max"]),
-        }
+class NlmeSummary(LmeSummary):
+    """``summary(nlme fit)`` in nlme's layout; ``tables`` (the same blocks as for ``lme``)
+    holds every block."""
 
     def __repr__(self) -> str:
         m = self.model
