@@ -261,21 +261,28 @@ class LmerSummary:
             vals = [m.aic, m.bic, m.loglik, -2 * m.loglik, m.n - m.n_params]
             lines += ["     AIC      BIC   logLik deviance df.resid",
                       " ".join(f"{v:>8}" for v in format_r(vals[:4], 5)) + f" {int(vals[4]):>8}"]
-        if m.n_dropped:
-            lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
-        sr = self.tables["scaled_residuals"]
-        lines += ["", "Scaled residuals: ", _vector(sr, format_r(sr.to_numpy(), 4)), "", "Random effects:"]
-        lines += _varcorr_lines(self.tables["random"])
-        groups = ", ".join(f"{g}, {k}" for g, k in m.ngroups.items())
-        lines += [f"Number of obs: {m.n}, groups:  {groups}", "", "Fixed effects:"]
-        lines.append(_table(self.tables["fixed"], {"Estimate": ("zap", 5), "Std. Error": ("zap", 3),
-                                                   "t value": ("zap", 3)}))
-        if m.p > 1:
-            lines += ["", "Correlation of Fixed Effects:", _lower_corr(self.tables["corr"], 11)]
-        notes = m.optinfo.messages()
-        if notes:
-            lines += [""] + notes
-        return "\n".join(lines)
+        return "\n".join(lines + _lme4_body(m, self.tables, {"Estimate": ("zap", 5), "Std. Error": ("zap", 3),
+                                                              "t value": ("zap", 3)}))
+
+
+def _lme4_body(m, tables, fixed_formats, **varcorr) -> list[str]:
+    """The part of lme4's summary that follows the fit statistics, for lmer and glmer fits
+    (they differ in the fixed-effects columns and the random-effects table's options)."""
+    lines = []
+    if m.n_dropped:
+        lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
+    sr = tables["scaled_residuals"]
+    lines += ["", "Scaled residuals: ", _vector(sr, format_r(sr.to_numpy(), 4)), "", "Random effects:"]
+    lines += _varcorr_lines(tables["random"], **varcorr)
+    groups = ", ".join(f"{g}, {k}" for g, k in m.ngroups.items())
+    lines += [f"Number of obs: {m.n}, groups:  {groups}", "", "Fixed effects:"]
+    lines.append(_table(tables["fixed"], fixed_formats))
+    if m.p > 1:
+        lines += ["", "Correlation of Fixed Effects:", _lower_corr(tables["corr"], 11)]
+    notes = m.optinfo.messages()
+    if notes:
+        lines += [""] + notes
+    return lines
 
 
 def _vector(series: pd.Series, texts: list[str]) -> str:
@@ -410,21 +417,9 @@ class GlmerSummary:
         fit = self.tables["fit"]
         texts = [format_r([v], 4)[0] for v in fit.iloc[:4]] + [str(int(fit["df.resid"]))]
         lines.append(_vector(fit, texts))
-        if m.n_dropped:
-            lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
-        sr = self.tables["scaled_residuals"]
-        lines += ["", "Scaled residuals: ", _vector(sr, format_r(sr.to_numpy(), 4)), "", "Random effects:"]
-        lines += _varcorr_lines(self.tables["random"], var_digits=5, residual=False)
-        groups = ", ".join(f"{g}, {k}" for g, k in m.ngroups.items())
-        lines += [f"Number of obs: {m.n}, groups:  {groups}", "", "Fixed effects:"]
-        lines.append(_table(self.tables["fixed"], {"Estimate": ("fixed", 4), "Std. Error": ("fixed", 4),
-                                                   "z value": ("fixed", 2), "Pr(>|z|)": ("pvalue4",)}))
-        if m.p > 1:
-            lines += ["", "Correlation of Fixed Effects:", _lower_corr(self.tables["corr"], 11)]
-        notes = m.optinfo.messages()
-        if notes:
-            lines += [""] + notes
-        return "\n".join(lines)
+        formats = {"Estimate": ("fixed", 4), "Std. Error": ("fixed", 4), "z value": ("fixed", 2),
+                   "Pr(>|z|)": ("pvalue4",)}
+        return "\n".join(lines + _lme4_body(m, self.tables, formats, var_digits=5, residual=False))
 
 
 class NlmeSummary(LmeSummary):
