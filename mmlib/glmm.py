@@ -22,7 +22,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 from scipy import stats
 
 from . import design as dsg

@@ -23,7 +23,6 @@ with n.  Several random-effects terms (nested or crossed) use a sparse ``Z``.
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +38,7 @@ from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
 from .formula import MixedFormula, parse, parse_lme
 from .optimizer import Minimizer
+from .optsummary import OptSummary
 
 LOG2PI = np.log(2 * np.pi)
 
@@ -701,13 +701,12 @@ class Lme(LinearMixedModel):
         stratum's degrees of freedom are its number of units less those of the stratum
         outside it, less the columns estimated there; the intercept takes the largest.
         """
-        levels = [t for t in self.reterms if t.q and True]
+        levels = [t for t in self.reterms if t.q]
         groups = []
         for t in levels:
             if t.group not in [g.group for g in groups]:
                 groups.append(t)
         groups.sort(key=lambda t: t.m)  # outer (fewest groups) first
-        strata = [g.group for g in groups] + ["Residual"]
         units = [g.m for g in groups] + [self.n]
         df = np.array(units, dtype=float) - np.array([0] + units[:-1], dtype=float)
         X, intercept = self.X, self.fixed.has_intercept
