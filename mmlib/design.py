@@ -269,6 +269,23 @@ class ReTerm:
         return len(self.levels)
 
 
+def group_crossprod(codes: np.ndarray, m: int, A: np.ndarray, B: np.ndarray | None = None) -> np.ndarray:
+    """Per-group cross-products ``A_g' B_g`` (the sum over group g's rows of ``a_i b_i'``),
+    shape (m, a, b); ``A_g' A_g`` (symmetric, computed once per pair) when ``B`` is None.
+
+    One weighted ``bincount`` per pair of columns: vectorized over the observations without
+    the n-by-a-by-b array of outer products (a 10^6-row fit stays at ~66 bytes per row)."""
+    symmetric = B is None
+    B = A if symmetric else B
+    out = np.empty((m, A.shape[1], B.shape[1]))
+    for a in range(A.shape[1]):
+        for b in range(a if symmetric else 0, B.shape[1]):
+            out[:, a, b] = np.bincount(codes, weights=A[:, a] * B[:, b], minlength=m)
+            if symmetric:
+                out[:, b, a] = out[:, a, b]
+    return out
+
+
 def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndarray]:
     """Levels (R's order, unused levels dropped) and codes of a grouping factor (or a:b)."""
     parts = group.split(":")

@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.linalg
 from scipy import stats
 
+from . import design as dsg
 from .printing import RTable
 
 
@@ -202,21 +203,9 @@ class KenwardRoger:
         s2 = model.sigma ** 2
         lam = model.criterion.lambdas(model.theta)[0]
 
-        def sums(v):
-            return np.bincount(codes, weights=v, minlength=m)
-
-        S = np.empty((m, q, q))
-        for a in range(q):
-            for b in range(q):
-                S[:, a, b] = sums(Z[:, a] * Z[:, b])
-        ZX = np.empty((m, q, p))
-        for a in range(q):
-            for j in range(p):
-                ZX[:, a, j] = sums(Z[:, a] * X[:, j])
-        XX = np.empty((m, p, p))
-        for i in range(p):
-            for j in range(i, p):
-                XX[:, i, j] = XX[:, j, i] = sums(X[:, i] * X[:, j])
+        S = dsg.group_crossprod(codes, m, Z)
+        ZX = dsg.group_crossprod(codes, m, Z, X)
+        XX = dsg.group_crossprod(codes, m, X)
         ng = np.bincount(codes, minlength=m).astype(float)
         A = lam.T @ S @ lam + np.eye(q)
         K = lam @ np.linalg.solve(A, np.broadcast_to(lam.T, (m, q, q)))

@@ -40,15 +40,9 @@ class LmList:
         levels, codes = dsg.grouping_factor(frame, group)
         m, p = len(levels), X.shape[1]
 
-        def sums(v):
-            return np.bincount(codes, weights=v, minlength=m)
-
-        XtX = np.empty((m, p, p))
-        for i in range(p):
-            for j in range(i, p):
-                XtX[:, i, j] = XtX[:, j, i] = sums(X[:, i] * X[:, j])
-        Xty = np.stack([sums(X[:, j] * y) for j in range(p)], axis=1)
-        yty = sums(y * y)
+        XtX = dsg.group_crossprod(codes, m, X)
+        Xty = dsg.group_crossprod(codes, m, X, y[:, None])[:, :, 0]
+        yty = np.bincount(codes, weights=y * y, minlength=m)
         n_g = np.bincount(codes, minlength=m)
         ok = (n_g > p) & (np.linalg.matrix_rank(XtX) == p)
         if not ok.all():

@@ -90,21 +90,10 @@ class _BlockSystem:
     @classmethod
     def from_rows(cls, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray) -> "_BlockSystem":
         """Accumulate the per-group sums in one pass over the observations."""
-        m, q, p = term.m, term.q, X.shape[1]
-        codes, Z = term.codes, term.Z
-
-        def sums(v):  # per-group sum of v, vectorized over observations
-            return np.bincount(codes, weights=v, minlength=m)
-
-        ZtZ = np.empty((m, q, q))
-        for a in range(q):
-            for b in range(a, q):
-                ZtZ[:, a, b] = ZtZ[:, b, a] = sums(Z[:, a] * Z[:, b])
-        ZtXy = np.empty((m, q, p + 1))
-        for a in range(q):
-            for j in range(p):
-                ZtXy[:, a, j] = sums(Z[:, a] * X[:, j])
-            ZtXy[:, a, p] = sums(Z[:, a] * y)
+        codes, Z, m = term.codes, term.Z, term.m
+        ZtZ = dsg.group_crossprod(codes, m, Z)
+        ZtXy = np.concatenate([dsg.group_crossprod(codes, m, Z, X), dsg.group_crossprod(codes, m, Z, y[:, None])],
+                              axis=2)
         return cls(ZtZ, ZtXy)
 
     def solve(self, lams: list[np.ndarray]):
