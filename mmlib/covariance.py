@@ -9,6 +9,7 @@ estimates into variances, standard deviations and correlations, the form R print
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,32 +29,31 @@ class ThetaBlock:
 
     def lower(self, theta: np.ndarray) -> np.ndarray:
         L = np.zeros((self.q, self.q))
-        r, c = _lower_indices(self.q)
+        r, c = lower_indices(self.q)
         L[r, c] = theta[self.start:self.start + self.size]
         return L
 
     def lower_bounds(self) -> np.ndarray:
-        r, c = _lower_indices(self.q)
+        r, c = lower_indices(self.q)
         return np.where(r == c, 0.0, -np.inf)
 
     def start_values(self) -> np.ndarray:
-        r, c = _lower_indices(self.q)
+        r, c = lower_indices(self.q)
         return np.where(r == c, 1.0, 0.0)
 
     def diagonal(self) -> np.ndarray:
         """Positions (within theta) of Lambda's diagonal."""
-        r, c = _lower_indices(self.q)
+        r, c = lower_indices(self.q)
         return self.start + np.flatnonzero(r == c)
 
 
-def _lower_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower-triangle (row, column) pairs in column-major order, lme4's theta order."""
-    rows, cols = [], []
-    for j in range(q):
-        for i in range(j, q):
-            rows.append(i)
-            cols.append(j)
-    return np.array(rows), np.array(cols)
+@functools.lru_cache(maxsize=None)
+def lower_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-triangle (row, column) pairs of Lambda in column-major order: theta's order,
+    lme4's (cached: the hot loops of the fits ask for it at every evaluation)."""
+    rows, cols = np.tril_indices(q)
+    order = np.lexsort((rows, cols))
+    return rows[order], cols[order]
 
 
 def theta_layout(qs: list[int]) -> list[ThetaBlock]:

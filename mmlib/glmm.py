@@ -25,11 +25,11 @@ import pandas as pd
 from scipy import stats
 
 from . import design as dsg
-from .covariance import VarCorr, theta_layout
+from .covariance import VarCorr, lower_indices, theta_layout
 from .family import Family, family as make_family
 from .fitted import FittedModel
 from .formula import parse
-from .lmm import _batched_backward, _batched_cholesky, _batched_forward, _lower_indices as _lower
+from .lmm import _batched_backward, _batched_cholesky, _batched_forward
 from .optimizer import Minimizer
 from .optsummary import ConvergenceWarning
 
@@ -175,7 +175,7 @@ class GLMMCriterion(Minimizer):
         g_beta = X.T @ (c - 2 * s) - np.einsum("ga,gap->p", v @ lam.T, ZWX)
         M = Ainv @ lam.T @ S
         SLv = np.einsum("gab,gb->ga", S, v @ lam.T)
-        rows, cols_ = _lower(q)
+        rows, cols_ = lower_indices(q)
         g_theta = (np.einsum("gc,gr->rc", u, Zcs)[rows, cols_] + 2 * M.sum(0)[cols_, rows]
                    + np.einsum("gc,gr->rc", v, Zs)[rows, cols_] - np.einsum("gc,gr->rc", u, SLv)[rows, cols_])
         return np.concatenate([g_theta, g_beta])

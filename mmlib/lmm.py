@@ -22,7 +22,6 @@ with n.  Several random-effects terms (nested or crossed) use a sparse ``Z``.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +33,7 @@ import scipy.sparse.linalg as spla
 from scipy import stats
 
 from . import design as dsg
-from .covariance import VarCorr, theta_layout
+from .covariance import VarCorr, lower_indices, theta_layout
 from .fitted import FittedModel
 from .formula import MixedFormula, parse, parse_lme
 from .optimizer import Minimizer
@@ -146,7 +145,7 @@ class _BlockSystem:
         S, ZX, Zy = self.ZtZ, self.ZtXy[:, :, :p], self.ZtXy[:, :, p]
         u = self.spherical_modes(state, beta)
         res = Zy - ZX @ beta - np.einsum("gab,gb->ga", S @ lam, u)
-        rows, cols = _lower_indices(q)
+        rows, cols = lower_indices(q)
         SL = S @ lam
         Ainv_LtS = _batched_backward(L, _batched_forward(L, np.ascontiguousarray(np.swapaxes(SL, 1, 2))))
         G_logdet = 2.0 * Ainv_LtS.sum(axis=0)
@@ -193,14 +192,6 @@ def _batched_backward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
             s -= L[:, k, i, None] * X[:, k, :]
         X[:, i, :] = s / L[:, i, i, None]
     return X
-
-
-@functools.lru_cache(maxsize=None)
-def _lower_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower-triangle (row, column) pairs of Lambda in column-major order, theta's order."""
-    rows, cols = np.tril_indices(q)
-    order = np.lexsort((rows, cols))
-    return rows[order], cols[order]
 
 
 class _SparseSystem:
