@@ -63,6 +63,10 @@ class GLMMCriterion(Minimizer):
         self.ntheta = self.blocks[0].size
         self.groups = _Groups(term.codes, term.m)
         self.pairs = [(a, b) for a in range(self.q) for b in range(a, self.q)]
+        # which of the pairs' columns holds element (a, b) of a symmetric per-group block
+        self._sym = np.empty((self.q, self.q), dtype=int)
+        for k, (a, b) in enumerate(self.pairs):
+            self._sym[a, b] = self._sym[b, a] = k
         # products reused at every PIRLS step: z_a z_b for the blocks Z'WZ, z_a x for Z'WX
         Z = term.Z
         self._ZZ = np.column_stack([Z[:, a] * Z[:, b] for a, b in self.pairs])
@@ -163,9 +167,7 @@ class GLMMCriterion(Minimizer):
         G = self.groups.sums(np.concatenate([w[:, None] * self._ZZ, s[:, None] * Z, (c - 2 * s)[:, None] * Z,
                                              c[:, None] * Z, w[:, None] * self._ZX], axis=1))
         npair = len(self.pairs)
-        S = np.empty((self.m, q, q))
-        for j, (a, b) in enumerate(self.pairs):
-            S[:, a, b] = S[:, b, a] = G[:, j]
+        S = G[:, self._sym]
         Zs = G[:, npair:npair + q]
         Zcs = G[:, npair + q:npair + 2 * q]
         Zc = G[:, npair + 2 * q:npair + 3 * q]
@@ -210,9 +212,7 @@ class GLMMCriterion(Minimizer):
             s = self.trials * (self.y - mu) * mu_eta / var
             cols = [w[:, None] * self._ZZ, s[:, None] * Z] + ([w[:, None] * self._ZX] if update_beta else [])
             S = self.groups.sums(np.concatenate(cols, axis=1))
-            ZtWZ = np.empty((self.m, q, q))
-            for k, (a, b) in enumerate(self.pairs):
-                ZtWZ[:, a, b] = ZtWZ[:, b, a] = S[:, k]
+            ZtWZ = S[:, self._sym]
             Zts = S[:, len(self.pairs):len(self.pairs) + q]
             A = lam.T @ ZtWZ @ lam + eye
             try:
@@ -253,9 +253,7 @@ class GLMMCriterion(Minimizer):
         mu_eta = fam.link.mu_eta(eta)
         w = self.trials * mu_eta ** 2 / fam.variance(mu)
         S = self.groups.sums(w[:, None] * self._ZZ)
-        ZtWZ = np.empty((self.m, q, q))
-        for k, (a, b) in enumerate(self.pairs):
-            ZtWZ[:, a, b] = ZtWZ[:, b, a] = S[:, k]
+        ZtWZ = S[:, self._sym]
         L = _batched_cholesky(lam.T @ ZtWZ @ lam + eye)
         logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
         return u, beta, pdev, logdet, (L, w)
