@@ -38,6 +38,9 @@ Wong <- read.csv(file.path(args[1], "Wong.csv"))
 fits[["wong.mod.1"]] <- function() nlme(piq ~ theta1 + theta2*exp(-theta3*days), data = Wong,
   fixed = list(theta1 ~ 1 + sqrt(duration), theta2 ~ 1 + sqrt(duration), theta3 ~ 1),
   random = list(id = list(theta1 ~ 1, theta2 ~ 1)), start = list(fixed = c(100, -2, -10, 0, 0.007)))
+fits[["wong.mod.2"]] <- function() nlme(piq ~ theta1 + theta2*exp(-theta3*days), data = Wong,
+  fixed = list(theta1 ~ 1 + sqrt(duration), theta2 ~ 1 + sqrt(duration), theta3 ~ 1),
+  random = list(id = list(theta1 ~ 1, theta2 ~ 1, theta3 ~ 1)), start = list(fixed = c(100, -2, -10, 0, 0.007)))
 out <- list()
 for (name in names(fits)) {
   suppressWarnings(fits[[name]]())  # warm up

@@ -34,6 +34,7 @@ def pval_corrected(chisq: float, df: int) -> float:
 def anova(*models, names: list[str] | None = None, refit: bool = True) -> RTable:
     """Likelihood-ratio tests between nested fits, as ``anova(m1, m2, ...)`` in R."""
     from .lmm import Lme
+    from .nlmm import NlmeFit
 
     if len(models) < 2:
         raise ValueError("anova needs at least two models to compare")
@@ -43,7 +44,7 @@ def anova(*models, names: list[str] | None = None, refit: bool = True) -> RTable
     n = {m.n for m in models}
     if len(n) > 1:
         raise ValueError(f"models were fitted to different numbers of observations: {sorted(n)}")
-    if all(isinstance(m, Lme) for m in models):
+    if all(isinstance(m, (Lme, NlmeFit)) for m in models):
         return _anova_nlme(models, names)
     return _anova_lme4(models, names, refit)
 

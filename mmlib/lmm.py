@@ -275,8 +275,8 @@ def _profile(system, arg, XtX, Xty, yty, n, p, reml, extra_logdet=0.0) -> _Solut
         RX = np.linalg.cholesky(XtX - cross_X)
     except np.linalg.LinAlgError:
         return _Solution(np.inf, None, None, np.nan, None)
-    cb = scipy.linalg.solve_triangular(RX, Xty - cross_y, lower=True)
-    beta = scipy.linalg.solve_triangular(RX.T, cb, lower=False)
+    cb = scipy.linalg.solve_triangular(RX, Xty - cross_y, lower=True, check_finite=False)
+    beta = scipy.linalg.solve_triangular(RX.T, cb, lower=False, check_finite=False)
     r2 = yty - yy - float(cb @ cb)
     if not r2 > 0:
         return _Solution(np.inf, beta, RX, r2, state)

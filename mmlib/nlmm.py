@@ -29,10 +29,10 @@ import scipy.linalg
 from scipy import stats
 
 from . import design as dsg
-from .covariance import VarCorr
+from .covariance import VarCorr, lower_indices
 from .fitted import FittedModel
 from .lmm import LMMCriterion
-from .optsummary import ConvergenceWarning, OptSummary
+from .optsummary import ConvergenceWarning, OptSummary, SingularFitWarning
 
 FUNCTIONS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "log2": np.log2, "log10": np.log10,
              "abs": np.abs, "sin": np.sin, "cos": np.cos, "tanh": np.tanh}
@@ -87,7 +87,8 @@ class NlmeFit(FittedModel):
     nlme_bic = True
 
     def __init__(self, model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]],
-                 start, method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None):
+                 start, method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None,
+                 boundary: bool = True):
         if method not in ("ML", "REML"):
             raise ValueError(f"method must be 'ML' or 'REML', not {method!r}")
         if "~" not in model:
@@ -147,7 +148,7 @@ class NlmeFit(FittedModel):
         if not np.all(np.isfinite(f0)):
             raise NlmeError(f"the model gives non-finite predictions at the start values "
                             f"({int(np.sum(~np.isfinite(f0)))} of {self.n})")
-        self._fit(start, maxiter, tol)
+        self._fit(start, maxiter, tol, boundary)
 
     # --- the model ---------------------------------------------------------------------
     def _phi(self, beta, b) -> dict[str, np.ndarray]:
@@ -179,7 +180,9 @@ class NlmeFit(FittedModel):
         return LMMCriterion(w, X, [term])
 
     def _re_names(self):
-        return [f"{p}.(Intercept)" for p in self.random_params]
+        """nlme's names: a parameter whose fixed part is only an intercept goes by its own name."""
+        return [p if self.designs[p].shape[1] == 1 and self.names[self.slices[p]] == [p] else f"{p}.(Intercept)"
+                for p in self.random_params]
 
     def _initial_theta(self, crit) -> np.ndarray:
         """nlme's starting precision (``pdInitial``): Delta = 0.375 sqrt(mean_i z_i'z_i) per effect,
@@ -190,33 +193,38 @@ class NlmeFit(FittedModel):
         theta[crit.blocks[0].diagonal()] = 1.0 / np.maximum(scale, 1e-12)
         return theta
 
-    def _pnls_objective(self, beta, b, lam) -> float:
-        r = self.y - self._f(beta, b)
-        if not np.all(np.isfinite(r)):
-            return np.inf
-        # a variance that has gone to zero still penalizes its effect (nlme cannot reach zero)
+    @staticmethod
+    def _penalty_factor(lam) -> np.ndarray:
+        """Lambda^-1 for the PNLS penalty ||Lambda^-1 b||^2; a variance that has gone to zero
+        still penalizes its effect (floored at 1e-8 of the largest, as nlme cannot reach zero)."""
         lam = lam.copy()
         d = np.diag(lam)
         lam[np.diag_indices_from(lam)] = np.maximum(d, 1e-8 * max(d.max(), 1e-300))
-        u = scipy.linalg.solve_triangular(lam, b.T, lower=True)
+        return scipy.linalg.solve_triangular(lam, np.eye(len(lam)), lower=True)
+
+    def _pnls_objective(self, beta, b, lam_inv) -> float:
+        r = self.y - self._f(beta, b)
+        if not np.all(np.isfinite(r)):
+            return np.inf
+        u = b @ lam_inv.T
         return float(r @ r + np.sum(u * u))
 
     def _pnls(self, beta, b, theta, maxit: int = 50):
         """Gauss-Newton for beta and b at fixed Lambda, with step halving."""
         for _ in range(maxit):
             crit = self._linearized(beta, b)
-            lam = crit.lambdas(theta)[0]
+            lam_inv = self._penalty_factor(crit.lambdas(theta)[0])
             sol = crit.solve(theta, self.REML)
             if sol.beta is None:
                 break
             new_b = crit.modes(theta, sol)[0]
-            old = self._pnls_objective(beta, b, lam)
+            old = self._pnls_objective(beta, b, lam_inv)
             if not np.isfinite(old):
                 break
             step = 1.0
             for _half in range(20):
                 nb, nbeta = b + step * (new_b - b), beta + step * (sol.beta - beta)
-                value = self._pnls_objective(nbeta, nb, lam)
+                value = self._pnls_objective(nbeta, nb, lam_inv)
                 if np.isfinite(value) and value <= old * (1 + 1e-12):
                     break
                 step /= 2
@@ -228,14 +236,16 @@ class NlmeFit(FittedModel):
                 break
         return beta, b
 
-    def _fit(self, start, maxiter, tol):
+    def _alternate(self, start, maxiter, tol) -> dict:
+        """Lindstrom and Bates's alternation from ``start``: PNLS and LME steps until beta and
+        Lambda settle.  Returns where it stopped and whether it converged."""
         beta, b = start.copy(), np.zeros((self.m, self.q))
         # the LME step optimizes in nlme's log-Cholesky parametrization, as nlme does: the
         # alternation needs Lambda invertible (the PNLS penalty is ||Lambda^-1 b||^2)
         crit = self._linearized(beta, b)
         theta, info = crit.optimize(self.REML, start=self._initial_theta(crit), optimizer="log-Cholesky",
                                     maxiter=200)
-        converged, it = False, 0
+        converged, it, change = False, 0, np.inf
         for it in range(1, maxiter + 1):
             beta_old, theta_old = beta.copy(), theta.copy()
             beta, b = self._pnls(beta, b, theta)
@@ -246,6 +256,22 @@ class NlmeFit(FittedModel):
             if change < tol:
                 converged = True
                 break
+            if self._drifted(crit, theta):
+                break
+        return {"crit": crit, "theta": theta, "info": info, "converged": converged, "iterations": it,
+                "change": change, "start": start}
+
+    def _drifted(self, crit, theta) -> bool:
+        """Whether the iterations have reached fixed effects that are not separately identified
+        (correlation of their estimates beyond 0.9999): no estimate lies further along."""
+        sol = crit.solve(theta, self.REML)
+        if sol.beta is None:
+            return True
+        RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
+        return _max_correlation(RXinv.T @ RXinv)[2] > 0.9999
+
+    def _set_estimates(self, crit, theta) -> None:
+        """Estimates from the LME model linearized at the final PNLS point (nlme's approximation)."""
         sol = crit.solve(theta, self.REML)
         self.criterion, self.theta, self.beta = crit, theta, sol.beta
         self._b = crit.modes(theta, sol)[0]
@@ -254,31 +280,91 @@ class NlmeFit(FittedModel):
         RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
         self._vcov = self.sigma ** 2 * (RXinv.T @ RXinv)
         self.deviance_value = sol.deviance
-        # A fixed point where two fixed effects are not separately identified is not an
-        # estimate: the alternation can drift there (wong.mod.2: theta3 -> 0 makes
-        # theta1 + theta2 * exp(-theta3 * days) depend on theta1 + theta2 only).
-        corr = self.corr_fixef().to_numpy().copy()
-        np.fill_diagonal(corr, 0.0)
-        j, k = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
-        unidentified = bool(np.abs(corr[j, k]) > 0.9999)
-        converged = converged and not unidentified
-        self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start, final=np.concatenate([beta, theta]),
+
+    def _unidentified(self):
+        """The most correlated pair of fixed effects if they are not separately identified.
+
+        A fixed point where two fixed effects are not separately identified is not an
+        estimate: the alternation can drift there (wong.mod.2: theta3 -> 0 makes
+        theta1 + theta2 * exp(-theta3 * days) depend on theta1 + theta2 only)."""
+        j, k, r = _max_correlation(self._vcov)
+        return (j, k, self.corr_fixef().iat[j, k]) if r > 0.9999 else None
+
+    def _boundary_fit(self, maxiter, tol):
+        """The best converged fit with one random effect's variance fixed at zero.
+
+        When the alternation with every variance free does not settle, a fixed point may
+        still exist on a face of the boundary of the covariance parameters: the model without
+        one of the random effects, whose fit is a fit of this model with that variance (and
+        its covariances) at zero.  nlme reaches such points itself: its LME step works on
+        the log-Cholesky factor of the precision, in which a variance that has become tiny
+        has a vanishing gradient and stays there (wong.mod.2: theta3's variance 3e-15).
+        Each face is tried; the converged fit with the highest log-likelihood is returned.
+        """
+        best = None
+        for drop in self.random_params:
+            keep = [f"{p} ~ 1" for p in self.random_params if p != drop]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    reduced = NlmeFit(self.model_text, self.frame, self.fixed_text, {self.group: keep},
+                                      self._start, self.method, maxiter, tol, self.data_name,
+                                      boundary=False)
+                except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+                    continue
+            if reduced.optinfo.converged and (best is None or reduced.loglik > best[1].loglik):
+                best = (drop, reduced)
+        return best
+
+    def _fit(self, start, maxiter, tol, boundary=True):
+        self._start = start
+        run = self._alternate(start, maxiter, tol)
+        self._set_estimates(run["crit"], run["theta"])
+        info, it, change = run["info"], run["iterations"], run["change"]
+        unidentified = self._unidentified()
+        converged = run["converged"] and unidentified is None
+        face = self._boundary_fit(maxiter, tol) if not converged and boundary and self.q > 1 else None
+        how = ("drifted to fixed effects that are not separately identified" if unidentified is not None
+               else f"did not converge within {maxiter} iterations")
+        notes = []
+        if face is not None:
+            drop, reduced = face
+            j = self.random_params.index(drop)
+            keep = [k for k in range(self.q) if k != j]
+            b = np.zeros((self.m, self.q))
+            b[:, keep] = reduced._b
+            lam = np.zeros((self.q, self.q))
+            lam[np.ix_(keep, keep)] = reduced.criterion.lambdas(reduced.theta)[0]
+            self._set_estimates(self._linearized(reduced.beta, b), lam[lower_indices(self.q)])
+            # the same numbers as the reduced fit's, not a re-computation differing at rounding level
+            self.beta, self.sigma, self._vcov = reduced.beta, reduced.sigma, reduced._vcov
+            self.deviance_value = reduced.deviance_value
+            it, change, converged = reduced.optinfo.iterations, 0.0, True
+            notes.append(f"the variance of the random effect on {drop} is estimated as zero (boundary): "
+                         f"with every variance free the alternation {how}; with this one at zero it "
+                         "converges, and the fit is that of the model without it")
+        self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start,
+                                  final=np.concatenate([self.beta, self.theta]),
                                   evaluations=it, iterations=it, converged=converged,
                                   message=("converged" if converged else
                                            "stopped where fixed effects are not identified" if unidentified else
                                            "iteration limit reached without convergence"),
-                                  tolerances={"tol": tol, "maxiter": maxiter}, singular=info.singular)
-        self.optinfo.iteration_limit = not converged and not unidentified
-        if unidentified:
+                                  tolerances={"tol": tol, "maxiter": maxiter},
+                                  singular=info.singular or face is not None, notes=notes)
+        self.optinfo.iteration_limit = not converged and unidentified is None
+        if face is not None:
+            warnings.warn(f"nlme: boundary (singular) fit: {notes[0]}", SingularFitWarning, stacklevel=4)
+        elif unidentified is not None:
+            j, k, r = unidentified
             warnings.warn(f"nlme: the iterations stopped where the fixed effects {self.names[j]} and "
                           f"{self.names[k]} are not separately identified (correlation of the estimates "
-                          f"{corr[j, k]:.6f}; estimates {self.beta[j]:.4g} and {self.beta[k]:.4g}): the fit has "
+                          f"{r:.6f}; estimates {self.beta[j]:.4g} and {self.beta[k]:.4g}): the fit has "
                           "drifted and is not an estimate. Simplify the random effects or try other start values",
-                          ConvergenceWarning, stacklevel=3)
+                          ConvergenceWarning, stacklevel=4)
         elif not converged:
             warnings.warn(f"nlme: the alternating PNLS/LME iterations did not converge within {maxiter} "
                           f"iterations (relative change {change:.3g} > {tol:g}); try maxiter=, other start "
-                          "values, or method='ML'", ConvergenceWarning, stacklevel=3)
+                          "values, or method='ML'", ConvergenceWarning, stacklevel=4)
         elif info.singular:
             self.optinfo.warn()
 
@@ -350,12 +436,27 @@ class NlmeFit(FittedModel):
         return NlmeSummary(self)
 
 
+def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:
+    """The pair of estimates with the largest absolute correlation, and that correlation."""
+    sd = np.sqrt(np.diag(vcov))
+    corr = np.abs(vcov / np.outer(sd, sd))
+    np.fill_diagonal(corr, 0.0)
+    j, k = np.unravel_index(np.argmax(corr), corr.shape)
+    return int(j), int(k), float(corr[j, k])
+
+
 def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]], start,
-         method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None) -> NlmeFit:
+         method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None,
+         boundary: bool = True) -> NlmeFit:
     """Fit a nonlinear mixed model as ``nlme::nlme``.
 
     ``nlme("piq ~ theta1 + theta2*exp(-theta3*days)", data,
     fixed={"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"},
     random={"id": ["theta1 ~ 1", "theta2 ~ 1"]}, start=[100, -2, -10, 0, 0.007])``
+
+    When the alternation with every random-effect variance free does not converge and
+    ``boundary`` is true, the fit is sought on the boundary (one variance at zero; see
+    ``NlmeFit._boundary_fit``) and, if found there, returned with a SingularFitWarning that
+    says which variance is zero; otherwise a ConvergenceWarning says how the iterations stopped.
     """
-    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name)
+    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name, boundary)

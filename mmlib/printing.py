@@ -24,7 +24,15 @@ def format_r(values, digits: int = 4) -> list[str]:
     places = max(0, digits - math.ceil(math.log10(mx))) if mx > 0 else digits
     x = np.round(x, places)
     need = max((_decimals(v, digits) for v in x[np.isfinite(x)]), default=0)
-    return [f"{v:.{need}f}" for v in x]
+    fixed = [f"{v:.{need}f}" for v in x]
+    # R prints a vector in scientific notation when that is narrower than fixed notation
+    nonzero = x[np.isfinite(x) & (x != 0)]
+    if nonzero.size:
+        sig = max(_decimals(v / 10.0 ** math.floor(math.log10(abs(v))), digits) for v in nonzero) + 1
+        sci = [f"{v:.{sig - 1}e}" for v in x]
+        if max(len(t) for t in fixed) > max(len(t) for t in sci):
+            return sci
+    return fixed
 
 
 def _decimals(v: float, digits: int) -> int:
@@ -155,7 +163,9 @@ def abbreviate(name: str, minlength: int) -> str:
 
 
 def _fixed(x: float, decimals: int) -> str:
-    """``x`` at ``decimals`` places, without R's never-printed negative zero."""
+    """``x`` at ``decimals`` places, without R's never-printed negative zero (NaN as R spells it)."""
+    if np.isnan(x):
+        return "NaN"
     text = f"{x:.{decimals}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
@@ -442,7 +452,7 @@ class NlmeSummary(LmeSummary):
         lines.append(" " * nw + " StdDev   Corr")
         for i, name in enumerate(rnd.index):
             cells = ([_fixed(corr.iat[i, j], 3) for j in range(i)] if 0 < i < len(corr) else
-                     ([abbreviate(corr.index[0], 6)] if i == 0 and len(corr) > 1 else []))
+                     ([abbreviate(n, 6) for n in corr.index[:-1]] if i == 0 else []))
             lines.append((name.ljust(nw) + " " + sdt[i].ljust(8) + " " + " ".join(cells)).rstrip())
         fixed = ", ".join(f"{p} {m.fixed_text[p].strip()}" for p in m.params)
         lines += ["", f"Fixed effects: list({fixed})"]

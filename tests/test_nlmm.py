@@ -17,7 +17,8 @@ import pytest
 from mmlib import datasets
 from mmlib.lmm import lme
 from mmlib.nlmm import NlmeError, nlme
-from mmlib.optsummary import ConvergenceWarning
+from mmlib.inference import anova
+from mmlib.optsummary import ConvergenceWarning, SingularFitWarning
 
 FIXED = {"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"}
 MODEL = "piq ~ theta1 + theta2*exp(-theta3*days)"
@@ -46,12 +47,32 @@ def test_wong_mod_1_matches_nlme(wong_mod_1):
 
 
 def test_a_drifted_fit_is_reported_not_returned_silently(wong):
-    # wong.mod.2 (random theta3 too): our alternation drifts to theta3 -> 0 with theta1 and
-    # theta2 unidentified (tests/r/wong_mod_2_trace.R shows nlme's own trouble with it)
+    # wong.mod.2 (random theta3 too) with every variance free: our alternation drifts to
+    # theta3 -> 0 with theta1 and theta2 unidentified (tests/r/wong_mod_2_trace.R shows nlme's
+    # own trouble with it); without the boundary search that is reported, not returned as a fit
     with pytest.warns(ConvergenceWarning, match="not separately identified"):
         fit = nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1", "theta2 ~ 1", "theta3 ~ 1"]},
-                   start=[100, -2, -10, 0, 0.007])
+                   start=[100, -2, -10, 0, 0.007], boundary=False)
     assert not fit.optinfo.converged
+
+
+def test_wong_mod_2_is_the_boundary_fit_nlme_stops_at(wong, wong_mod_1):
+    # R 4.2.2, nlme 3.1-162 (appendix.R): wong.mod.2 has theta3's variance 3.3e-15 and
+    # logLik -1287.6791497; anova(wong.mod.1, wong.mod.2): df 9 and 12, L.Ratio 0.000812, p 0.99999
+    with pytest.warns(SingularFitWarning, match="random effect on theta3 is estimated as zero"):
+        fit = nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1", "theta2 ~ 1", "theta3 ~ 1"]},
+                   start=[100, -2, -10, 0, 0.007])
+    assert fit.optinfo.converged and fit.optinfo.singular
+    np.testing.assert_allclose(fit.beta, [97.09461, -1.245221, -11.14528, -3.248315, 0.008250626], rtol=3e-4)
+    np.testing.assert_allclose(fit.loglik, -1287.6791497349723, rtol=1e-6)
+    assert abs(fit.loglik - wong_mod_1.loglik) < 1e-6
+    sd = np.sqrt(np.diag(fit.VarCorr().covariances[0]))
+    np.testing.assert_allclose(sd[:2], np.sqrt(np.diag(wong_mod_1.VarCorr().covariances[0])), rtol=1e-6)
+    assert sd[2] == 0.0
+    assert list(fit.VarCorr().names[0]) == ["theta1.(Intercept)", "theta2.(Intercept)", "theta3"]
+    table = anova(wong_mod_1, fit, names=["wong.mod.1", "wong.mod.2"]).frame
+    assert list(table["df"]) == [9, 12]
+    assert table["L.Ratio"].iloc[1] < 1e-6 and table["p-value"].iloc[1] > 0.9999
 
 
 def test_a_linear_model_gives_the_lme_fit():
