@@ -9,6 +9,7 @@ prints is what R prints.  Values keep full precision; only their printed form is
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -464,4 +465,6 @@ class NlmeSummary(LmeSummary):
                   f"Number of Observations: {m.n}", f"Number of Groups: {m.m} "]
         if not m.optinfo.converged:
             lines += ["", m.optinfo.message]
+        if m.optinfo.notes:
+            lines += [""] + [textwrap.fill(f"Note: {note}", 88) for note in m.optinfo.notes]
         return "\n".join(lines)

@@ -15,6 +15,14 @@ def test_quantile_type_7():
     np.testing.assert_allclose(quantile7(np.arange(1, 11)), [1, 3.25, 5.5, 7.75, 10])
 
 
+def test_format_r_chooses_scientific_notation_when_narrower_as_r_does():
+    # R: format(c(NA, 5.2934e-09), digits = 4) -> "NA" "5.293e-09";
+    #    format(c(0.000812, 0.0016), digits = 4) -> "0.000812" "0.001600"
+    assert format_r([np.nan, 5.2934e-09], 4)[1] == "5.293e-09"
+    assert format_r([0.000812, 0.0016], 4) == ["0.000812", "0.001600"]
+    assert format_r([123456789.0, 1.0], 4) == ["123456789", "1"]
+
+
 def test_format_r_rounds_like_summary_data_frame():
     # columns of summary(Ag.iq): days, age, piq, viq
     assert format_r([13, 41.75, 71, 374.53, 171.5, 11628]) == ["13", "42", "71", "375", "172", "11628"]

@@ -1,4 +1,4 @@
-## nlme's own iterations for wong.mod.2 (appendix section 4.1), which mmlib does not fit.
+## nlme's own iterations for wong.mod.2 (appendix section 4.1); mmlib's fit is on the same boundary.
 ## Run with R 4.2.2, nlme 3.1-162:  Rscript tests/r/wong_mod_2_trace.R > tests/r/wong_mod_2_trace.txt
 ## What the trace shows (see tests/r/wong_mod_2_trace.txt):
 ##  - iteration 3 jumps to fixed effects (75.5, -1.18, 14.3, -2.38, 0.0034) with PNLS RSS 76824
