@@ -273,6 +273,10 @@ class NlmeFit(FittedModel):
     def _set_estimates(self, crit, theta) -> None:
         """Estimates from the LME model linearized at the final PNLS point (nlme's approximation)."""
         sol = crit.solve(theta, self.REML)
+        if sol.beta is None:
+            raise NlmeError("the linearized mixed model at the last iterate is singular (its fixed-effect "
+                            "cross-product is not positive definite); try other start values or fewer "
+                            "random effects")
         self.criterion, self.theta, self.beta = crit, theta, sol.beta
         self._b = crit.modes(theta, sol)[0]
         dof = self.n - self.p if self.REML else self.n
@@ -293,8 +297,8 @@ class NlmeFit(FittedModel):
     def _boundary_fit(self, maxiter, tol):
         """The best converged fit with one random effect's variance fixed at zero.
 
-        When the alternation with every variance free does not settle, a fixed point may
-        still exist on a face of the boundary of the covariance parameters: the model without
+        When the alternation with every variance free drifts off (see ``_drifted``), a fixed
+        point may still exist on a face of the boundary of the covariance parameters: the model without
         one of the random effects, whose fit is a fit of this model with that variance (and
         its covariances) at zero.  nlme reaches such points itself: its LME step works on
         the log-Cholesky factor of the precision, in which a variance that has become tiny
@@ -323,9 +327,10 @@ class NlmeFit(FittedModel):
         info, it, change = run["info"], run["iterations"], run["change"]
         unidentified = self._unidentified()
         converged = run["converged"] and unidentified is None
-        face = self._boundary_fit(maxiter, tol) if not converged and boundary and self.q > 1 else None
-        how = ("drifted to fixed effects that are not separately identified" if unidentified is not None
-               else f"did not converge within {maxiter} iterations")
+        # only a drift says that no interior fixed point is near; an iteration limit may only
+        # mean that more iterations are needed, which the warning below says
+        face = (self._boundary_fit(maxiter, tol) if unidentified is not None and boundary and self.q > 1
+                else None)
         notes = []
         if face is not None:
             drop, reduced = face
@@ -341,7 +346,8 @@ class NlmeFit(FittedModel):
             self.deviance_value = reduced.deviance_value
             it, change, converged = reduced.optinfo.iterations, 0.0, True
             notes.append(f"the variance of the random effect on {drop} is estimated as zero (boundary): "
-                         f"with every variance free the alternation {how}; with this one at zero it "
+                         "with every variance free the alternation drifted to fixed effects that "
+                         "are not separately identified; with this one at zero it "
                          "converges, and the fit is that of the model without it")
         self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start,
                                   final=np.concatenate([self.beta, self.theta]),
@@ -454,8 +460,8 @@ def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str
     fixed={"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"},
     random={"id": ["theta1 ~ 1", "theta2 ~ 1"]}, start=[100, -2, -10, 0, 0.007])``
 
-    When the alternation with every random-effect variance free does not converge and
-    ``boundary`` is true, the fit is sought on the boundary (one variance at zero; see
+    When the alternation with every random-effect variance free drifts to fixed effects that
+    are not identified and ``boundary`` is true, the fit is sought on the boundary (one variance at zero; see
     ``NlmeFit._boundary_fit``) and, if found there, returned with a SingularFitWarning that
     says which variance is zero; otherwise a ConvergenceWarning says how the iterations stopped.
     """

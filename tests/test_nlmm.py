@@ -75,6 +75,14 @@ def test_wong_mod_2_is_the_boundary_fit_nlme_stops_at(wong, wong_mod_1):
     assert table["L.Ratio"].iloc[1] < 1e-6 and table["p-value"].iloc[1] > 0.9999
 
 
+def test_an_iteration_limit_is_reported_not_taken_for_a_boundary(wong):
+    # two iterations are too few for wong.mod.2; that says nothing about a zero variance
+    with pytest.warns(ConvergenceWarning, match="did not converge within 2 iterations"):
+        fit = nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1", "theta2 ~ 1", "theta3 ~ 1"]},
+                   start=[100, -2, -10, 0, 0.007], maxiter=2)
+    assert not fit.optinfo.converged and fit.optinfo.iteration_limit and not fit.optinfo.notes
+
+
 def test_a_linear_model_gives_the_lme_fit():
     rng = np.random.default_rng(1)
     g = np.repeat(np.arange(30), 6)
