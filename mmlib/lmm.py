@@ -762,12 +762,17 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
 _KEEP = object()
 
 
-def update(model: LinearMixedModel, random: str | None = None, formula: str | None = None,
+def update(model: LinearMixedModel, random: str | dict | None = None, formula: str | None = None,
            REML: bool | None = None, correlation=_KEEP, **options) -> LinearMixedModel:
     """R's ``update``: the same model with a new random part or correlation (lme) or formula (lmer).
 
     Other keyword ``options`` (``optimizer``, ``maxiter``, ``return_object``) are passed on.
+    A nonlinear mixed model (``mmlib.nlmm.nlme``) takes ``random`` as in ``nlme()``.
     """
+    from .nlmm import NlmeFit  # nlmm builds on this module
+
+    if isinstance(model, NlmeFit):
+        return model.update(random=random, REML=REML, **options)
     REML = model.REML if REML is None else REML
     if isinstance(model, Lme):
         fixed = model.formula.fixed_formula

@@ -321,7 +321,7 @@ class NlmeFit(FittedModel):
         return best
 
     def _fit(self, start, maxiter, tol, boundary=True):
-        self._start = start
+        self._start, self._settings = start, {"maxiter": maxiter, "tol": tol, "boundary": boundary}
         run = self._alternate(start, maxiter, tol)
         self._set_estimates(run["crit"], run["theta"])
         info, it, change = run["info"], run["iterations"], run["change"]
@@ -440,6 +440,16 @@ class NlmeFit(FittedModel):
     def summary(self):
         from .printing import NlmeSummary
         return NlmeSummary(self)
+
+    def update(self, random: dict[str, list[str]] | None = None, REML: bool | None = None,
+               **options) -> "NlmeFit":
+        """R's ``update(fit, random = ...)``: the same model, data and start values with new random
+        effects or method (``options``: ``maxiter``, ``tol``, ``boundary``)."""
+        REML = self.REML if REML is None else REML
+        fit = NlmeFit(self.model_text, self.frame, self.fixed_text, random or self.random_text, self._start,
+                      "REML" if REML else "ML", data_name=self.data_name, **{**self._settings, **options})
+        fit.n_dropped = self.n_dropped  # the same rows as this fit's
+        return fit
 
 
 def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from mmlib import datasets
-from mmlib.lmm import lme
+from mmlib.lmm import lme, update
 from mmlib.nlmm import NlmeError, nlme
 from mmlib.inference import anova
 from mmlib.optsummary import ConvergenceWarning, SingularFitWarning
@@ -81,6 +81,15 @@ def test_an_iteration_limit_is_reported_not_taken_for_a_boundary(wong):
         fit = nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1", "theta2 ~ 1", "theta3 ~ 1"]},
                    start=[100, -2, -10, 0, 0.007], maxiter=2)
     assert not fit.optinfo.converged and fit.optinfo.iteration_limit and not fit.optinfo.notes
+
+
+def test_update_refits_with_new_random_effects(wong, wong_mod_1):
+    # R: update(wong.mod.1, random = list(id = list(theta1 ~ 1)))
+    direct = nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1"]}, start=[100, -2, -10, 0, 0.007])
+    updated = update(wong_mod_1, random={"id": ["theta1 ~ 1"]})
+    np.testing.assert_allclose(updated.beta, direct.beta, rtol=1e-10)
+    assert updated.loglik == pytest.approx(direct.loglik, rel=1e-12)
+    assert updated.method == "ML" and updated.q == 1
 
 
 def test_a_linear_model_gives_the_lme_fit():
