@@ -345,10 +345,10 @@ class NlmeFit(FittedModel):
             self.beta, self.sigma, self._vcov = reduced.beta, reduced.sigma, reduced._vcov
             self.deviance_value = reduced.deviance_value
             it, change, converged = reduced.optinfo.iterations, 0.0, True
-            notes.append(f"the variance of the random effect on {drop} is estimated as zero (boundary): "
-                         "with every variance free the alternation drifted to fixed effects that "
-                         "are not separately identified; with this one at zero it "
-                         "converges, and the fit is that of the model without it")
+            notes.append(f"boundary (singular) fit: the variance of the random effect on {drop} is "
+                         "estimated as zero. With every variance free the alternation drifted to fixed "
+                         "effects that are not separately identified; with this one at zero it converges, "
+                         "and the fit is that of the model without it")
         self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start,
                                   final=np.concatenate([self.beta, self.theta]),
                                   evaluations=it, iterations=it, converged=converged,
@@ -359,7 +359,7 @@ class NlmeFit(FittedModel):
                                   singular=info.singular or face is not None, notes=notes)
         self.optinfo.iteration_limit = not converged and unidentified is None
         if face is not None:
-            warnings.warn(f"nlme: boundary (singular) fit: {notes[0]}", SingularFitWarning, stacklevel=4)
+            warnings.warn(f"nlme: {notes[0]}", SingularFitWarning, stacklevel=4)
         elif unidentified is not None:
             j, k, r = unidentified
             warnings.warn(f"nlme: the iterations stopped where the fixed effects {self.names[j]} and "
