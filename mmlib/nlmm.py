@@ -40,6 +40,11 @@ _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Load
             ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)
 
 
+# Two fixed effects whose estimates correlate beyond this are not separately identified: the
+# alternation has drifted (see NlmeFit._unidentified).
+UNIDENTIFIED = 0.9999
+
+
 class NlmeError(ValueError):
     """A nonlinear model that cannot be fitted as specified."""
 
@@ -259,16 +264,13 @@ class NlmeFit(FittedModel):
             if self._drifted(crit, theta):
                 break
         return {"crit": crit, "theta": theta, "info": info, "converged": converged, "iterations": it,
-                "change": change, "start": start}
+                "change": change}
 
     def _drifted(self, crit, theta) -> bool:
         """Whether the iterations have reached fixed effects that are not separately identified
-        (correlation of their estimates beyond 0.9999): no estimate lies further along."""
+        (see ``UNIDENTIFIED``): no estimate lies further along."""
         sol = crit.solve(theta, self.REML)
-        if sol.beta is None:
-            return True
-        RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
-        return _max_correlation(RXinv.T @ RXinv)[2] > 0.9999
+        return sol.beta is None or _max_correlation(_unscaled_vcov(sol))[2] > UNIDENTIFIED
 
     def _set_estimates(self, crit, theta) -> None:
         """Estimates from the LME model linearized at the final PNLS point (nlme's approximation)."""
@@ -281,8 +283,7 @@ class NlmeFit(FittedModel):
         self._b = crit.modes(theta, sol)[0]
         dof = self.n - self.p if self.REML else self.n
         self.sigma = float(np.sqrt(sol.r2 / dof))
-        RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
-        self._vcov = self.sigma ** 2 * (RXinv.T @ RXinv)
+        self._vcov = self.sigma ** 2 * _unscaled_vcov(sol)
         self.deviance_value = sol.deviance
 
     def _unidentified(self):
@@ -292,7 +293,7 @@ class NlmeFit(FittedModel):
         estimate: the alternation can drift there (wong.mod.2: theta3 -> 0 makes
         theta1 + theta2 * exp(-theta3 * days) depend on theta1 + theta2 only)."""
         j, k, r = _max_correlation(self._vcov)
-        return (j, k, self.corr_fixef().iat[j, k]) if r > 0.9999 else None
+        return (j, k, self.corr_fixef().iat[j, k]) if r > UNIDENTIFIED else None
 
     def _boundary_fit(self, maxiter, tol):
         """The best converged fit with one random effect's variance fixed at zero.
@@ -450,6 +451,12 @@ class NlmeFit(FittedModel):
                       "REML" if REML else "ML", data_name=self.data_name, **{**self._settings, **options})
         fit.n_dropped = self.n_dropped  # the same rows as this fit's
         return fit
+
+
+def _unscaled_vcov(sol) -> np.ndarray:
+    """(X'V^-1 X)^-1 / sigma^2 of a linearized model's solution, from its Cholesky factor RX."""
+    RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(len(sol.RX)), lower=True)
+    return RXinv.T @ RXinv
 
 
 def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:
