@@ -442,10 +442,12 @@ class NlmeSummary(LmeSummary):
         method = "maximum likelihood" if m.method == "ML" else "REML"
         fit = self.tables["fit"]
         lines = [f"Nonlinear mixed-effects model fit by {method}", f"  Model: {m.model_text}",
-                 f"  Data: {m.data_name} ", _vector(fit, [format_r([v], 4)[0] for v in fit]).replace(" \n", "\n"),
-                 "", "Random effects:",
-                 f" Formula: list({', '.join(f'{p} ~ 1' for p in m.random_params)})", f" Level: {m.group}",
-                 " Structure: General positive-definite, Log-Cholesky parametrization"]
+                 f"  Data: {m.data_name} ", _vector(fit, [format_r([v], 4)[0] for v in fit]).replace(" \n", "\n")]
+        if m.n_dropped:
+            lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
+        lines += ["", "Random effects:",
+                  f" Formula: list({', '.join(f'{p} ~ 1' for p in m.random_params)})", f" Level: {m.group}",
+                  " Structure: General positive-definite, Log-Cholesky parametrization"]
         rnd = self.tables["random"]
         corr = self.tables["random_corr"]
         sdt = format_r(rnd["StdDev"].to_numpy(), 5)

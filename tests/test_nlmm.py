@@ -92,6 +92,16 @@ def test_update_refits_with_new_random_effects(wong, wong_mod_1):
     assert updated.method == "ML" and updated.q == 1
 
 
+def test_rows_with_missing_values_are_dropped_and_reported(wong):
+    data = wong.copy()
+    data.loc[data.index[:3], "piq"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = nlme(MODEL, data, fixed=FIXED, random={"id": ["theta1 ~ 1"]}, start=[100, -2, -10, 0, 0.007])
+    assert fit.n == len(wong) - 3 and fit.n_dropped == 3
+    assert "(3 observation(s) deleted due to missingness)" in str(fit.summary())
+
+
 def test_a_linear_model_gives_the_lme_fit():
     rng = np.random.default_rng(1)
     g = np.repeat(np.arange(30), 6)
