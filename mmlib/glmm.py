@@ -165,18 +165,20 @@ class GLMMCriterion(Minimizer):
         h = np.einsum("nq,nqr,nr->n", Z, P[codes], Z)
         c = dw * h
         G = self.groups.sums(np.concatenate([w[:, None] * self._ZZ, s[:, None] * Z, (c - 2 * s)[:, None] * Z,
-                                             c[:, None] * Z, w[:, None] * self._ZX], axis=1))
+                                             c[:, None] * Z], axis=1))
         npair = len(self.pairs)
         S = G[:, self._sym]
         Zs = G[:, npair:npair + q]
         Zcs = G[:, npair + q:npair + 2 * q]
         Zc = G[:, npair + 2 * q:npair + 3 * q]
-        ZWX = G[:, npair + 3 * q:].reshape(self.m, q, self.p)
         a_g = Zc @ lam  # Lambda' Z'c per group
         v = np.einsum("gab,gb->ga", Ainv, a_g)
-        g_beta = X.T @ (c - 2 * s) - np.einsum("ga,gap->p", v @ lam.T, ZWX)
+        # the terms in (Z'WX)_g and S_g Lambda v_g, summed by row: with t_i = z_i' Lambda v_g(i),
+        # sum_g v_g' Lambda' (Z'WX)_g = X'(w t) and S_g Lambda v_g = sum_(i in g) w_i t_i z_i
+        wt = w * np.einsum("nq,nq->n", Z, (v @ lam.T)[codes])
+        g_beta = X.T @ (c - 2 * s - wt)
         M = Ainv @ lam.T @ S
-        SLv = np.einsum("gab,gb->ga", S, v @ lam.T)
+        SLv = self.groups.sums(wt[:, None] * Z)
         rows, cols_ = lower_indices(q)
         g_theta = (np.einsum("gc,gr->rc", u, Zcs)[rows, cols_] + 2 * M.sum(0)[cols_, rows]
                    + np.einsum("gc,gr->rc", v, Zs)[rows, cols_] - np.einsum("gc,gr->rc", u, SLv)[rows, cols_])
