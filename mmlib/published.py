@@ -198,7 +198,9 @@ class Check:
 
     @property
     def ours(self) -> str:
-        if self.value is None or not math.isfinite(self.value):
+        if self.value is None or math.isnan(self.value):
+            return "NA"  # nothing of ours corresponds (R's spelling of a missing value)
+        if not math.isfinite(self.value):
             return str(self.value)
         if self.record.bound is not None:
             return f"{self.value:.3g}"
@@ -262,12 +264,12 @@ class Ledger:
     def check_values(self, model: str, block: str, values: dict) -> None:
         """Check the records of a printed block without rows (fit statistics, quantiles):
         ``values`` maps each record's column (else its term, else the last part of its id)
-        to our value."""
+        to our value (None where nothing of ours corresponds: a mismatch unless explained)."""
         for rec in select(model, block):
             key = rec.column or rec.term or rec.id.rsplit("/", 1)[-1]
             if key not in values:
                 raise PublishedError(f"{rec.id}: no computed value for {key!r}")
-            self.check(rec.id, _number(values[key]))
+            self.check(rec.id, None if values[key] is None else _number(values[key]))
 
     def frame(self) -> pd.DataFrame:
         """One row per check: id, status, our value as printed, the published string."""

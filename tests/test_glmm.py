@@ -98,6 +98,18 @@ def test_exact_gradient_equals_finite_differences(migraine):
                                rtol=1e-5, atol=1e-4)
 
 
+def test_newton_polish_reaches_the_same_optimum_from_either_optimizer(migraine):
+    # mod.mig.6 (appendix 3.1) by L-BFGS-B and by BFGS: after the Newton steps both stop at
+    # the optimum itself, with a gradient at rounding level, so they agree to many digits
+    formula = MIG6
+    fits = [glmer(formula, migraine, family="binomial", optimizer=opt) for opt in ("L-BFGS-B", "BFGS")]
+    np.testing.assert_allclose(fits[0].beta, fits[1].beta, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(fits[0].theta, fits[1].theta, rtol=1e-7, atol=1e-9)
+    for fit in fits:
+        assert fit.max_grad < 1e-6 and fit.max_grad_component is None
+        assert np.max(np.abs(fit.criterion.laplace_gradient(np.concatenate([fit.theta, fit.beta])))) < 1e-5
+
+
 def test_quadrature_converges_to_the_integrated_likelihood():
     df = _sim(2, m=12, n_per=6)
     crit, frame, fixed, term, y = _criterion(df, "y ~ x + (1 | g)", nAGQ=25)
