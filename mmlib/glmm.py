@@ -344,24 +344,27 @@ class GlmerMod(FittedModel):
         self.deviance_value = crit.objective(params)
         self._finish(params)
 
-    def _newton_polish(self, params, steps: int = 3):
-        """Newton steps from where the quasi-Newton method stopped, with the Hessian as central
-        differences of the exact gradient: the quasi-Newton stop on an ill-conditioned optimum
-        (mod.mig.1) moves at rounding level with the platform, a converged Newton iterate does
-        not.  A step is taken only if the Hessian is positive definite, the step stays inside
-        the bounds and the deviance does not rise; an interior optimum only."""
+    def _newton_polish(self, params, steps: int = 6):
+        """Newton steps from where the quasi-Newton method stopped: the quasi-Newton stop on an
+        ill-conditioned optimum (mod.mig.1) moves at rounding level with the platform, a
+        converged Newton iterate does not.  The Hessian, central differences of the exact
+        gradient, is formed once, at the start (a chord method: near the optimum it converges
+        almost as fast, for a fraction of the cost).  A step is taken only if the Hessian is
+        positive definite, the step stays inside the bounds and the deviance does not rise; an
+        interior optimum only."""
         crit = self.criterion
         lb = crit.lower_bounds()
+        bounded = np.isfinite(lb)
         value = crit.objective(params)
+        try:
+            factor = scipy.linalg.cho_factor(_jacobian(crit.laplace_gradient, params))
+        except (np.linalg.LinAlgError, ValueError):
+            return params
         taken = 0
         for _ in range(steps):
-            try:
-                H = _jacobian(crit.laplace_gradient, params)
-                step = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), crit.laplace_gradient(params))
-            except (np.linalg.LinAlgError, ValueError):
-                break
+            step = -scipy.linalg.cho_solve(factor, crit.laplace_gradient(params))
             trial = params + step
-            if not np.all(trial[np.isfinite(lb)] > lb[np.isfinite(lb)]):
+            if not np.all(trial[bounded] > lb[bounded]):
                 break
             trial_value = crit.objective(trial)
             if not trial_value <= value + 1e-10:
