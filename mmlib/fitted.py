@@ -28,6 +28,11 @@ class FittedModel:
     def se(self) -> pd.Series:
         return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.coef_names)
 
+    def corr_fixef(self) -> pd.DataFrame:
+        """The correlation matrix of the fixed-effect estimates."""
+        sd = np.sqrt(np.diag(self._vcov))
+        return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.coef_names, columns=self.coef_names)
+
     @property
     def loglik(self) -> float:
         return -0.5 * self.deviance_value

@@ -473,10 +473,6 @@ class GlmerMod(FittedModel):
         return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(), "z value": z,
                              "Pr(>|z|)": 2 * stats.norm.sf(np.abs(z))}, index=self.coef_names)
 
-    def corr_fixef(self) -> pd.DataFrame:
-        sd = np.sqrt(np.diag(self._vcov))
-        return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.coef_names, columns=self.coef_names)
-
     def pearson_residuals(self) -> np.ndarray:
         v = self.family.variance(self.mu) / self.trials
         return (self.y - self.mu) / np.sqrt(v)

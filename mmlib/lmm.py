@@ -264,6 +264,12 @@ class _Solution:
     r2: float
     state: object
 
+    def unscaled_vcov(self) -> np.ndarray:
+        """(X' V^-1 X)^-1 / sigma^2 from the Cholesky factor RX: the fixed effects' covariance
+        is sigma^2 times this."""
+        RXinv = scipy.linalg.solve_triangular(self.RX, np.eye(len(self.RX)), lower=True)
+        return RXinv.T @ RXinv
+
 
 def _profile(system, arg, XtX, Xty, yty, n, p, reml, extra_logdet=0.0) -> _Solution:
     """Solve the penalized least-squares problem and evaluate the profiled criterion.
@@ -496,8 +502,7 @@ class LinearMixedModel(FittedModel):
         dof = self.n - self.p if self.REML else self.n
         self.sigma = float(np.sqrt(sol.r2 / dof))
         self._b = self.criterion.modes(theta, sol)
-        RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(self.p), lower=True)
-        self._vcov = self.sigma ** 2 * (RXinv.T @ RXinv)
+        self._vcov = self.sigma ** 2 * sol.unscaled_vcov()
 
     # --- estimates -----------------------------------------------------------------
     @property
@@ -631,10 +636,6 @@ class LinearMixedModel(FittedModel):
         t = self.beta / self.se.to_numpy()
         return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(), "t value": t},
                             index=self.coef_names)
-
-    def corr_fixef(self) -> pd.DataFrame:
-        sd = np.sqrt(np.diag(self._vcov))
-        return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.coef_names, columns=self.coef_names)
 
     def scaled_residuals(self) -> np.ndarray:
         return self.resid().to_numpy() / self.sigma

@@ -270,7 +270,7 @@ class NlmeFit(FittedModel):
         """Whether the iterations have reached fixed effects that are not separately identified
         (see ``UNIDENTIFIED``): no estimate lies further along."""
         sol = crit.solve(theta, self.REML)
-        return sol.beta is None or _max_correlation(_unscaled_vcov(sol))[2] > UNIDENTIFIED
+        return sol.beta is None or _max_correlation(sol.unscaled_vcov())[2] > UNIDENTIFIED
 
     def _set_estimates(self, crit, theta) -> None:
         """Estimates from the LME model linearized at the final PNLS point (nlme's approximation)."""
@@ -283,7 +283,7 @@ class NlmeFit(FittedModel):
         self._b = crit.modes(theta, sol)[0]
         dof = self.n - self.p if self.REML else self.n
         self.sigma = float(np.sqrt(sol.r2 / dof))
-        self._vcov = self.sigma ** 2 * _unscaled_vcov(sol)
+        self._vcov = self.sigma ** 2 * sol.unscaled_vcov()
         self.deviance_value = sol.deviance
 
     def _unidentified(self):
@@ -410,10 +410,6 @@ class NlmeFit(FittedModel):
         return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df, "t-value": t,
                              "p-value": 2 * stats.t.sf(np.abs(t), df)}, index=self.names)
 
-    def corr_fixef(self) -> pd.DataFrame:
-        sd = np.sqrt(np.diag(self._vcov))
-        return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.names, columns=self.names)
-
     def fitted(self, level: int = 1) -> pd.Series:
         b = self._b if level else np.zeros_like(self._b)
         return pd.Series(self._f(self.beta, b), index=self.frame.index, name="fitted")
@@ -451,12 +447,6 @@ class NlmeFit(FittedModel):
                       "REML" if REML else "ML", data_name=self.data_name, **{**self._settings, **options})
         fit.n_dropped = self.n_dropped  # the same rows as this fit's
         return fit
-
-
-def _unscaled_vcov(sol) -> np.ndarray:
-    """(X'V^-1 X)^-1 / sigma^2 of a linearized model's solution, from its Cholesky factor RX."""
-    RXinv = scipy.linalg.solve_triangular(sol.RX, np.eye(len(sol.RX)), lower=True)
-    return RXinv.T @ RXinv
 
 
 def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:
