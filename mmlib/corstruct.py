@@ -91,12 +91,14 @@ class CorStruct:
 
     # --- parameters -----------------------------------------------------------------
     default = 0.2
+    # the map from the optimizer's unconstrained scale to the parameter's own, and its inverse
+    _forward = _inverse = staticmethod(lambda x: x)
 
     def to_natural(self, u: np.ndarray) -> np.ndarray:
-        return np.asarray(u, dtype=float)
+        return self._forward(np.asarray(u, dtype=float))
 
     def to_unconstrained(self, natural: np.ndarray) -> np.ndarray:
-        return np.asarray(natural, dtype=float)
+        return self._inverse(np.asarray(natural, dtype=float))
 
     def start(self) -> np.ndarray:
         return self.to_unconstrained(np.array([self.value]))
@@ -140,9 +142,6 @@ class CorStruct:
             self._lags = np.nan_to_num(np.abs(self.times[:, :, None] - self.times[:, None, :]), nan=0.0)
         return self._lags
 
-    def describe(self, u: np.ndarray) -> str:
-        return f"{self.parameter} {self.to_natural(u)[0]:.4g}"
-
 
 def _logit(p):
     return np.log(p / (1 - p))
@@ -162,14 +161,13 @@ class CorCAR1(CorStruct):
     parameter = "Phi"
     default = 0.2
 
-    def to_natural(self, u):
-        return _expit(np.asarray(u, dtype=float))
+    _forward, _inverse = staticmethod(_expit), staticmethod(_logit)
 
     def to_unconstrained(self, natural):
         natural = np.asarray(natural, dtype=float)
         if np.any((natural <= 0) | (natural >= 1)):
             raise CorStructError(f"Phi must be in (0, 1), not {natural}")
-        return _logit(natural)
+        return super().to_unconstrained(natural)
 
     def _correlation(self, phi):
         return np.exp(self.lags * np.log(phi))
@@ -187,11 +185,7 @@ class CorAR1(CorStruct):
     parameter = "Phi"
     default = 0.0
 
-    def to_natural(self, u):
-        return np.tanh(np.asarray(u, dtype=float))
-
-    def to_unconstrained(self, natural):
-        return np.arctanh(np.asarray(natural, dtype=float))
+    _forward, _inverse = staticmethod(np.tanh), staticmethod(np.arctanh)
 
     def set_data(self, frame, codes, m):
         super().set_data(frame, codes, m)
@@ -217,11 +211,7 @@ class CorCompSymm(CorStruct):
     parameter = "Rho"
     default = 0.0
 
-    def to_natural(self, u):
-        return np.tanh(np.asarray(u, dtype=float))
-
-    def to_unconstrained(self, natural):
-        return np.arctanh(np.asarray(natural, dtype=float))
+    _forward, _inverse = staticmethod(np.tanh), staticmethod(np.arctanh)
 
     def _correlation(self, rho):
         return np.full((self.m, self.nmax, self.nmax), rho)
@@ -234,11 +224,7 @@ class CorExp(CorStruct):
     parameter = "range"
     default = 1.0
 
-    def to_natural(self, u):
-        return np.exp(np.asarray(u, dtype=float))
-
-    def to_unconstrained(self, natural):
-        return np.log(np.asarray(natural, dtype=float))
+    _forward, _inverse = staticmethod(np.exp), staticmethod(np.log)
 
     def _correlation(self, rng):
         return np.exp(-self.lags / rng)
