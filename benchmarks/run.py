@@ -79,12 +79,15 @@ def migraine() -> pd.DataFrame:
 
 
 def time_r_glmm() -> dict[str, float] | None:
-    if not shutil.which("Rscript"):
-        return None
-    done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / "glmm_r.R"), str(ROOT / "data")],
+    return _rscript("glmm_r.R", "R (glmer)") if shutil.which("Rscript") else None
+
+
+def _rscript(script: str, label: str, *args: str) -> dict[str, float] | None:
+    """Run one of the R timing scripts on data/ and read the JSON line it ends with."""
+    done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / script), str(ROOT / "data"), *args],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"R (glmer): the timing script failed:\n{done.stderr.strip()}")
+        print(f"{label}: the timing script failed:\n{done.stderr.strip()}")
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -148,12 +151,7 @@ def time_r(reps: int) -> dict[str, float] | None:
         print("R: Rscript is not on the PATH, so R's times are not measured "
               "(install r-base-core r-cran-lme4 r-cran-nlme to compare)")
         return None
-    done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / "lmm_r.R"), str(ROOT / "data"), str(reps)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"R: the timing script failed:\n{done.stderr.strip()}")
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _rscript("lmm_r.R", "R", str(reps))
 
 
 def time_glmm(bryk: pd.DataFrame, reps: int) -> dict[str, float] | None:
