@@ -10,7 +10,7 @@ reweighted least squares (PIRLS) finds the conditional mode u~ of the penalized 
 with W the GLM working weights at u~ (Bates et al. 2015; lme4's ``PIRLS`` and ``laplace``).
 As glmer does, the fit first optimizes theta with beta updated inside PIRLS (lme4's nAGQ = 0
 stage), then optimizes theta and beta together; with the exact gradient (canonical link,
-Laplace) a few Newton steps then finish the quasi-Newton method's work.  For one scalar random effect, ``nAGQ > 1``
+Laplace) a few Newton steps then finish the quasi-Newton method's work (``optimizer``).  For one scalar random effect, ``nAGQ > 1``
 replaces the Laplace approximation by adaptive Gauss-Hermite quadrature around u~.
 
 Everything is done by group (one grouping factor): every PIRLS step uses per-group sums and
@@ -23,7 +23,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 from scipy import stats
 
 from . import design as dsg
@@ -32,7 +31,7 @@ from .family import Family, family as make_family
 from .fitted import FittedModel
 from .formula import parse
 from .lmm import _batched_backward, _batched_cholesky, _batched_forward
-from .optimizer import Minimizer
+from .optimizer import Minimizer, central_hessian, central_jacobian
 from .optsummary import ConvergenceWarning
 
 
@@ -338,44 +337,9 @@ class GlmerMod(FittedModel):
                                              optimizer=optimizer, maxiter=maxiter)
         if info1 is not None:
             self.optinfo.evaluations += info1.evaluations
-        if crit.analytic:
-            params = self._newton_polish(params)
         self.theta, self.beta = params[:crit.ntheta], params[crit.ntheta:]
         self.deviance_value = crit.objective(params)
         self._finish(params)
-
-    def _newton_polish(self, params, steps: int = 6):
-        """Newton steps from where the quasi-Newton method stopped: the quasi-Newton stop on an
-        ill-conditioned optimum (mod.mig.1) moves at rounding level with the platform, a
-        converged Newton iterate does not.  The Hessian, central differences of the exact
-        gradient, is formed once, at the start (a chord method: near the optimum it converges
-        almost as fast, for a fraction of the cost).  A step is taken only if the Hessian is
-        positive definite, the step stays inside the bounds and the deviance does not rise; an
-        interior optimum only."""
-        crit = self.criterion
-        lb = crit.lower_bounds()
-        bounded = np.isfinite(lb)
-        value = crit.objective(params)
-        try:
-            factor = scipy.linalg.cho_factor(_jacobian(crit.laplace_gradient, params))
-        except (np.linalg.LinAlgError, ValueError):
-            return params
-        taken = 0
-        for _ in range(steps):
-            step = -scipy.linalg.cho_solve(factor, crit.laplace_gradient(params))
-            trial = params + step
-            if not np.all(trial[bounded] > lb[bounded]):
-                break
-            trial_value = crit.objective(trial)
-            if not trial_value <= value + 1e-10:
-                break
-            params, value, taken = trial, trial_value, taken + 1
-            if np.max(np.abs(step) / np.maximum(1.0, np.abs(params))) < 1e-10:
-                break
-        if taken:
-            self.optinfo.notes.append(f"polished by {taken} Newton step(s) on the exact gradient")
-        crit.objective(params)
-        return params
 
     def _finish(self, params):
         crit = self.criterion
@@ -421,9 +385,9 @@ class GlmerMod(FittedModel):
         crit = self.criterion
         g = crit.gradient(params)
         if crit.analytic:
-            H = _jacobian(crit.laplace_gradient, params)
+            H = central_jacobian(crit.laplace_gradient, params)
         else:
-            H = _hessian(crit.objective, params)
+            H = central_hessian(crit.objective, params)
         crit.objective(params)
         try:
             scaled = np.linalg.solve(np.linalg.cholesky(H), g)
@@ -506,36 +470,6 @@ class GlmerMod(FittedModel):
 
     def __repr__(self) -> str:
         return f"<GlmerMod {self.formula.text}: deviance {self.deviance_value:.4f}, {self.n} obs>"
-
-
-def _jacobian(grad, x, h: float = 1e-5) -> np.ndarray:
-    """The Hessian as central differences of an exact gradient, symmetrized."""
-    k = x.size
-    H = np.empty((k, k))
-    steps = h * np.maximum(1.0, np.abs(x))
-    for i in range(k):
-        e = np.zeros(k)
-        e[i] = steps[i]
-        H[:, i] = (grad(x + e) - grad(x - e)) / (2 * steps[i])
-    return (H + H.T) / 2
-
-
-def _hessian(f, x, h: float = 1e-4) -> np.ndarray:
-    """Central second differences of f at x (4 evaluations per pair)."""
-    k = x.size
-    H = np.empty((k, k))
-    f0 = f(x)
-    steps = h * np.maximum(1.0, np.abs(x))
-    for i in range(k):
-        ei = np.zeros(k)
-        ei[i] = steps[i]
-        H[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / steps[i] ** 2
-        for j in range(i):
-            ej = np.zeros(k)
-            ej[j] = steps[j]
-            H[i, j] = H[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (
-                4 * steps[i] * steps[j])
-    return H
 
 
 def _response(frame: pd.DataFrame, response: str, fam: Family) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,8 @@ the chosen parameters), ``b_i ~ N(0, Psi)`` and ``e ~ N(0, sigma^2)``.  As nlme 
 
 until beta and Lambda settle.  The reported log-likelihood, standard errors and variance
 components are those of the final linearized LME model (nlme's approximation, not the exact
-marginal likelihood).  Derivatives of f are taken numerically; the user writes only f.
+marginal likelihood).  Derivatives of f are exact (complex-step differentiation of the
+expression); the user writes only f.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ from .optsummary import ConvergenceWarning, OptSummary, SingularFitWarning
 
 FUNCTIONS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "log2": np.log2, "log10": np.log10,
              "abs": np.abs, "sin": np.sin, "cos": np.cos, "tanh": np.tanh}
+
+
+def _complex_abs(z):
+    """|x| continued analytically from the real line (np.abs of a complex is its modulus,
+    which would lose the derivative carried in the imaginary part)."""
+    return np.where(np.real(z) < 0, -z, z)
+
+
+# The same functions for complex arguments (complex-step differentiation, ModelFunction.derivative)
+COMPLEX_FUNCTIONS = {**FUNCTIONS, "abs": _complex_abs}
+_STEP = 1e-30  # the complex step: no cancellation, so it can be tiny
 _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Load, ast.Constant,
             ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)
 
@@ -43,6 +55,11 @@ _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Load
 # Two fixed effects whose estimates correlate beyond this are not separately identified: the
 # alternation has drifted (see NlmeFit._unidentified).
 UNIDENTIFIED = 0.9999
+# Every element of Lambda (the random effects' standard deviations relative to sigma) below this
+# (lme4's tolerance for a singular fit): every variance has collapsed, which is a drift, not a fit.
+COLLAPSED = 1e-4
+DRIFTS = {"unidentified": "to fixed effects that are not separately identified",
+          "collapsed": "every random-effect variance collapsed to zero"}
 
 
 class NlmeError(ValueError):
@@ -85,6 +102,17 @@ class ModelFunction:
         with np.errstate(over="ignore", invalid="ignore"):
             return np.asarray(eval(self.code, {"__builtins__": {}}, env), dtype=float)  # noqa: S307 (checked AST)
 
+    def derivative(self, phi: dict[str, np.ndarray], data: dict[str, np.ndarray], name: str) -> np.ndarray:
+        """df/dphi_name at each observation, by the complex step (Squire & Trapp 1998, SIAM
+        Review 40): f(phi + i h e) = f(phi) + i h f'(phi) + O(h^2), so Im f(phi + i h e) / h is
+        the derivative to rounding error, with no difference quotient to cancel digits.  Exact
+        derivatives make the Lindstrom-Bates fixed point well defined to rounding level, so
+        the alternation can be converged past the digits a summary prints."""
+        env = {**COMPLEX_FUNCTIONS, **data, **phi, name: phi[name] + 1j * _STEP}
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = eval(self.code, {"__builtins__": {}}, env)  # noqa: S307 (checked AST)
+        return np.broadcast_to(np.imag(value) / _STEP, phi[name].shape).astype(float)
+
 
 class NlmeFit(FittedModel):
     """A fitted nonlinear mixed model: estimates, the LME approximation, and R's methods."""
@@ -92,7 +120,7 @@ class NlmeFit(FittedModel):
     nlme_bic = True
 
     def __init__(self, model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]],
-                 start, method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None,
+                 start, method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
                  boundary: bool = True):
         if method not in ("ML", "REML"):
             raise ValueError(f"method must be 'ML' or 'REML', not {method!r}")
@@ -125,7 +153,7 @@ class NlmeFit(FittedModel):
         self.n_dropped = len(data) - len(frame)
         self.frame = frame
         self.method, self.REML = method, method == "REML"
-        self.lme_optimizer = "log-Cholesky"
+        self.lme_optimizer = "L-BFGS-B"
         self.data_name = data_name or "data"
         self.model_text = model
         self.fixed_text, self.random_text = fixed, random
@@ -166,14 +194,9 @@ class NlmeFit(FittedModel):
         return self.f(self._phi(beta, b), self.data)
 
     def _jacobian(self, beta, b):
-        """df/dphi_k by central differences, then X = df/dbeta and Z = df/db."""
+        """df/dphi_k (exact, by the complex step), then X = df/dbeta and Z = df/db."""
         phi = self._phi(beta, b)
-        grads = {}
-        for p in self.params:
-            h = 1e-6 * np.maximum(1.0, np.abs(phi[p]))
-            up, down = dict(phi), dict(phi)
-            up[p], down[p] = phi[p] + h, phi[p] - h
-            grads[p] = (self.f(up, self.data) - self.f(down, self.data)) / (2 * h)
+        grads = {p: self.f.derivative(phi, self.data, p) for p in self.params}
         X = np.column_stack([grads[p][:, None] * self.designs[p] for p in self.params])
         Z = np.column_stack([grads[p] for p in self.random_params])
         return X, Z
@@ -245,12 +268,14 @@ class NlmeFit(FittedModel):
         """Lindstrom and Bates's alternation from ``start``: PNLS and LME steps until beta and
         Lambda settle.  Returns where it stopped and whether it converged."""
         beta, b = start.copy(), np.zeros((self.m, self.q))
-        # the LME step optimizes in nlme's log-Cholesky parametrization, as nlme does: the
-        # alternation needs Lambda invertible (the PNLS penalty is ||Lambda^-1 b||^2)
+        # the first LME step stays in nlme's log-Cholesky parametrization, as nlme does: from the
+        # start, the PNLS step needs the random effects penalized, not removed (Lambda invertible).
+        # Later LME steps may reach the boundary (a variance of zero, a correlation of +/-1) and
+        # end with Newton steps, so that each settles to rounding level (see ``optimizer``).
         crit = self._linearized(beta, b)
         theta, info = crit.optimize(self.REML, start=self._initial_theta(crit), optimizer="log-Cholesky",
                                     maxiter=200)
-        converged, it, change = False, 0, np.inf
+        converged, it, change, stop = False, 0, np.inf, None
         for it in range(1, maxiter + 1):
             beta_old, theta_old = beta.copy(), theta.copy()
             beta, b = self._pnls(beta, b, theta)
@@ -258,13 +283,17 @@ class NlmeFit(FittedModel):
             theta, info = crit.optimize(self.REML, start=theta, optimizer=self.lme_optimizer, maxiter=200)
             change = max(np.max(np.abs(beta - beta_old) / (np.abs(beta_old) + 1e-6)),
                          np.max(np.abs(theta - theta_old) / (np.abs(theta_old) + 1e-3)))
+            if np.max(np.abs(theta)) < COLLAPSED:
+                stop = "collapsed"  # no random effect is left: a drift, not a mixed-model fit
+                break
             if change < tol:
                 converged = True
                 break
             if self._drifted(crit, theta):
+                stop = "unidentified"
                 break
         return {"crit": crit, "theta": theta, "info": info, "converged": converged, "iterations": it,
-                "change": change}
+                "change": change, "stop": stop}
 
     def _drifted(self, crit, theta) -> bool:
         """Whether the iterations have reached fixed effects that are not separately identified
@@ -325,13 +354,14 @@ class NlmeFit(FittedModel):
         self._start, self._settings = start, {"maxiter": maxiter, "tol": tol, "boundary": boundary}
         run = self._alternate(start, maxiter, tol)
         self._set_estimates(run["crit"], run["theta"])
-        info, it, change = run["info"], run["iterations"], run["change"]
+        info, it, change, stop = run["info"], run["iterations"], run["change"], run["stop"]
         unidentified = self._unidentified()
-        converged = run["converged"] and unidentified is None
+        if stop is None and unidentified is not None:
+            stop = "unidentified"
+        converged = run["converged"] and stop is None
         # only a drift says that no interior fixed point is near; an iteration limit may only
         # mean that more iterations are needed, which the warning below says
-        face = (self._boundary_fit(maxiter, tol) if unidentified is not None and boundary and self.q > 1
-                else None)
+        face = self._boundary_fit(maxiter, tol) if stop is not None and boundary and self.q > 1 else None
         notes = []
         if face is not None:
             drop, reduced = face
@@ -347,31 +377,36 @@ class NlmeFit(FittedModel):
             self.deviance_value = reduced.deviance_value
             it, change, converged = reduced.optinfo.iterations, 0.0, True
             notes.append(f"boundary (singular) fit: the variance of the random effect on {drop} is "
-                         "estimated as zero. With every variance free the alternation drifted to fixed "
-                         "effects that are not separately identified; with this one at zero it converges, "
-                         "and the fit is that of the model without it")
+                         "estimated as zero. With every variance free the alternation drifted "
+                         f"({DRIFTS[stop]}); with this one at zero it converges, and the fit is that "
+                         "of the model without it")
+        message = ("converged" if converged else f"stopped: {DRIFTS[stop]}" if stop
+                   else "iteration limit reached without convergence")
         self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start,
                                   final=np.concatenate([self.beta, self.theta]),
-                                  evaluations=it, iterations=it, converged=converged,
-                                  message=("converged" if converged else
-                                           "stopped where fixed effects are not identified" if unidentified else
-                                           "iteration limit reached without convergence"),
+                                  evaluations=it, iterations=it, converged=converged, message=message,
                                   tolerances={"tol": tol, "maxiter": maxiter},
                                   singular=info.singular or face is not None, notes=notes)
-        self.optinfo.iteration_limit = not converged and unidentified is None
+        self.optinfo.iteration_limit = not converged and stop is None
+        self.optinfo.change = change
+        # the warnings describe a failed iterate; its numbers (which depend on where it stopped)
+        # are in ``optinfo`` and the fit's attributes, not printed
         if face is not None:
             warnings.warn(f"nlme: {notes[0]}", SingularFitWarning, stacklevel=4)
-        elif unidentified is not None:
-            j, k, r = unidentified
+        elif stop == "unidentified":
+            j, k, _ = self._unidentified() or (*_max_correlation(self._vcov)[:2], None)
             warnings.warn(f"nlme: the iterations stopped where the fixed effects {self.names[j]} and "
-                          f"{self.names[k]} are not separately identified (correlation of the estimates "
-                          f"{r:.6f}; estimates {self.beta[j]:.4g} and {self.beta[k]:.4g}): the fit has "
-                          "drifted and is not an estimate. Simplify the random effects or try other start values",
-                          ConvergenceWarning, stacklevel=4)
+                          f"{self.names[k]} are not separately identified (their estimates are correlated "
+                          f"beyond {UNIDENTIFIED}): the fit has drifted and is not an estimate. Simplify "
+                          "the random effects or try other start values", ConvergenceWarning, stacklevel=4)
+        elif stop == "collapsed":
+            warnings.warn(f"nlme: the iterations stopped where {DRIFTS[stop]}: the fit has drifted and is "
+                          "not an estimate of a mixed model. Fit the model without random effects, or try "
+                          "other start values", ConvergenceWarning, stacklevel=4)
         elif not converged:
             warnings.warn(f"nlme: the alternating PNLS/LME iterations did not converge within {maxiter} "
-                          f"iterations (relative change {change:.3g} > {tol:g}); try maxiter=, other start "
-                          "values, or method='ML'", ConvergenceWarning, stacklevel=4)
+                          f"iterations (tolerance {tol:g} on the relative change; see .optinfo); try "
+                          "maxiter=, other start values, or method='ML'", ConvergenceWarning, stacklevel=4)
         elif info.singular:
             self.optinfo.warn()
 
@@ -459,7 +494,7 @@ def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:
 
 
 def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]], start,
-         method: str = "ML", maxiter: int = 50, tol: float = 1e-6, data_name: str | None = None,
+         method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
          boundary: bool = True) -> NlmeFit:
     """Fit a nonlinear mixed model as ``nlme::nlme``.
 
