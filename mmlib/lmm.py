@@ -411,6 +411,17 @@ class CorrelatedLMMCriterion(LMMCriterion):
         system = self.whitened(params[self.ntheta:])[0]
         return system.modes(self.lambdas(params), solution.state, solution.beta)
 
+    def gradient_theta(self, params, reml: bool) -> np.ndarray:
+        """The exact gradient in theta alone, the correlation parameters held (the whitened
+        model is an ordinary one)."""
+        params = np.asarray(params, dtype=float)
+        sol = self.solve(params, reml)
+        if not np.isfinite(sol.deviance):
+            return np.full(self.ntheta, np.nan)
+        system = self.whitened(params[self.ntheta:])[0]
+        return system.gradient(self.lambdas(params), sol.state, sol.beta, sol.RX, sol.r2,
+                               reml, self.n, self.blocks[0])
+
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Analytic in theta (the whitened model is an ordinary one), differences in the
         correlation parameters (each difference re-whitens the groups).
@@ -422,12 +433,9 @@ class CorrelatedLMMCriterion(LMMCriterion):
         parameter to the digits a summary prints, whatever the machine's rounding."""
         params = np.asarray(params, dtype=float)
         k = self.ntheta
-        sol = self.solve(params, reml)
-        if not np.isfinite(sol.deviance):
+        g_theta = self.gradient_theta(params, reml)
+        if not np.all(np.isfinite(g_theta)):
             return np.full(params.size, np.nan)
-        system = self.whitened(params[k:])[0]
-        g_theta = system.gradient(self.lambdas(params), sol.state, sol.beta, sol.RX, sol.r2,
-                                  reml, self.n, self.blocks[0])
         g_cor = np.empty(params.size - k)
         for j in range(params.size - k):
             step = 1e-3 * max(1.0, abs(params[k + j]))
@@ -437,6 +445,29 @@ class CorrelatedLMMCriterion(LMMCriterion):
             g_cor[j] = (dev[0] - 8 * dev[1] + 8 * dev[2] - dev[3]) / (12 * step)
         self._white = None  # the differences moved the whitening cache off this point
         return np.concatenate([g_theta, g_cor])
+
+
+class _CorrelationHeld(Minimizer):
+    """A correlated-errors criterion as a function of theta alone, the correlation parameters
+    held at ``u`` (for profiling the criterion over them)."""
+
+    analytic, n_numeric = True, 0
+
+    def __init__(self, crit: CorrelatedLMMCriterion, u: np.ndarray):
+        self.crit, self.u = crit, np.asarray(u, dtype=float)
+        self.blocks = crit.blocks
+
+    def objective(self, theta, reml: bool) -> float:
+        return self.crit.objective(np.concatenate([theta, self.u]), reml)
+
+    def gradient(self, theta, reml: bool) -> np.ndarray:
+        return self.crit.gradient_theta(np.concatenate([theta, self.u]), reml)
+
+    def lower_bounds(self) -> np.ndarray:
+        return self.crit.lower_bounds()[:self.crit.ntheta]
+
+    def start(self) -> np.ndarray:
+        return self.crit.start()[:self.crit.ntheta]
 
 
 # ------------------------------------------------------------------------------ results
@@ -630,17 +661,14 @@ class LinearMixedModel(FittedModel):
         scale), the covariance parameters are re-optimized; returns value and log-likelihood."""
         if self.correlation is None:
             raise ValueError("the model has no correlation structure to profile")
-        crit, k = self.criterion, self.criterion.ntheta
-        lb = crit.lower_bounds()[:k]
-        bounds = [(None if np.isinf(b) else b, None) for b in lb]
-        rows, start = [], self.theta[:k]
+        rows, start = [], self.theta[:self.criterion.ntheta]
         for v in np.atleast_1d(values):
-            u = self.correlation.to_unconstrained(np.array([v]))
-            res = scipy.optimize.minimize(lambda th: crit.objective(np.concatenate([th, u]), self.REML),
-                                          start, method="L-BFGS-B", bounds=bounds,
-                                          options={"ftol": 1e-12, "maxiter": 500})
-            start = res.x
-            rows.append({self.correlation.parameter: v, "logLik": -0.5 * res.fun})
+            held = _CorrelationHeld(self.criterion, self.correlation.to_unconstrained(np.array([v])))
+            # the staged minimizer (see ``optimizer``) from the last point: each point of the profile
+            # is the conditional optimum itself, the same on every machine
+            theta, _ = held.optimize(self.REML, start=start)
+            start = theta
+            rows.append({self.correlation.parameter: v, "logLik": -0.5 * held.objective(theta, self.REML)})
         return pd.DataFrame(rows)
 
     def coef_table(self) -> pd.DataFrame:

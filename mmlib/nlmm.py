@@ -58,8 +58,8 @@ UNIDENTIFIED = 0.9999
 # Every element of Lambda (the random effects' standard deviations relative to sigma) below this
 # (lme4's tolerance for a singular fit): every variance has collapsed, which is a drift, not a fit.
 COLLAPSED = 1e-4
-DRIFTS = {"unidentified": "to fixed effects that are not separately identified",
-          "collapsed": "every random-effect variance collapsed to zero"}
+DRIFTS = {"unidentified": "two fixed effects are not separately identified",
+          "collapsed": "every random-effect variance has collapsed to zero"}
 
 
 class NlmeError(ValueError):
@@ -377,10 +377,10 @@ class NlmeFit(FittedModel):
             self.deviance_value = reduced.deviance_value
             it, change, converged = reduced.optinfo.iterations, 0.0, True
             notes.append(f"boundary (singular) fit: the variance of the random effect on {drop} is "
-                         "estimated as zero. With every variance free the alternation drifted "
-                         f"({DRIFTS[stop]}); with this one at zero it converges, and the fit is that "
+                         "estimated as zero. With every variance free the alternation drifted to where "
+                         f"{DRIFTS[stop]}; with this one at zero it converges, and the fit is that "
                          "of the model without it")
-        message = ("converged" if converged else f"stopped: {DRIFTS[stop]}" if stop
+        message = ("converged" if converged else f"stopped where {DRIFTS[stop]}" if stop
                    else "iteration limit reached without convergence")
         self.optinfo = OptSummary("Lindstrom-Bates (PNLS + LME)", start,
                                   final=np.concatenate([self.beta, self.theta]),
