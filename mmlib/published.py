@@ -14,13 +14,20 @@ precision:
 
 A :class:`Ledger` collects one chapter's checks; :meth:`Ledger.verify` raises on any
 unexplained mismatch (so the chapter's notebook test fails) and writes the chapter's
-results to ``chapters/results/``, from which the reproduction report is built.
+results to ``chapters/results/``, from which the reproduction report is built.  Tests set
+``MMLIB_CHECKS_DIR`` to write them (and ``reproduction.csv``) elsewhere, so that a test run
+leaves the checkout as it found it.
+
+Our values are saved four decimal places beyond the printed precision: far past the published
+digits, and short of the last ~1e-10 relative, where the same fit differs between CPUs at
+rounding level, so the saved files are the same on every machine.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import textwrap
 from dataclasses import dataclass
 from difflib import get_close_matches
@@ -33,7 +40,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS_PATH = ROOT / "data" / "published.json"
 EXPLANATIONS_PATH = ROOT / "data" / "explanations.yaml"
-RESULTS_DIR = ROOT / "chapters" / "results"
+# where the chapters save their checks: the book's own copy, or a test run's (MMLIB_CHECKS_DIR)
+CHECKS_DIR = Path(os.environ.get("MMLIB_CHECKS_DIR") or ROOT / "chapters")
+RESULTS_DIR = CHECKS_DIR / "results"
+EXTRA_PLACES = 4  # the decimals saved beyond the printed ones
+
+# Printed objects that are data (previews, counts, summaries of variables, a sample, a
+# contrast matrix), not the results of a model; the report counts them apart.
+DATA_OBJECTS = {"MathAchieve", "MathAchSchool", "mses", "sample20", "Bryk", "Cat.20", "Pub.20",
+                "contrasts(Bryk$sector)", "Blackmore", "KosteckiDillon", "Wong", "Ag.iq"}
 
 STATUSES = ("exact", "last_digit", "bound", "explained", "not_covered")
 
@@ -90,13 +105,18 @@ class Record:
                 return key
         raise PublishedError(f"record {self.id} (section {self.section}) belongs to no chapter")
 
-    def format(self, value: float) -> str:
-        """``value`` printed the way this record was printed."""
+    def format(self, value: float, extra: int = 0) -> str:
+        """``value`` printed the way this record was printed (with ``extra`` more places)."""
         if self.notation == "e":
-            text = f"{value:.{self.mantissa_decimals}e}"
+            text = f"{value:.{self.mantissa_decimals + extra}e}"
         else:
-            text = f"{value:.{self.decimals}f}"
+            text = f"{value:.{self.decimals + extra}f}"
         return _drop_negative_zero(text)
+
+    @property
+    def kind(self) -> str:
+        """``data`` for an echo of the data (a preview, a count), ``model`` for a result."""
+        return "data" if self.model in DATA_OBJECTS else "model"
 
     @property
     def expected(self) -> str:
@@ -198,13 +218,22 @@ class Check:
 
     @property
     def ours(self) -> str:
+        """Our value as the record was printed."""
+        return self._text(0)
+
+    @property
+    def ours_more(self) -> str:
+        """Our value with ``EXTRA_PLACES`` more places than printed (a bound: 3 digits)."""
+        return self._text(EXTRA_PLACES)
+
+    def _text(self, extra: int) -> str:
         if self.value is None or math.isnan(self.value):
             return "NA"  # nothing of ours corresponds (R's spelling of a missing value)
         if not math.isfinite(self.value):
             return str(self.value)
         if self.record.bound is not None:
             return f"{self.value:.3g}"
-        return self.record.format(self.value)
+        return self.record.format(self.value, extra)
 
 
 class Ledger:
@@ -300,7 +329,7 @@ class Ledger:
     def save(self) -> Path:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path = RESULTS_DIR / f"{self.chapter}.json"
-        rows = [{"id": c.record.id, "status": c.status, "value": c.value, "ours": c.ours}
+        rows = [{"id": c.record.id, "status": c.status, "ours": c.ours, "ours_more": c.ours_more}
                 for c in self.checks.values()]
         path.write_text(json.dumps(rows, indent=1) + "\n")
         return path
@@ -343,7 +372,9 @@ def _number(x) -> float:
 
 
 def report() -> pd.DataFrame:
-    """One row per published record: id, chapter, section, model, status, ours, printed.
+    """One row per published record: id, chapter, section, model, kind (data or model), status,
+    ours (as printed), ours_more (four more places), printed, and the relative difference of
+    ours_more from the printed value.
 
     Built from the results the chapters saved when they ran their checks; a record no
     chapter checked is ``not_covered``.
@@ -358,22 +389,44 @@ def report() -> pd.DataFrame:
         status = got["status"] if got else "not_covered"
         if status == "mismatch":  # a chapter failed its check; the report must not hide it
             raise PublishedError(f"{rec.id} is an unexplained mismatch in the saved results")
-        rows.append((rec.id, rec.chapter, rec.section, rec.model, status,
-                     got["ours"] if got else "", rec.printed))
-    return pd.DataFrame(rows, columns=["id", "chapter", "section", "model", "status", "ours", "printed"])
+        more = got["ours_more"] if got else ""
+        rows.append((rec.id, rec.chapter, rec.section, rec.model, rec.kind, status,
+                     got["ours"] if got else "", more, rec.printed, _relative_difference(more, rec)))
+    return pd.DataFrame(rows, columns=["id", "chapter", "section", "model", "kind", "status", "ours",
+                                       "ours_more", "printed", "rel_diff"])
 
 
-def write_csv(report_frame: pd.DataFrame, path: Path = ROOT / "chapters" / "reproduction.csv") -> Path:
+def _relative_difference(ours: str, rec: Record) -> str:
+    """(ours - printed) / |printed| to two significant digits, from the saved (rounded) value."""
+    if rec.bound is not None:
+        return ""
+    try:
+        mine, theirs = float(ours), float(rec.expected)
+    except (TypeError, ValueError):
+        return ""
+    if not (math.isfinite(mine) and math.isfinite(theirs)):
+        return ""
+    if mine == theirs:
+        return "0"
+    return f"{(mine - theirs) / abs(theirs):.2g}" if theirs != 0 else "inf"
+
+
+def write_csv(report_frame: pd.DataFrame, path: Path | None = None) -> Path:
     """Write the per-record report read by people who use the book as a regression test."""
-    cols = ["id", "section", "model", "status", "ours", "printed"]
+    path = CHECKS_DIR / "reproduction.csv" if path is None else path
+    cols = ["id", "section", "model", "kind", "status", "ours", "ours_more", "printed", "rel_diff"]
     report_frame[cols].to_csv(path, index=False, lineterminator="\n")
     return path
 
 
 def summary(report_frame: pd.DataFrame) -> pd.DataFrame:
-    """Counts of each status per chapter and section."""
+    """Counts of each status per chapter and section, with the data echoes (previews, counts)
+    and the model results totalled apart."""
     table = (report_frame.groupby(["chapter", "section", "status"]).size()
              .unstack(fill_value=0).reindex(columns=list(STATUSES), fill_value=0))
     table["total"] = table.sum(axis=1)
-    table.loc[("all", ""), :] = table.sum()
+    for kind, label in (("data", "data echoes"), ("model", "model results")):
+        part = report_frame[report_frame.kind == kind].status.value_counts()
+        table.loc[(label, ""), :] = part.reindex(list(STATUSES), fill_value=0).tolist() + [int(part.sum())]
+    table.loc[("all", ""), :] = table.loc[("data echoes", "")] + table.loc[("model results", "")]
     return table.astype(int)

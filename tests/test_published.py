@@ -137,17 +137,18 @@ def test_saved_results_detect_any_change_to_a_covered_record():
     assert len(saved) > 500
     for row in saved:
         r = record(row["id"])
-        if r.bound is not None or row["value"] is None:  # a bound, or nothing of ours (NA)
+        if r.bound is not None or row["ours_more"] == "NA":  # a bound, or nothing of ours (NA)
             continue
+        value = float(row["ours_more"])
         places = r.mantissa_decimals if r.notation == "e" else r.decimals
-        ours = r.format(row["value"])
+        ours = r.format(value)
         if r.notation == "e":
             mantissa, exponent = ours.split("e")
             printed = f"{float(mantissa) + 2 * 10 ** -places:.{places}f}e{exponent}"
         else:
             printed = f"{float(ours) + 2 * 10 ** -places:.{places}f}"
         moved = Record(**{**r.__dict__, "printed": printed, "value": float(printed)})
-        assert classify(moved, row["value"]) == "mismatch", row["id"]
+        assert classify(moved, value) == "mismatch", row["id"]
 
 
 def test_report_counts_every_record_once():
@@ -156,6 +157,8 @@ def test_report_counts_every_record_once():
     assert set(rep.status) <= set(published.STATUSES)
     table = published.summary(rep)
     assert table.loc[("all", ""), "total"] == 1254
+    assert table.loc[("data echoes", ""), "total"] + table.loc[("model results", ""), "total"] == 1254
+    assert (rep.kind == "data").sum() == table.loc[("data echoes", ""), "total"] > 400
 
 
 def test_reproduction_csv_matches_the_saved_results():
@@ -163,6 +166,15 @@ def test_reproduction_csv_matches_the_saved_results():
 
     csv = pd.read_csv(published.ROOT / "chapters" / "reproduction.csv", dtype=str, keep_default_na=False)
     rep = published.report()
-    assert list(csv.columns) == ["id", "section", "model", "status", "ours", "printed"]
+    assert list(csv.columns) == ["id", "section", "model", "kind", "status", "ours", "ours_more", "printed",
+                                 "rel_diff"]
     assert csv.id.tolist() == rep.id.tolist()
     assert csv.status.tolist() == rep.status.tolist()
+    assert csv.ours_more.tolist() == rep.ours_more.tolist()
+
+
+def test_relative_difference_is_taken_from_the_saved_digits():
+    r = record("bryk.lme.1/fit/logLik")
+    assert published._relative_difference(r.expected, r) == "0"
+    assert published._relative_difference(f"{float(r.expected) * 1.001:.6f}", r) == "-0.001"  # logLik < 0
+    assert published._relative_difference("NA", r) == ""
