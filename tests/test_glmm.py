@@ -191,3 +191,16 @@ def test_complete_separation_is_warned():
     df["y"] = (df.x > 0).astype(float)
     with pytest.warns(UserWarning, match="separated"):
         glmer("y ~ x + (1 | g)", df)
+
+
+def test_mod_mig_6_is_the_optimum_of_lme4s_own_laplace_deviance(migraine):
+    # tests/r/mod_mig_6_optimum.R (R 4.2.2, lme4 1.1-31, numDeriv 2016.8-1.1): lme4's deviance
+    # function with tolPwrss = 1e-12 (devFunOnly = TRUE) minimized by nlminb, and the standard
+    # errors from 2 H^-1 with numDeriv's Hessian at that optimum
+    r_beta = [-0.24611804055, 2.05324762321, 1.15663399609, 1.06354290653, -0.26903494374]
+    r_se = [0.3453561, 0.4727987, 0.3873472, 0.2499634, 0.0457818]
+    r_deviance = 4346.98443198
+    fit = glmer(MIG6, migraine, family="binomial")
+    np.testing.assert_allclose(fit.beta, r_beta, rtol=2e-5)
+    np.testing.assert_allclose(fit.se.to_numpy(), r_se, rtol=2e-5)
+    assert abs(fit.deviance_value - r_deviance) < 1e-5
