@@ -42,6 +42,16 @@ def test_include_echo_and_figures(tmp_path):
     assert (figs / "ch-1.png").exists()
 
 
+def test_warnings_are_shown_as_warning_boxes(tmp_path):
+    path = notebook(tmp_path, [new_code_cell("fit()", outputs=[
+        new_output("stream", name="stderr", text="Warning (SingularFitWarning): boundary (singular) fit\n"),
+        new_output("stream", name="stdout", text="result\n")])])
+    md = render.notebook_markdown(path, tmp_path, "f")
+    assert ("::: {.callout-warning}\n``` {.warning}\nWarning (SingularFitWarning): boundary (singular) fit\n"
+            "```\n:::") in md
+    assert "result" in md
+
+
 def test_stored_error_output_stops_the_render(tmp_path):
     path = notebook(tmp_path, [new_code_cell("1/0", outputs=[
         new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])])])
@@ -84,3 +94,5 @@ def test_the_book_renders_offline(tmp_path):
             "sec-reproduction.html"} <= chapters
     hsb = (tmp_path / "sec-hsb.html").read_text()
     assert "Figure 1" in hsb and "ledger" not in hsb  # figures numbered; check cells hidden
+    coma = (tmp_path / "sec-coma.html").read_text()  # the chapter's text refers to its warnings
+    assert 'class="callout-warning"' in coma and "SingularFitWarning" in coma

@@ -50,7 +50,18 @@ local function resolve(cite)
   error("unresolved cross-reference @" .. id)
 end
 
+-- A warning box (a cell's stderr; Quarto's callout-warning): Typst has no classes, so the
+-- box is drawn there; the website styles the class (book.css).
+local function warning_box(div)
+  if not is_typst or not div.classes:includes("callout-warning") then return nil end
+  local blocks = pandoc.List({ pandoc.RawBlock("typst",
+    '#block(fill: rgb("#fff4dc"), stroke: (left: 2pt + rgb("#b35900")), inset: 6pt, width: 100%)[') })
+  blocks:extend(div.content)
+  blocks:insert(pandoc.RawBlock("typst", "]"))
+  return blocks
+end
+
 function Pandoc(doc)
   collect(doc)
-  return doc:walk({ Figure = number_caption, Cite = resolve })
+  return doc:walk({ Figure = number_caption, Cite = resolve, Div = warning_box })
 end

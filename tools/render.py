@@ -11,7 +11,9 @@ options as Quarto does:
 * ``include: false`` drops the cell and its output; ``echo: false`` drops the code;
   ``output: false`` drops the output;
 * ``label: fig-...`` with ``fig-cap`` makes the cell's image a numbered, captioned figure
-  that ``@fig-...`` references (``tools/crossref.lua`` numbers and links them).
+  that ``@fig-...`` references (``tools/crossref.lua`` numbers and links them);
+* a cell's warnings (its stderr stream) are shown as a warning box (Quarto's
+  ``callout-warning``), in the website and in the PDF.
 
 Either path then checks ``_book/``: an unresolved cross-reference (``??`` or a literal
 ``@fig-``), a missing image or a dead internal link fails the render, naming the page.
@@ -104,6 +106,8 @@ def notebook_markdown(path: Path, figdir: Path, figprefix: str) -> str:
             if output.output_type == "stream":
                 if output.name == "stdout":
                     parts.append(_fence(output.text, "output"))
+                elif output.text.strip():  # warnings: the text refers to them, so they are shown
+                    parts.append(f"::: {{.callout-warning}}\n{_fence(output.text, 'warning')}\n:::")
                 continue
             data = output.get("data", {})
             if "image/png" in data:
