@@ -240,7 +240,9 @@ class KenwardRoger:
         trKSKS = np.einsum("gab,gba->g", KS, KS)
         Ktr[k - 1, k - 1] = (ng - 2 * trKS + trKSKS).sum() / s2 ** 2
         Qm[k - 1][k - 1] = XV3X / s2 ** 3
-        TtIKS = Tt @ np.swapaxes(IKS, 1, 2)  # sigma^4 X'V^-2 Z
+        # sigma^4 X'V^-2 Z = X'(I - Z K Z') Z (I - K S) = T'(I - K S); K S is not symmetric once
+        # a term has two columns, so the order matters (T'(I - S K) was wrong for random slopes)
+        TtIKS = Tt @ IKS
         UIKS = U @ IKS  # sigma^4 Z'V^-2 Z
         for i, Ei in enumerate(Es):
             Qm[k - 1][i] = (TtIKS @ Ei @ T).sum(0) / s2 ** 3
@@ -286,7 +288,9 @@ class KenwardRoger:
         V0, V1, V2 = 1 + c1 * B, 1 - c2 * B, 1 - c3 * B
         rho = (1 / q) * ((1 - A2 / q) / V1) ** 2 * V0 / V2
         df2 = 4 + (q + 2) / (q * rho - 1)
-        scaling = 1.0 if abs(df2 - 4) < 1e-2 else df2 * (1 - A2 / q) / (df2 - 2)
+        # lambda = df2 (1 - A2/q) / (df2 - 2); pbkrtest 0.5.2 sets it to 1 only where df2 - 2 would
+        # divide by zero (the test was |df2 - 4| < 0.01 here, which left a 2-df test on 4 df unscaled)
+        scaling = 1.0 if abs(df2 - 2) < 1e-2 else df2 * (1 - A2 / q) / (df2 - 2)
         Lb = L @ self.beta
         wald = float(Lb @ np.linalg.solve(L @ self.PhiA @ L.T, Lb)) / q
         F = scaling * wald

@@ -6,6 +6,7 @@ and the appendix's own pvalCorrected(1.124, df = 2) = 0.4296, pvalCorrected(220.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mmlib.inference import Anova, KenwardRoger, anova, pval_corrected
@@ -95,3 +96,80 @@ def test_pval_corrected_matches_the_appendix():
 def test_abbreviate_as_r(name, minlength, r):
     # abbreviate(name, minlength) in R 4.2.2, as lme and lmer label their correlation tables
     assert abbreviate(name, minlength) == r
+
+
+# ----------------------------------------------------- Kenward-Roger beyond the appendix
+# tests/r/issue12_reference.R (R 4.2.2, lme4 1.1-31 with bobyqa rhoend = 1e-12, pbkrtest 0.5.2,
+# car 3.1-1): car::Anova(fm, test = "F"), pbkrtest::vcovAdj(fm), pbkrtest::KRmodcomp(fm, L)
+@pytest.mark.parametrize("block, data", [("kr_sleepstudy", "sleepstudy"), ("kr_orthodont", "Orthodont"),
+                                         ("kr_three_col", "Machines"), ("kr_one_col", "Orthodont")])
+def test_kenward_roger_with_vector_valued_terms_matches_pbkrtest(block, data):
+    from mmlib.lmm import lmer
+    from rref import frame, matrix, reference, table
+
+    ref = reference()[block]
+    fit = lmer(ref["formula"], frame(data))
+    np.testing.assert_allclose(fit.theta, list(ref["theta"].values()), rtol=1e-5)
+    kr = KenwardRoger(fit)
+    expected = matrix(ref["vcovAdj"])
+    np.testing.assert_allclose(kr.PhiA, expected.loc[fit.coef_names, fit.coef_names].to_numpy(), rtol=1e-5,
+                               atol=1e-12)
+    ours, theirs = Anova(fit, test="F").frame, table(ref["anova_F"])
+    for term in theirs.index:
+        np.testing.assert_allclose(ours.loc[term, ["F", "Df.res", "Pr(>F)"]].to_numpy(float),
+                                   theirs.loc[term, ["F", "Df.res", "Pr(>F)"]].to_numpy(float), rtol=1e-5,
+                                   err_msg=f"{block}: {term}")
+    if "L" in ref["KRmodcomp"]:
+        L = matrix(ref["KRmodcomp"]["L"])[fit.coef_names].to_numpy()
+        res, want = kr.test(L), ref["KRmodcomp"]["Ftest"]
+        np.testing.assert_allclose([res.F, res.df2, res.p], [want["stat"], want["ddf"], want["p.value"]], rtol=1e-5)
+
+
+def test_sleepstudy_kenward_roger_is_the_exact_test():
+    # balanced design: the KR F for Days is the Wald F on 17 df, (10.46729 / 1.54579)^2
+    from mmlib.lmm import lmer
+    from rref import frame
+
+    fit = lmer("Reaction ~ Days + (Days | Subject)", frame("sleepstudy"))
+    row = Anova(fit, test="F").frame.loc["Days"]
+    assert abs(row["Df.res"] - 17) < 1e-6
+    np.testing.assert_allclose(row["F"], (fit.beta[1] / fit.se.iloc[1]) ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("q, seed", [(1, 0), (2, 1), (3, 2)])
+def test_kenward_roger_equals_the_dense_computation(q, seed):
+    """Phi, P, W and Phi_A group by group (Woodbury) equal pbkrtest's dense formulas, on an
+    unbalanced random design with a q-column random term."""
+    from mmlib.lmm import lmer
+    from dense import dense_kenward_roger
+
+    rng = np.random.default_rng(seed)
+    m = 12
+    sizes = rng.integers(3, 9, size=m)
+    g = np.repeat(np.arange(m), sizes)
+    n = g.size
+    df = pd.DataFrame({"g": g.astype(str), "x1": rng.normal(size=n), "x2": rng.normal(size=n),
+                       "f": rng.choice(["a", "b", "c"], size=n)})
+    b = rng.normal(size=(m, 3)) * [1.0, 0.5, 0.3]
+    df["y"] = 1 + df.x1 - 0.5 * df.x2 + b[g, 0] + b[g, 1] * df.x1 + b[g, 2] * df.x2 + rng.normal(size=n)
+    re = {1: "1", 2: "x1", 3: "x1 + x2"}[q]
+    fit = lmer(f"y ~ x1 + x2 + f + ({re} | g)", df)
+    term = fit.reterms[0]
+    Zb = np.zeros((n, term.m * q))
+    for a in range(q):
+        Zb[np.arange(n), term.codes * q + a] = term.Z[:, a]
+    lam = fit.criterion.lambdas(fit.theta)[0]
+    Psi = fit.sigma ** 2 * lam @ lam.T
+    Es = []
+    for c in range(q):
+        for r in range(c, q):
+            E = np.zeros((q, q))
+            E[r, c] = E[c, r] = 1.0
+            Es.append(E)
+    Phi, P, W, PhiA = dense_kenward_roger(fit.X, Zb, Es, fit.sigma ** 2, Psi)
+    kr = KenwardRoger(fit)
+    np.testing.assert_allclose(kr.Phi, Phi, rtol=1e-8, atol=1e-12)
+    for ours, theirs in zip(kr.P, P):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(kr.W, W, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(kr.PhiA, PhiA, rtol=1e-8, atol=1e-12)
