@@ -286,6 +286,28 @@ def group_crossprod(codes: np.ndarray, m: int, A: np.ndarray, B: np.ndarray | No
     return out
 
 
+def r_labels(values) -> np.ndarray:
+    """Values as R's ``as.character`` spells them, the labels of a factor made from them.
+
+    Integral numbers print without a decimal point whatever their dtype (1.0 and 1 are both
+    "1", so an id read as float in new data still matches the level "1"), other numbers with
+    15 significant digits, logicals as TRUE/FALSE; strings and categories as they are.
+    """
+    values = pd.Series(values)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.astype(str).to_numpy(dtype=object)
+    if pd.api.types.is_bool_dtype(values):
+        return np.where(values.to_numpy(), "TRUE", "FALSE").astype(object)
+    if pd.api.types.is_numeric_dtype(values):
+        x = values.to_numpy(dtype=float)
+        out = np.empty(len(x), dtype=object)
+        integral = np.isfinite(x) & (x == np.round(x)) & (np.abs(x) < 1e15)
+        out[integral] = [str(int(v)) for v in x[integral]]
+        out[~integral] = [f"{v:.15g}" for v in x[~integral]]
+        return out
+    return values.astype(str).to_numpy(dtype=object)
+
+
 def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndarray]:
     """Levels (R's order, unused levels dropped) and codes of a grouping factor (or a:b)."""
     parts = group.split(":")
@@ -296,7 +318,7 @@ def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndar
             return [str(c) for c in col.cat.categories], col.cat.codes.to_numpy().astype(np.intp)
         values = col.to_numpy()
         uniq, codes = np.unique(values, return_inverse=True)  # factor(): sorted levels
-        return [str(u) for u in uniq], codes.astype(np.intp)
+        return list(r_labels(uniq)), codes.astype(np.intp)
     # nested a:b: the interaction of the factors, levels "a:b" in order of the factors' levels
     level_lists, code_lists = zip(*(grouping_factor(frame, p) for p in parts))
     combined = np.zeros(len(frame), dtype=np.int64)
@@ -311,6 +333,19 @@ def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndar
             rest //= len(levels)
         labels.append(":".join(lv[i] for lv, i in zip(level_lists, reversed(idx))))
     return labels, codes.astype(np.intp)
+
+
+def group_codes(newdata: pd.DataFrame, group: str, levels: list[str]) -> np.ndarray:
+    """The level index of each row of new data in a fitted grouping factor (a:b for nested
+    levels), by the labels R would give the values; -1 where the level was not in the fit."""
+    missing = [p for p in group.split(":") if p not in newdata.columns]
+    if missing:
+        raise DataError(f"new data lack the grouping variable(s) {', '.join(missing)}")
+    labels = r_labels(newdata[group.split(":")[0]])
+    for part in group.split(":")[1:]:
+        labels = np.array([f"{a}:{b}" for a, b in zip(labels, r_labels(newdata[part]))], dtype=object)
+    index = {lev: i for i, lev in enumerate(levels)}
+    return np.array([index.get(lab, -1) for lab in labels], dtype=np.intp)
 
 
 def _from_fixed(expr: str, fixed: FixedDesign | None, frame: pd.DataFrame):

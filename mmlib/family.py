@@ -91,6 +91,17 @@ class Family:
             return special.gammaln(trials + 1) - special.gammaln(k + 1) - special.gammaln(trials - k + 1)
         return -special.gammaln(y + 1)
 
+    def deviance_residuals(self, y, mu, trials):
+        """sign(y - mu) sqrt(d_i), d_i each observation's contribution to the deviance, as R's
+        ``family$dev.resids`` (for binomial, weighted by the number of trials)."""
+        if self.name == "binomial":
+            mu = np.clip(mu, _EPS, 1 - _EPS)
+            d = 2 * trials * (special.xlogy(y, y / mu) + special.xlogy(1 - y, (1 - y) / (1 - mu)))
+        else:
+            mu = np.maximum(mu, _EPS)
+            d = 2 * (special.xlogy(y, y / mu) - (y - mu))
+        return np.sign(y - mu) * np.sqrt(np.maximum(d, 0.0))
+
     def initialize(self, y, trials):
         """Starting means, as R's ``family$initialize``."""
         if self.name == "binomial":

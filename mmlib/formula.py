@@ -64,13 +64,15 @@ def _top_level_split(text: str, sep: str) -> list[str]:
     return parts
 
 
-def _expand_group(group: str) -> list[str]:
-    """``a/b`` means ``a`` and ``a:b`` (lme4's nesting shorthand)."""
+def _expand_group(group: str, inner_first: bool) -> list[str]:
+    """``a/b`` means ``a`` and ``a`` with ``b`` within it: lme4 names the latter ``b:a`` (inner
+    first, as its ``expandSlash`` writes it), nlme ``a:b`` (its levels read "a/b")."""
     parts = [p.strip() for p in group.split("/")]
-    return [":".join(parts[: k + 1]) for k in range(len(parts))]
+    nested = [parts[: k + 1] for k in range(len(parts))]
+    return [":".join(reversed(p) if inner_first else p) for p in nested]
 
 
-def parse_bar(text: str) -> list[RandomTerm]:
+def parse_bar(text: str, lme4: bool = True) -> list[RandomTerm]:
     """Parse the inside of one random-effects term, ``expr | group`` or ``expr || group``."""
     double = _top_level_split(text, "||")
     if len(double) == 2:
@@ -85,7 +87,7 @@ def parse_bar(text: str) -> list[RandomTerm]:
         raise FormulaError(f"random-effects term ({text}) has nothing left of the bar")
     if not re.fullmatch(r"[A-Za-z_.][\w.]*(\s*[:/]\s*[A-Za-z_.][\w.]*)*", group):
         raise FormulaError(f"grouping factor {group!r} must be a column name (or a:b, a/b)")
-    return [RandomTerm(expr, g.replace(" ", ""), correlated) for g in _expand_group(group)]
+    return [RandomTerm(expr, g.replace(" ", ""), correlated) for g in _expand_group(group, lme4)]
 
 
 def parse(formula: str) -> MixedFormula:
@@ -116,7 +118,7 @@ def parse_lme(fixed: str, random: str) -> MixedFormula:
     base = parse(fixed)
     if base.random:
         raise FormulaError("lme takes random effects in `random`, not in the fixed formula")
-    return MixedFormula(base.response, base.fixed, tuple(parse_bar(rhs)), base.text)
+    return MixedFormula(base.response, base.fixed, tuple(parse_bar(rhs, lme4=False)), base.text)
 
 
 def _normalize(rhs: str) -> str:

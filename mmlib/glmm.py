@@ -33,6 +33,7 @@ from .formula import parse
 from .lmm import _batched_backward, _batched_cholesky, _batched_forward
 from .optimizer import Minimizer, central_hessian, central_jacobian
 from .optsummary import ConvergenceWarning
+from .randomeffects import contributions, new_levels_error, re_form_groups
 
 
 class _Groups:
@@ -345,7 +346,7 @@ class GlmerMod(FittedModel):
         crit = self.criterion
         lam = crit.lambdas(params)[0]
         u, _, pdev, logdet, (L, w) = crit.pirls(lam, self.beta, crit.u, update_beta=False)
-        self.u = u
+        self.u, self._pirls_factor = u, L
         self._b = [u @ lam.T]
         eta = crit._eta(lam, self.beta, u)
         self.eta, self.mu = eta, self.family.link.linkinv(eta)
@@ -428,9 +429,59 @@ class GlmerMod(FittedModel):
         t = self.reterms[0]
         return VarCorr([t.group], [t.names], [lam @ lam.T], 1.0)
 
-    def ranef(self) -> dict[str, pd.DataFrame]:
+    def ranef(self, condVar: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects per grouping factor; ``condVar=True`` attaches
+        lme4's conditional covariances, Lambda (Lambda'Z'WZ Lambda + I)^-1 Lambda' per group
+        with W the GLM weights at the modes, as ``frame.attrs["condVar"]`` (groups, q, q)."""
         t = self.reterms[0]
-        return {t.group: pd.DataFrame(self._b[0], index=pd.Index(t.levels, name=t.group), columns=t.names)}
+        frame = pd.DataFrame(self._b[0], index=pd.Index(t.levels, name=t.group), columns=t.names)
+        if condVar:
+            lam = self.criterion.lambdas(np.concatenate([self.theta, self.beta]))[0]
+            C = _batched_forward(self._pirls_factor, np.ascontiguousarray(
+                np.broadcast_to(lam.T, (t.m, t.q, t.q))))
+            frame.attrs["condVar"] = np.swapaxes(C, 1, 2) @ C
+        return {t.group: frame}
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-group coefficients: fixed effects plus the group's random effects (lme4's coef)."""
+        out = {}
+        for group, re in self.ranef().items():
+            frame = pd.DataFrame(np.tile(self.beta, (len(re), 1)), index=re.index, columns=self.coef_names)
+            for name in re.columns:
+                if name in frame.columns:
+                    frame[name] += re[name].to_numpy()
+            out[group] = frame
+        return out
+
+    def fitted(self) -> pd.Series:
+        """The conditional means mu (on the response scale, proportions for binomial), as lme4's."""
+        return pd.Series(self.mu, index=self.frame.index, name="fitted")
+
+    def resid(self, type: str = "deviance") -> pd.Series:
+        """lme4's residuals of a GLMM at the conditional modes: ``"deviance"`` (the default),
+        ``"pearson"`` (y - mu) / sqrt(V(mu) / trials), ``"response"`` y - mu and ``"working"``
+        (y - mu) / (dmu/deta)."""
+        if type == "deviance":
+            r = self.family.deviance_residuals(self.y, self.mu, self.trials)
+        elif type == "pearson":
+            r = self.pearson_residuals()
+        elif type == "response":
+            r = self.y - self.mu
+        elif type == "working":
+            r = (self.y - self.mu) / self.family.link.mu_eta(self.eta)
+        else:
+            raise ValueError(f"unknown residual type {type!r}; use 'deviance', 'pearson', 'response' or 'working'")
+        return pd.Series(r, index=self.frame.index, name="resid")
+
+    def deviance(self) -> float:
+        """lme4's deviance of a GLMM: the sum of the squared deviance residuals at the modes
+        (the conditional deviance; -2 log-likelihood is ``-2 * loglik``)."""
+        return float(np.sum(self.resid("deviance").to_numpy() ** 2))
+
+    @property
+    def df_residual(self) -> int:
+        """Observations less the parameters (fixed effects and covariance parameters)."""
+        return self.n - self.n_params
 
     def coef_table(self) -> pd.DataFrame:
         z = self.beta / self.se.to_numpy()
@@ -441,26 +492,27 @@ class GlmerMod(FittedModel):
         v = self.family.variance(self.mu) / self.trials
         return (self.y - self.mu) / np.sqrt(v)
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form=..., type: str = "link") -> pd.Series:
-        """Predictions; ``re_form=None`` for the population level; ``type="response"`` for means."""
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=..., type: str = "link",
+                allow_new_levels: bool = False) -> pd.Series:
+        """Predictions on the link scale (``type="response"`` for means): with the random effects
+        (the default), at the population level (``re_form=None``) or with those of the terms a
+        formula names (``re_form="~ (1 | g)"``).  A group the fit has not seen is an error, as in
+        lme4, unless ``allow_new_levels=True``, which predicts it at the population level."""
         if type not in ("link", "response"):
             raise ValueError(f"type must be 'link' or 'response', not {type!r}")
+        X = self.X if newdata is None else self.fixed.matrix(newdata)
+        index = self.frame.index if newdata is None else newdata.index
+        keep = re_form_groups(re_form, self.reterms)
+        terms = [(t, b) for t, b in zip(self.reterms, self._b) if t.group in keep]
         if newdata is None:
-            eta = self.eta if re_form is not None else self.X @ self.beta
-            index = self.frame.index
-        else:
-            eta = self.fixed.matrix(newdata) @ self.beta
-            index = newdata.index
-            if re_form is not None:
-                t = self.reterms[0]
-                codes = newdata[t.group].astype(str).map({lev: i for i, lev in enumerate(t.levels)})
-                known = codes.notna().to_numpy()
-                Zn = (np.asarray(t.spec.get_model_matrix(newdata, context=dsg.R_FUNCTIONS), float)
-                      if t.spec is not None else
-                      self.fixed.matrix(newdata)[:, [self.coef_names.index(n) for n in t.names]])
-                contrib = np.zeros(len(newdata))
-                contrib[known] = np.einsum("nq,nq->n", Zn[known], self._b[0][codes[known].astype(int).to_numpy()])
-                eta = eta + contrib
+            chosen = [(t, np.einsum("nq,nq->n", t.Z, b[t.codes])) for t, b in terms]
+        else:  # only the terms asked for: new data need no other grouping columns
+            chosen = [(t, contributions([t], [b], newdata, self.fixed, X)[0]) for t, b in terms]
+        if newdata is not None and not allow_new_levels:
+            message = new_levels_error([t for t, _ in chosen], newdata, [c for _, c in chosen])
+            if message:
+                raise dsg.DataError(message)
+        eta = X @ self.beta + sum((np.nan_to_num(c) for _, c in chosen), np.zeros(len(index)))
         out = self.family.link.linkinv(eta) if type == "response" else eta
         return pd.Series(out, index=index, name="predict")
 

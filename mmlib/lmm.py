@@ -22,6 +22,7 @@ with n.  Several random-effects terms (nested or crossed) use a sparse ``Z``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,8 @@ from scipy import stats
 from . import design as dsg
 from .covariance import VarCorr, lower_indices, theta_layout
 from .fitted import FittedModel
+from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label,
+                            re_form_groups)
 from .formula import MixedFormula, parse, parse_lme
 from .optimizer import Minimizer
 from .optsummary import OptSummary
@@ -126,6 +129,14 @@ class _BlockSystem:
 
     def modes(self, lams, state, beta) -> list[np.ndarray]:
         return [self.spherical_modes(state, beta) @ lams[0].T]
+
+    def conditional_covariances(self, lams) -> list[np.ndarray]:
+        """Lambda A_i^-1 Lambda' per group: C'C with C = L_i^-1 Lambda'."""
+        lam = lams[0]
+        m, q = self.m, self.q
+        A = (self.ZtZ.reshape(m, q * q) @ np.kron(lam, lam)).reshape(m, q, q) + self.eye
+        C = _batched_forward(_batched_cholesky(A), np.ascontiguousarray(np.broadcast_to(lam.T, (m, q, q))))
+        return [np.swapaxes(C, 1, 2) @ C]
 
     def gradient(self, lams, state, beta, RX, r2, reml: bool, n: int, block) -> np.ndarray:
         """Analytic gradient of the profiled criterion with respect to theta.
@@ -254,6 +265,22 @@ class _SparseSystem:
         b = lam @ (Wy - WX @ beta)
         return [b[off:off + m * q].reshape(m, q) for off, m, q in self.offsets]
 
+    COVARIANCE_LIMIT = 20000  # random effects up to which A^-1 is formed densely
+
+    def conditional_covariances(self, theta) -> list[np.ndarray]:
+        """The per-group diagonal blocks of Lambda A^-1 Lambda', one array per term."""
+        if self.Q > self.COVARIANCE_LIMIT:
+            raise NotImplementedError(f"conditional variances for {self.Q} random effects (more than "
+                                      f"{self.COVARIANCE_LIMIT}) are not implemented")
+        lam = self.lambda_matrix(theta)
+        A = (lam.T @ self.ZtZ @ lam + sp.identity(self.Q, format="csc")).toarray()
+        full = lam @ (lam @ np.linalg.inv(A)).T  # Lambda A^-1 Lambda' (A symmetric)
+        out = []
+        for off, m, q in self.offsets:
+            idx = off + np.arange(m)[:, None] * q + np.arange(q)[None, :]
+            out.append(full[idx[:, :, None], idx[:, None, :]])
+        return out
+
 
 # ------------------------------------------------------------------------------ engine
 @dataclass
@@ -340,6 +367,14 @@ class LMMCriterion(Minimizer):
         arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
         return self.system.modes(arg, solution.state, solution.beta)
 
+    def conditional_covariances(self, theta) -> list[np.ndarray]:
+        """Lambda (Lambda'Z'Z Lambda + I)^-1 Lambda' in per-group blocks (groups, q, q), one
+        array per term: times sigma^2, the covariance of the random effects given the data
+        and the estimates (lme4's ``condVar``)."""
+        theta = np.asarray(theta, dtype=float)
+        arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
+        return self.system.conditional_covariances(arg)
+
     def gradient(self, theta, reml: bool) -> np.ndarray:
         """The gradient of the criterion: analytic for one grouping factor, else numerical."""
         if isinstance(self.system, _BlockSystem):
@@ -410,6 +445,10 @@ class CorrelatedLMMCriterion(LMMCriterion):
     def modes(self, params, solution: _Solution) -> list[np.ndarray]:
         system = self.whitened(params[self.ntheta:])[0]
         return system.modes(self.lambdas(params), solution.state, solution.beta)
+
+    def conditional_covariances(self, params) -> list[np.ndarray]:
+        params = np.asarray(params, dtype=float)
+        return self.whitened(params[self.ntheta:])[0].conditional_covariances(self.lambdas(params))
 
     def gradient_theta(self, params, reml: bool) -> np.ndarray:
         """The exact gradient in theta alone, the correlation parameters held (the whitened
@@ -551,23 +590,67 @@ class LinearMixedModel(FittedModel):
     def coef_names(self) -> list[str]:
         return list(self.fixed.names)
 
-    def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes of the random effects, one frame per grouping factor (level order)."""
+    def ranef(self, condVar: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects, one frame per grouping factor (level order).
+
+        ``condVar=True`` (lme4's ``postVar``) attaches their conditional covariances given the
+        estimates, sigma^2 Lambda (Lambda'Z'Z Lambda + I)^-1 Lambda' in blocks per group, as
+        ``frame.attrs["condVar"]``: an array (groups, q, q) in the frame's row and column order.
+        """
         out: dict[str, pd.DataFrame] = {}
-        for term, b in zip(self.reterms, self._b):
-            frame = pd.DataFrame(b, index=pd.Index(term.levels, name=term.group), columns=term.names)
-            out[term.group] = pd.concat([out[term.group], frame], axis=1) if term.group in out else frame
+        cov = self.criterion.conditional_covariances(self.theta) if condVar else None
+        for k, (term, b) in enumerate(zip(self.reterms, self._b)):
+            key = self._group_key(term.group)
+            labels = [nlme_label(lev) for lev in term.levels] if self.flavor == "nlme" else term.levels
+            frame = pd.DataFrame(b, index=pd.Index(labels, name=key), columns=term.names)
+            blocks = None if cov is None else self.sigma ** 2 * cov[k]
+            if key in out:  # a || term split into its columns: one frame, block-diagonal covariances
+                prev = out[key]
+                if blocks is not None:
+                    old = prev.attrs["condVar"]
+                    q0, q1 = old.shape[1], blocks.shape[1]
+                    joined = np.zeros((len(frame), q0 + q1, q0 + q1))
+                    joined[:, :q0, :q0], joined[:, q0:, q0:] = old, blocks
+                    blocks = joined
+                frame = pd.concat([prev, frame], axis=1)
+            if blocks is not None:
+                frame.attrs["condVar"] = blocks
+            out[key] = frame
         return out
 
-    def coef(self) -> dict[str, pd.DataFrame]:
-        """Per-group coefficients: fixed effects plus the group's random effects."""
+    def _group_key(self, group: str) -> str:
+        """How R names a grouping factor: nlme by its innermost factor, lme4 as written."""
+        return level_name(group) if self.flavor == "nlme" else group
+
+    def coef(self, level: int | None = None) -> dict[str, pd.DataFrame] | pd.DataFrame:
+        """Per-group coefficients: fixed effects plus the group's random effects (nlme adds
+        those of the outer levels too: ``coef(fit, level=2)`` of ``~ 1 | Block/Variety``).
+
+        ``level=k`` (nlme) returns the frame of the k-th grouping level; the default returns
+        every grouping factor's frame by name (lme4's ``coef``, nlme's innermost with ``level``).
+        """
+        ranef = self.ranef()
+        groups = [self._group_key(g) for g in grouping_levels(self.reterms)]
         out = {}
-        for group, re in self.ranef().items():
+        for depth, key in enumerate(groups, start=1):
+            re = ranef[key]
             frame = pd.DataFrame(np.tile(self.beta, (len(re), 1)), index=re.index, columns=self.coef_names)
+            # the outer levels' effects of each group (nlme: "I/Victory" lies in Block "I")
+            for outer in groups[:depth - 1] if self.flavor == "nlme" else []:
+                parents = re.index.str.split("/").str[groups.index(outer)]
+                outer_re = ranef[outer].reindex(parents)
+                for name in outer_re.columns:
+                    if name in frame.columns:
+                        frame[name] += outer_re[name].to_numpy()
             for name in re.columns:
                 if name in frame.columns:
-                    frame[name] += re[name]
-            out[group] = frame
+                    frame[name] += re[name].to_numpy()
+            out[key] = frame
+        if level is not None:
+            if not 1 <= level <= len(groups):
+                raise ValueError(f"level must be between 1 and {len(groups)} (the grouping levels: "
+                                 f"{', '.join(groups)})")
+            return out[groups[level - 1]]
         return out
 
     def VarCorr(self) -> VarCorr:
@@ -588,60 +671,117 @@ class LinearMixedModel(FittedModel):
             return np.array([])
         return self.correlation.to_natural(self.theta[self.criterion.ntheta:])
 
-    @property
-    def deviance(self) -> float:
-        """-2 log-likelihood (ML); for a REML fit, lme4's deviance is that of the ML criterion at the REML estimates."""
-        if not self.REML:
+    def deviance(self, REML: bool | None = None) -> float:
+        """-2 log-likelihood of an ML fit; ``REML=False`` gives the ML deviance at a REML fit's
+        estimates. For a REML fit ``deviance()`` is, as in lme4, the REML criterion (with lme4's
+        warning: use ``REMLcrit()``)."""
+        if REML is None and self.REML:
+            warnings.warn("deviance() is deprecated for REML fits; use REMLcrit() for the REML criterion "
+                          "or deviance(REML=False) for the deviance at the REML fit", FutureWarning, stacklevel=2)
             return self.deviance_value
-        return self.criterion.objective(self.theta, reml=False)
+        if REML is None or REML == self.REML:
+            return self.deviance_value
+        return self.criterion.objective(self.theta, reml=bool(REML))
+
+    def REMLcrit(self) -> float:
+        """The REML criterion at the estimates (-2 times the REML log-likelihood)."""
+        return self.deviance_value if self.REML else self.criterion.objective(self.theta, reml=True)
+
+    @property
+    def df_residual(self) -> int:
+        """Observations less the parameters (fixed, covariance, sigma), as lme4's df.residual."""
+        return self.n - self.n_params
 
     @property
     def ngroups(self) -> dict[str, int]:
         return {t.group: t.m for t in self.reterms}
 
     # --- fitted values and prediction ----------------------------------------------
-    def _Zb(self) -> np.ndarray:
-        out = np.zeros(self.n)
-        for term, b in zip(self.reterms, self._b):
-            out += np.einsum("nq,nq->n", term.Z, b[term.codes])
-        return out
+    @property
+    def group_levels(self) -> list[str]:
+        """The grouping levels, outer to inner (nlme's levels 1, 2, ...)."""
+        return grouping_levels(self.reterms)
 
-    def fitted(self, level: int = 1) -> pd.Series:
-        mu = self.X @ self.beta + (self._Zb() if level else 0.0)
-        return pd.Series(mu, index=self.frame.index, name="fitted")
+    def _levels(self, level) -> list[int]:
+        """``level`` as a list of nlme levels (None: the innermost)."""
+        deepest = len(self.group_levels)
+        levels = [deepest] if level is None else list(np.atleast_1d(level))
+        for lev in levels:
+            if not (isinstance(lev, (int, np.integer)) and 0 <= lev <= deepest):
+                raise ValueError(f"level must be an integer from 0 (population) to {deepest} "
+                                 f"({', '.join(self.group_levels)}), not {lev!r}")
+        return [int(lev) for lev in levels]
 
-    def resid(self, type: str = "response", level: int = 1) -> pd.Series:
-        r = self.y - self.fitted(level).to_numpy()
-        if type == "pearson":
-            r = r / self.sigma
-        elif type != "response":
-            raise ValueError(f"unknown residual type {type!r}; use 'response' or 'pearson'")
-        return pd.Series(r, index=self.frame.index, name="resid")
+    def _by_level(self, fixed_part: np.ndarray, contribs: list[np.ndarray], levels: list[int]) -> list[np.ndarray]:
+        """Fixed part plus the terms of the first k grouping levels, for each k in ``levels``."""
+        depth = [self.group_levels.index(t.group) + 1 for t in self.reterms]
+        return [fixed_part + sum((c for c, d in zip(contribs, depth) if d <= lev and c is not None),
+                                 np.zeros_like(fixed_part))
+                for lev in levels]
 
-    def predict(self, newdata: pd.DataFrame | None = None, level: int = 1, re_form=...) -> pd.Series:
-        """Predictions; ``level=0`` (nlme) or ``re_form=None`` (lme4) gives population values."""
-        if re_form is None:
-            level = 0
-        if newdata is None:
-            return self.fitted(level)
-        X = self.fixed.matrix(newdata)
-        mu = X @ self.beta
-        if level:
-            for term, b in zip(self.reterms, self._b):
-                index = {lev: i for i, lev in enumerate(term.levels)}
-                groups = newdata[term.group].astype(str) if ":" not in term.group else None
-                if groups is None:
-                    raise NotImplementedError("prediction at a nested level from new data")
-                codes = groups.map(index)
-                if term.spec is not None:
-                    Z = np.asarray(term.spec.get_model_matrix(newdata, context=dsg.R_FUNCTIONS), dtype=float)
-                else:  # the term's columns are columns of X
-                    Z = X[:, [self.fixed.names.index(name) for name in term.names]]
-                known = codes.notna().to_numpy()
-                contrib = np.zeros(len(newdata))
-                contrib[known] = np.einsum("nq,nq->n", Z[known], b[codes[known].astype(int).to_numpy()])
-                mu = mu + contrib  # new levels get the population value (b = 0)
-        return pd.Series(mu, index=newdata.index, name="predict")
+    def _level_frame(self, values: list[np.ndarray], levels: list[int], index, prefix: str = ""):
+        names = ["fixed" if lev == 0 else level_name(self.group_levels[lev - 1]) for lev in levels]
+        return pd.DataFrame({prefix + n: v for n, v in zip(names, values)}, index=index)
+
+    def _fitted_contributions(self) -> list[np.ndarray]:
+        return [np.einsum("nq,nq->n", t.Z, b[t.codes]) for t, b in zip(self.reterms, self._b)]
+
+    def fitted(self, level: int | list[int] | None = None) -> pd.Series | pd.DataFrame:
+        """Fitted values: at the innermost level by default; ``level=0`` the population values,
+        ``level=k`` with the random effects of the first k grouping levels (nlme); a list of
+        levels gives a frame with a column per level ("fixed", then the levels' names)."""
+        levels = self._levels(level)
+        values = self._by_level(self.X @ self.beta, self._fitted_contributions(), levels)
+        if np.ndim(level) == 0:
+            return pd.Series(values[0], index=self.frame.index, name="fitted")
+        return self._level_frame(values, levels, self.frame.index)
+
+    def resid(self, type: str = "response", level: int | list[int] | None = None):
+        """Response residuals y - fitted at ``level`` (see :meth:`fitted`)."""
+        if type != "response":
+            raise ValueError(f"unknown residual type {type!r}; use 'response'")
+        fitted = self.fitted(level)
+        if isinstance(fitted, pd.DataFrame):
+            return fitted.rsub(self.y, axis=0)
+        return pd.Series(self.y - fitted.to_numpy(), index=self.frame.index, name="resid")
+
+    def predict(self, newdata: pd.DataFrame | None = None, level: int | list[int] | None = None, re_form=...,
+                allow_new_levels: bool = False):
+        """Predictions for ``newdata`` (the fitted values without it).
+
+        nlme's ``level`` (``lme`` fits): 0 for the population, k for the first k grouping
+        levels, a list for a frame of them; a row whose group the fit has not seen is NaN at
+        that level and the inner ones, as nlme's NA.  lme4's ``re_form`` (``lmer`` fits):
+        ``None`` for the population, a formula such as ``"~ (1 | g)"`` for the terms it
+        names; a group the fit has not seen is an error unless ``allow_new_levels=True``,
+        which predicts it at the population level of that term.
+        """
+        X = self.X if newdata is None else self.fixed.matrix(newdata)
+        index = self.frame.index if newdata is None else newdata.index
+
+        def contribs(needed):  # only the terms asked for: new data need no other grouping columns
+            if newdata is None:
+                return [c if t.group in needed else None
+                        for t, c in zip(self.reterms, self._fitted_contributions())]
+            return [contributions([t], [b], newdata, self.fixed, X)[0] if t.group in needed else None
+                    for t, b in zip(self.reterms, self._b)]
+
+        if self.flavor == "nlme" and re_form is Ellipsis:
+            levels = self._levels(level)
+            values = self._by_level(X @ self.beta, contribs(set(self.group_levels[:max(levels)])), levels)
+            if np.ndim(level) == 0:
+                return pd.Series(values[0], index=index, name="predict")
+            return self._level_frame(values, levels, index, prefix="predict.")
+        if level is not None:
+            re_form = None if level == 0 else re_form
+        keep = re_form_groups(re_form, self.reterms)
+        chosen = [(t, c) for t, c in zip(self.reterms, contribs(keep)) if t.group in keep]
+        if newdata is not None and not allow_new_levels:
+            message = new_levels_error([t for t, _ in chosen], newdata, [c for _, c in chosen])
+            if message:
+                raise dsg.DataError(message)
+        mu = X @ self.beta + sum((np.nan_to_num(c) for _, c in chosen), np.zeros(len(index)))
+        return pd.Series(mu, index=index, name="predict")
 
     # --- refitting ------------------------------------------------------------------
     def refit(self, REML: bool) -> "LinearMixedModel":
@@ -677,7 +817,7 @@ class LinearMixedModel(FittedModel):
                             index=self.coef_names)
 
     def scaled_residuals(self) -> np.ndarray:
-        return self.resid().to_numpy() / self.sigma
+        return (self.y - self.fitted().to_numpy()) / self.sigma
 
     def summary(self):
         from .printing import LmerSummary
@@ -690,6 +830,14 @@ class LinearMixedModel(FittedModel):
 
 class LmerMod(LinearMixedModel):
     """A fit by :func:`lmer` (lme4's conventions)."""
+
+    def resid(self, type: str = "response", scaled: bool = False) -> pd.Series:
+        """lme4's residuals: for an unweighted linear mixed model the response, working,
+        Pearson and deviance residuals are all y - fitted; ``scaled=True`` divides by sigma."""
+        if type not in ("response", "pearson", "working", "deviance"):
+            raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson', 'working' or 'deviance'")
+        r = self.y - self.fitted().to_numpy()
+        return pd.Series(r / self.sigma if scaled else r, index=self.frame.index, name="resid")
 
 
 class Lme(LinearMixedModel):
@@ -763,7 +911,31 @@ class Lme(LinearMixedModel):
 
     def std_residuals(self) -> np.ndarray:
         """Standardized within-group residuals, (y - fitted at the innermost level) / sigma."""
-        return self.resid().to_numpy() / self.sigma
+        return (self.y - self.fitted().to_numpy()) / self.sigma
+
+    def resid(self, type: str = "response", level: int | list[int] | None = None):
+        """nlme's residuals at ``level`` (see :meth:`fitted`): ``"response"`` y - fitted,
+        ``"pearson"`` divided by sigma, ``"normalized"`` Pearson residuals pre-multiplied by the
+        inverse of the Cholesky factor of each group's estimated error correlation (equal to
+        the Pearson ones without a correlation structure)."""
+        if type not in ("response", "pearson", "normalized"):
+            raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson' or 'normalized'")
+        r = super().resid("response", level)
+        if type == "response":
+            return r
+        r = r / self.sigma
+        if type == "normalized" and self.correlation is not None:
+            cor = self.correlation
+            u = self.theta[self.criterion.ntheta:]
+            if isinstance(r, pd.DataFrame):
+                return r.apply(lambda col: pd.Series(self._whiten(cor, u, col.to_numpy()), index=r.index))
+            r = pd.Series(self._whiten(cor, u, r.to_numpy()), index=r.index, name="resid")
+        return r
+
+    @staticmethod
+    def _whiten(cor, u, values: np.ndarray) -> np.ndarray:
+        W, _ = cor.whiten(u, cor.pad(values[:, None]))
+        return W[cor.codes, cor.position, 0]
 
     def summary(self):
         from .printing import LmeSummary

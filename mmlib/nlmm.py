@@ -157,11 +157,12 @@ class NlmeFit(FittedModel):
         self.data_name = data_name or "data"
         self.model_text = model
         self.fixed_text, self.random_text = fixed, random
-        self.designs, self.names, self.slices = {}, [], {}
+        self.designs, self.fixed_designs, self.names, self.slices = {}, {}, [], {}
         start_idx = 0
         for p in self.params:
             rhs_p = fixed[p].split("~", 1)[1]
             d = dsg.fixed_design(rhs_p, frame)
+            self.fixed_designs[p] = d  # its coding (levels, contrasts) rebuilds it for new data
             self.designs[p] = d.X
             cols = [p] if d.names == ["(Intercept)"] else [f"{p}.{n}" for n in d.names]
             self.names += cols
@@ -353,15 +354,27 @@ class NlmeFit(FittedModel):
     def _fit(self, start, maxiter, tol, boundary=True):
         self._start, self._settings = start, {"maxiter": maxiter, "tol": tol, "boundary": boundary}
         run = self._alternate(start, maxiter, tol)
-        self._set_estimates(run["crit"], run["theta"])
         info, it, change, stop = run["info"], run["iterations"], run["change"], run["stop"]
-        unidentified = self._unidentified()
-        if stop is None and unidentified is not None:
-            stop = "unidentified"
+        try:
+            self._set_estimates(run["crit"], run["theta"])
+        except NlmeError:
+            # a drift can end where the linearized fixed effects are singular (where exactly
+            # depends on rounding: the drifting path is chaotic); that is a drift like any other
+            if stop is None:
+                raise
+            ended = None
+        else:
+            ended = True
+            if stop is None and self._unidentified() is not None:
+                stop = "unidentified"
         converged = run["converged"] and stop is None
         # only a drift says that no interior fixed point is near; an iteration limit may only
         # mean that more iterations are needed, which the warning below says
         face = self._boundary_fit(maxiter, tol) if stop is not None and boundary and self.q > 1 else None
+        if face is None and ended is None:
+            raise NlmeError(f"the alternating iterations drifted to where {DRIFTS[stop]}, and the linearized "
+                            "mixed model there is singular: there is no estimate. Simplify the random "
+                            "effects or try other start values")
         notes = []
         if face is not None:
             drop, reduced = face
@@ -394,7 +407,7 @@ class NlmeFit(FittedModel):
         if face is not None:
             warnings.warn(f"nlme: {notes[0]}", SingularFitWarning, stacklevel=4)
         elif stop == "unidentified":
-            j, k, _ = self._unidentified() or (*_max_correlation(self._vcov)[:2], None)
+            j, k, _ = _max_correlation(self._vcov)
             warnings.warn(f"nlme: the iterations stopped where the fixed effects {self.names[j]} and "
                           f"{self.names[k]} are not separately identified (their estimates are correlated "
                           f"beyond {UNIDENTIFIED}): the fit has drifted and is not an estimate. Simplify "
@@ -445,26 +458,49 @@ class NlmeFit(FittedModel):
         return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df, "t-value": t,
                              "p-value": 2 * stats.t.sf(np.abs(t), df)}, index=self.names)
 
+    def coef(self) -> pd.DataFrame:
+        """nlme's coef: each group's coefficients, the fixed effects plus its random effects."""
+        re = self.ranef()[self.group]
+        out = pd.DataFrame(np.tile(self.beta, (self.m, 1)), index=re.index, columns=self.names)
+        for j, p in enumerate(self.random_params):
+            out[self.names[self.slices[p].start]] += self._b[:, j]
+        return out
+
     def fitted(self, level: int = 1) -> pd.Series:
+        """Fitted values: ``level=0`` the population curve, ``level=1`` with the random effects."""
+        if level not in (0, 1):
+            raise ValueError(f"level must be 0 (population) or 1 ({self.group}), not {level!r}")
         b = self._b if level else np.zeros_like(self._b)
         return pd.Series(self._f(self.beta, b), index=self.frame.index, name="fitted")
+
+    def resid(self, type: str = "response", level: int = 1) -> pd.Series:
+        """nlme's residuals at ``level``: ``"response"`` y - fitted, ``"pearson"`` (and
+        ``"normalized"``, the same without a correlation structure) divided by sigma."""
+        if type not in ("response", "pearson", "normalized"):
+            raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson' or 'normalized'")
+        r = self.y - self.fitted(level).to_numpy()
+        return pd.Series(r if type == "response" else r / self.sigma, index=self.frame.index, name="resid")
 
     def std_residuals(self) -> np.ndarray:
         return (self.y - self.fitted().to_numpy()) / self.sigma
 
     def predict(self, newdata: pd.DataFrame, level: int = 1) -> pd.Series:
-        """Predictions for new data: ``level=0`` the population curve (random effects 0)."""
-        designs = {}
-        for p in self.params:
-            rhs_p = self.fixed_text[p].split("~", 1)[1]
-            designs[p] = dsg.fixed_design(rhs_p, newdata).X if rhs_p.strip() != "1" else np.ones((len(newdata), 1))
-        phi = {p: designs[p] @ self.beta[self.slices[p]] for p in self.params}
+        """Predictions for new data: ``level=0`` the population curve (random effects 0),
+        ``level=1`` with each group's random effects (NaN for a group the fit has not seen, as
+        nlme's NA). Each parameter's design is built as it was fitted: a factor covariate's
+        levels and contrasts are the fit's, whatever the type of the new column."""
+        if level not in (0, 1):
+            raise ValueError(f"level must be 0 (population) or 1 ({self.group}), not {level!r}")
+        missing = [v for v in self.f.variables if v not in newdata.columns]
+        if missing:
+            raise dsg.DataError(f"new data lack the variable(s) {', '.join(missing)} of the model")
+        phi = {p: self.fixed_designs[p].matrix(newdata) @ self.beta[self.slices[p]] for p in self.params}
         if level:
-            codes = newdata[self.group].astype(str).map({lev: i for i, lev in enumerate(self.levels)})
-            known = codes.notna().to_numpy()
+            codes = dsg.group_codes(newdata, self.group, self.levels)
+            known = codes >= 0
             for j, p in enumerate(self.random_params):
-                add = np.zeros(len(newdata))
-                add[known] = self._b[codes[known].astype(int).to_numpy(), j]
+                add = np.full(len(newdata), np.nan)
+                add[known] = self._b[codes[known], j]
                 phi[p] = phi[p] + add
         data = {v: newdata[v].to_numpy(dtype=float) for v in self.f.variables}
         return pd.Series(self.f(phi, data), index=newdata.index, name="predict")

@@ -13,7 +13,8 @@ def test_parse_splits_random_terms():
     f = parse("y ~ a*b + (x | g) + (1 | c/d) + (0 + x || h)")
     assert f.response == "y" and f.fixed == "a*b"
     assert [(t.expr, t.group, t.correlated) for t in f.random] == [
-        ("x", "g", True), ("1", "c", True), ("1", "c:d", True), ("0 + x", "h", False)]
+        ("x", "g", True), ("1", "c", True), ("1", "d:c", True), ("0 + x", "h", False)]  # lme4: d:c
+    assert [t.group for t in parse_lme("y ~ x", "~ 1 | c/d").random] == ["c", "c:d"]  # nlme: c/d
 
 
 def test_parse_lme_random_formula():

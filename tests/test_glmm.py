@@ -204,3 +204,36 @@ def test_mod_mig_6_is_the_optimum_of_lme4s_own_laplace_deviance(migraine):
     np.testing.assert_allclose(fit.beta, r_beta, rtol=2e-5)
     np.testing.assert_allclose(fit.se.to_numpy(), r_se, rtol=2e-5)
     assert abs(fit.deviance_value - r_deviance) < 1e-5
+
+
+def test_glmer_accessors_are_lme4s():
+    # tests/r/issue12_reference.R, glmer_condvar: lme4 1.1-31, cbpp,
+    # glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), family = binomial,
+    #       control = glmerControl(tolPwrss = 1e-12, optimizer = "bobyqa"))
+    from rref import frame, reference
+
+    ref = reference()["glmer_condvar"]
+    cbpp = frame("cbpp").assign(failures=lambda d: d["size"] - d["incidence"])
+    fit = glmer("cbind(incidence, failures) ~ period + (1 | herd)", cbpp, family="binomial")
+    np.testing.assert_allclose(fit.beta, list(ref["fixef"].values()), rtol=1e-5)
+    np.testing.assert_allclose(fit.theta, list(ref["theta"].values()), rtol=1e-5)
+    np.testing.assert_allclose(fit.loglik, ref["logLik"], rtol=1e-8)
+    for kind in ("pearson", "deviance", "response"):
+        np.testing.assert_allclose(fit.resid(kind), ref[f"resid_{kind}"], rtol=1e-5, atol=1e-7, err_msg=kind)
+    np.testing.assert_allclose(fit.fitted(), ref["fitted"], rtol=1e-6)
+    np.testing.assert_allclose(fit.deviance(), ref["deviance"], rtol=1e-6)
+    assert fit.df_residual == ref["df_residual"]
+    np.testing.assert_allclose(fit.predict(), ref["predict_link"], rtol=1e-5)
+    np.testing.assert_allclose(fit.predict(type="response"), ref["predict_response"], rtol=1e-5)
+    ranef = fit.ranef(condVar=True)["herd"]
+    np.testing.assert_allclose(ranef.attrs["condVar"][:, 0, 0], ref["postVar"], rtol=1e-5)
+
+
+def test_glmer_predict_new_levels_as_lme4(migraine):
+    fit = glmer("headache ~ medication + (1 | id)", migraine, family="binomial")
+    new = migraine.iloc[:2][["medication", "id"]].assign(id=[1.0, 99999])
+    with pytest.raises(dsg.DataError, match="new levels detected in newdata: 99999"):
+        fit.predict(new)
+    out = fit.predict(new, allow_new_levels=True)
+    np.testing.assert_allclose(out.iloc[0], fit.predict().iloc[0])  # id 1.0 is the level "1"
+    np.testing.assert_allclose(out.iloc[1], fit.predict(new, re_form=None).iloc[1])

@@ -158,3 +158,48 @@ def test_non_finite_predictions_at_the_start(wong):
     with pytest.raises(NlmeError, match="non-finite predictions at the start values"):
         nlme("piq ~ theta1 + theta2*log(theta3*days)", wong, fixed=FIXED, random={"id": ["theta1 ~ 1"]},
              start=[100, -2, -10, 0, -1.0])
+
+
+def test_predict_new_data_codes_a_factor_covariate_as_fitted():
+    # tests/r/issue12_reference.R, nlme_factor_predict (nlme 3.1-162). The random effects'
+    # correlation goes to -1 here, as in wong.mod.1: nlme approaches that boundary without
+    # reaching it (its fixed effects still move by 3e-5 between tolerances 1e-6 and 1e-8, towards
+    # ours), so estimates and predictions are compared at 1e-4; the coding is checked exactly.
+    import pandas as pd
+    from rref import reference, table
+
+    ref = reference()["nlme_factor_predict"]
+    wong = datasets.load("Wong")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the boundary
+        fit = nlme("piq ~ theta1 + theta2*exp(-theta3*days)", wong,
+                   fixed={"theta1": "~ sex", "theta2": "~ 1", "theta3": "~ 1"},
+                   random={"id": ["theta1 ~ 1", "theta2 ~ 1"]}, start=ref["start"])
+    np.testing.assert_allclose(fit.beta, list(ref["tolerance_sensitivity"]["tol_1e_8"]["fixef"].values()), rtol=1e-4)
+    new = table(ref["newdata"])
+    want = table(ref["predict_level_0_1"])
+    b0, male, b2, b3 = fit.beta
+    re = fit.ranef()["id"].loc[new.id.astype(str)].to_numpy()
+    exact0 = b0 + male * (new.sex == "Male") + b2 * np.exp(-b3 * new.days)
+    exact1 = b0 + male * (new.sex == "Male") + re[:, 0] + (b2 + re[:, 1]) * np.exp(-b3 * new.days)
+    for sex in (new.sex.astype(str), pd.Categorical(new.sex), pd.Categorical(new.sex, categories=["Male", "Female"])):
+        for ids in (new.id.astype(int), new.id.astype(float), new.id.astype(str)):
+            data = new.assign(sex=sex, id=ids)
+            np.testing.assert_allclose(fit.predict(data, level=0), exact0, rtol=1e-12)
+            np.testing.assert_allclose(fit.predict(data, level=1), exact1, rtol=1e-12)
+    np.testing.assert_allclose(fit.predict(new, level=0), want["predict.fixed"], rtol=1e-4)
+    np.testing.assert_allclose(fit.predict(new, level=1), want["predict.id"], rtol=1e-4)
+    one = new.iloc[[0]].assign(sex="Male")  # one row, a string: was an error
+    np.testing.assert_allclose(fit.predict(one, level=1), [ref["one_row_level1"]], rtol=1e-4)
+    unseen = fit.predict(new.assign(id=[1, 1, 2, 2]), level=1)
+    assert unseen.isna().all()  # nlme: NA for a group the fit has not seen
+
+
+def test_nlme_accessors_agree_with_each_other(wong_mod_1):
+    fit = wong_mod_1
+    coef = fit.coef()
+    assert list(coef.columns) == fit.names and len(coef) == fit.m
+    np.testing.assert_allclose(coef["theta1.(Intercept)"] - fit.beta[0], fit.ranef()["id"].iloc[:, 0])
+    np.testing.assert_allclose(fit.resid(), fit.y - fit.fitted())
+    np.testing.assert_allclose(fit.resid(type="pearson"), fit.std_residuals())
+    np.testing.assert_allclose(fit.resid(level=0), fit.y - fit.fitted(level=0))

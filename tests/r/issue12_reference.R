@@ -659,6 +659,15 @@ block("lme_normalized", {
     corCAR1_Phi = unname(phi),
     logLik = as.numeric(logLik(fm)),
     resid_normalized = arr(unname(resid(fm, type = "normalized"))),
+    ## nlme 3.1-162 misaligns normalized residuals when the rows are not sorted by group: the
+    ## file lists subjects "207a", "207b", ... after "3xx". The same model fitted to the rows
+    ## sorted by subject (the same estimates) gives the residuals of the whitened model, here put
+    ## back in the file's order; resid_normalized above differs from them from row 418 on.
+    resid_normalized_sorted_data = local({
+      o <- order(B$subject)
+      fs <- update(fm, data = B[o, ])
+      arr(unname(resid(fs, type = "normalized"))[order(o)])
+    }),
     resid_pearson = arr(unname(resid(fm, type = "pearson"))),
     resid_response = arr(unname(resid(fm, type = "response"))),
     fitted = df_(fitted(fm, level = 0:1))
