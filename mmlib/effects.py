@@ -4,8 +4,9 @@ The effect of a set of focal predictors is the fitted value of the fixed part ov
 their values, with every other predictor held at a typical value: a numeric one at its mean,
 a factor averaged over its levels in proportion to their frequencies (the model-matrix
 columns at their means).  Standard errors come from the fixed effects' covariance,
-``se = sqrt(diag(X0 V X0'))``, and the bands are ``fit +/- z se`` (normal quantiles, as
-effects uses for mixed models), optionally on a transformed scale.
+``se = sqrt(diag(X0 V X0'))``, and the bands are ``fit +/- q se``, optionally on a
+transformed scale: q the t quantile on n - p degrees of freedom for a linear mixed model
+(``lmer``, ``lme``), the normal quantile for a GLMM, as effects 4.2 computes them.
 """
 
 from __future__ import annotations
@@ -18,12 +19,24 @@ import pandas as pd
 from scipy import stats
 
 
-def _nice(values: np.ndarray, n: int = 5) -> np.ndarray:
-    """n equally spaced values over the range, rounded to 2 significant digits (effects' default)."""
-    lo, hi = float(np.min(values)), float(np.max(values))
-    grid = np.linspace(lo, hi, n)
-    scale = 10 ** (np.floor(np.log10(np.maximum(np.abs(grid), 1e-12))) - 1)
-    return np.round(grid / scale) * scale
+def nice(x, lead_digits: int = 1) -> np.ndarray:
+    """effects' ``nice``: each value rounded to ``lead_digits`` leading digits, with one more
+    digit for all of them whenever two would become equal (8, 9.5, 11, 12.5, 14 -> 8, 9.5, 11,
+    12, 14: at one digit four of them are 10). Rounding halves to even, as R's ``round``."""
+    x = np.atleast_1d(np.asarray(x, dtype=float))
+    out = np.zeros_like(x)
+    nonzero = x != 0
+    # R's log(abs(x), 10) is log(x) / log(10), which can fall an ulp short of an integer
+    power = np.floor(np.log(np.abs(x[nonzero])) / np.log(10)) - (lead_digits - 1)
+    out[nonzero] = np.sign(x[nonzero]) * np.round(np.abs(x[nonzero]) / 10 ** power) * 10 ** power
+    if len(np.unique(out)) < len(out) and lead_digits < 15:
+        return nice(x, lead_digits + 1)
+    return out
+
+
+def focal_values(values: np.ndarray, n: int = 5) -> np.ndarray:
+    """effects' default values of a numeric focal predictor: ``nice(seq(min, max, length = n))``."""
+    return nice(np.linspace(float(np.min(values)), float(np.max(values)), n))
 
 
 class Effect:
@@ -42,19 +55,33 @@ class Effect:
             col = frame[v]
             if isinstance(col.dtype, pd.CategoricalDtype):
                 axes[v] = list(col.cat.categories)
+            elif v in xlevels and np.ndim(xlevels[v]) == 0:  # a count: that many values over the range
+                if not (isinstance(xlevels[v], (int, np.integer)) and xlevels[v] >= 2):
+                    raise ValueError(f"xlevels[{v!r}] must be a list of values or a count of at least 2, "
+                                     f"not {xlevels[v]!r}")
+                axes[v] = list(focal_values(col.to_numpy(dtype=float), int(xlevels[v])))
             elif v in xlevels:
-                axes[v] = list(np.atleast_1d(xlevels[v]))
+                axes[v] = list(np.asarray(xlevels[v], dtype=float))
             else:
-                axes[v] = list(_nice(col.to_numpy(dtype=float)))
+                axes[v] = list(focal_values(col.to_numpy(dtype=float)))
         grid = pd.DataFrame(list(itertools.product(*axes.values())), columns=focal)
         X0 = self._average_matrix(model, grid, focal)
         fit = X0 @ model.beta
         se = np.sqrt(np.einsum("ij,jk,ik->i", X0, model._vcov, X0))
-        z = stats.norm.ppf(0.5 + confidence / 2)
+        z = self.critical_value(model, confidence)
         self.focal, self.model = focal, model
         self.link, self.inverse = transformation or (None, None)
         self.frame = grid.assign(fit=fit, se=se, lower=fit - z * se, upper=fit + z * se)
         self.response = model.formula.response
+
+    @staticmethod
+    def critical_value(model, confidence: float) -> float:
+        """The quantile of the bands: t on n - p df for a Gaussian fit, normal otherwise."""
+        from .lmm import LinearMixedModel
+
+        if isinstance(model, LinearMixedModel):
+            return float(stats.t.ppf(0.5 + confidence / 2, model.n - model.p))
+        return float(stats.norm.ppf(0.5 + confidence / 2))
 
     @staticmethod
     def _average_matrix(model, grid: pd.DataFrame, focal: list[str]) -> np.ndarray:

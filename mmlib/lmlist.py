@@ -4,7 +4,8 @@
 All the fits are computed at once from per-group sums (X_i'X_i, X_i'y_i, y_i'y_i), so the
 cost is one pass over the data whatever the number of groups.  As nlme does by default, the
 confidence intervals use the residual standard error pooled over groups,
-``s^2 = sum_i RSS_i / sum_i (n_i - p)``, with that many degrees of freedom.
+``s^2 = sum_i RSS_i / sum_i (n_i - p)``, with that many degrees of freedom.  A group with
+exactly as many rows as coefficients gets its (exact) coefficients and, as in R, no interval.
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ class LmList:
         Xty = dsg.group_crossprod(codes, m, X, y[:, None])[:, :, 0]
         yty = np.bincount(codes, weights=y * y, minlength=m)
         n_g = np.bincount(codes, minlength=m)
-        ok = (n_g > p) & (np.linalg.matrix_rank(XtX) == p)
+        # a group with as many rows as coefficients is fitted exactly: its coefficients exist,
+        # its standard errors do not (lm's summary has no residual df), so R's intervals are NaN
+        ok = (n_g >= p) & (np.linalg.matrix_rank(XtX) == p)
+        self._exact = ok & (n_g == p)
         if not ok.all():
             bad = [levels[i] for i in np.flatnonzero(~ok)]
-            warnings.warn(f"lmList: {len(bad)} group(s) have too few observations or a singular "
-                          f"design and get no fit: {', '.join(bad[:10])}", stacklevel=2)
+            warnings.warn(f"lmList: {len(bad)} group(s) have fewer observations than coefficients or a "
+                          f"singular design and get no fit: {', '.join(bad[:10])}", stacklevel=2)
         coef = np.full((m, p), np.nan)
         inv = np.full((m, p, p), np.nan)
         inv[ok] = np.linalg.inv(XtX[ok])
@@ -67,6 +71,7 @@ class LmList:
     def intervals(self, level: float = 0.95) -> dict[str, pd.DataFrame]:
         """Confidence intervals for each coefficient (pooled residual standard error)."""
         se = self.sigma * np.sqrt(np.diagonal(self._inv, axis1=1, axis2=2))
+        se[self._exact] = np.nan  # an exactly determined group (as R: NaN limits)
         t = stats.t.ppf(0.5 + level / 2, self.df)
         out = {}
         for j, name in enumerate(self.names):

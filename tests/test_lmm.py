@@ -237,3 +237,21 @@ def test_sparse_lu_path_equals_dense_cholesky(monkeypatch):
     for theta in ([0.7, 0.4], [1.5, 0.05]):
         np.testing.assert_allclose(sparse.objective(np.array(theta), True),
                                    dense.objective(np.array(theta), True), rtol=1e-11)
+
+
+def test_lmlist_exactly_determined_group_has_coefficients_and_no_interval():
+    # tests/r/issue12_reference.R, lmlist_exact: nlme 3.1-162 lmList(Reaction ~ Days | Subject) on
+    # sleepstudy with Subject 308 cut to Days 0 and 1 (2 rows, 2 coefficients)
+    from mmlib.lmlist import lmList
+    from rref import frame, matrix, reference, table
+
+    ref = reference()["lmlist_exact"]
+    data = frame("sleepstudy")
+    data = data[(data.Subject != "308") | (data.Days <= 1)]
+    fit = lmList("Reaction ~ Days | Subject", data)
+    np.testing.assert_allclose(fit.coef().to_numpy(), table(ref["coef"]).to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(fit.sigma, ref["pooled_sigma"], rtol=1e-10)
+    assert fit.df == ref["pooled_sigma_df"]
+    for name, ours in fit.intervals().items():
+        theirs = matrix(ref["intervals_pooled"][name])
+        np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-10)  # NaN where R's is
