@@ -146,6 +146,10 @@ class Minimizer:
         than 1e-12 of its size.
         """
         x = np.asarray(x, dtype=float).copy()
+        # a parameter within rounding of its bound is on it (a log-Cholesky stage leaves a zero
+        # variance at 1e-46, where the criterion is flat and its Hessian singular)
+        near = np.isfinite(lb) & (x - lb < 1e-10 * np.maximum(1.0, np.abs(lb)))
+        x[near] = lb[near]
         g = grad(x)
         if not np.all(np.isfinite(g)):
             return x, 0
