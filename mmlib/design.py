@@ -1,54 +1,55 @@
-"""Model frames and model matrices: the fixed-effects X (via formulaic) and the random-effects Z.
+"""Model frames and model matrices as R builds them: the fixed-effects X and the random-effects Z.
 
-Names follow R exactly: ``(Intercept)``, ``sectorCatholic`` (factor name and level, treatment
-contrasts against the first level), ``cses:sectorCatholic`` (the factors of an interaction in
-the order the variables first appear in the formula, as R's ``terms`` orders them),
-``I(age - 8)``, ``sqrt(posttreat)``.  The choices (contrasts, levels, column names, dropped
-rows) are stored with the design so that new data are built the same way (``predict``).
+A formula's right-hand side is an R expression: ``mmlib.rexpr`` parses it with R's grammar,
+and this module expands it into terms and columns as R's ``terms`` and ``model.matrix`` do:
+
+* terms: ``a*b`` is ``a + b + a:b``, ``a/b`` is ``a + a:b``, ``b %in% a`` is ``b:a``,
+  ``(a + b + c)^2`` all terms up to order two, ``- x`` removes, ``0`` / ``-1`` drop the
+  intercept; terms are ordered by their order (main effects first), each labelled by its
+  variables in the order they first appear in the formula;
+* coding (R's ``TermCode``, Chambers & Hastie 1992, p. 38): a factor in a term is coded by
+  contrasts (treatment for a factor, polynomial for an ordered one) when the term without it
+  is the empty term or is contained in an earlier term, otherwise by indicators of all its
+  levels; without an intercept the first factor gets indicators. Logical and character
+  variables are factors (levels FALSE, TRUE; sorted strings);
+* columns: the product of the variables' columns, the first variable varying fastest, named
+  as R names them (``(Intercept)``, ``sectorCatholic``, ``I(week > 2)TRUE``, ``poly(x, 2)1``,
+  ``cses:sectorCatholic``).
+
+formulaic is not used here: its expression syntax is Python's (``^`` is XOR, ``&`` binds
+tighter than a comparison, there is no ``%%``) and its coding of a term without its margins
+differs from R's. The choices (levels, contrasts, the state of ``poly``/``scale``/``ns``/``bs``,
+dropped rows) are stored with the design, so that new data are built the same way (``predict``).
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 
-import formulaic
 import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from .formula import FormulaError, MixedFormula, RandomTerm, deparse
-
-# R functions a formula may call, by their R names (R's `.` is not valid in Python names).
-R_FUNCTIONS = {
-    "sqrt": np.sqrt, "log": np.log, "log2": np.log2, "log10": np.log10, "exp": np.exp,
-    "abs": np.abs, "as_numeric": lambda x: np.asarray(x, dtype=float),
-}
-_R_TO_PY = {"as.numeric(": "as_numeric(", "TRUE": "True", "FALSE": "False"}
+from . import rexpr
+from .formula import FormulaError, MixedFormula, RandomTerm
+from .rexpr import RExprError, r_labels
 
 
 class DataError(ValueError):
     """Data that cannot be modelled as asked: a missing column, an infinite value, ..."""
 
 
-def _to_python(expr: str, columns) -> str:
-    """An R formula right-hand side as formulaic reads it (backticks around dotted names)."""
-    for r, py in _R_TO_PY.items():
-        expr = expr.replace(r, py)
-
-    def quote(match):
-        name = match.group(0)
-        return f"`{name}`" if "." in name and name in columns else name
-
-    return re.sub(r"(?<![\w.`])[A-Za-z_][\w.]*", quote, expr)
-
-
-def _variables(rhs: str, columns) -> set[str]:
+def _parse(text: str, what: str) -> rexpr.Node:
     try:
-        return set(formulaic.Formula(_to_python(rhs, columns)).required_variables) - set(R_FUNCTIONS)
-    except Exception as exc:  # formulaic's own parse errors
-        raise FormulaError(f"cannot parse formula terms {rhs!r}: {exc}") from None
+        return rexpr.parse(text)
+    except RExprError as exc:
+        raise FormulaError(f"cannot parse {what} {text.strip()!r}: {exc}") from None
+
+
+def _variables(rhs: str, columns=None) -> set[str]:
+    """The data columns an R formula's right-hand side (or any R expression) uses."""
+    return set(rexpr.variables(_parse(rhs, "formula terms")))
 
 
 @dataclass
@@ -71,10 +72,8 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
         wanted |= _variables(term.expr, columns)
         wanted |= set(term.group.split(":"))
     wanted |= set(extra)
-    if formula.response.startswith("cbind("):  # binomial successes and failures
-        response_vars = {v.strip() for v in formula.response[6:-1].split(",")}
-    else:
-        response_vars = _variables(formula.response, columns) if formula.response not in columns else set()
+    # a response that is not a column is an expression (log(y), cbind(k, n - k)) of columns
+    response_vars = _variables(formula.response) if formula.response not in columns else set()
     missing = sorted((wanted | response_vars) - columns)
     if missing:
         raise DataError(
@@ -104,15 +103,33 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
 
 # --------------------------------------------------------------------------- fixed part
 @dataclass
+class Variable:
+    """One variable of a formula (R's sense: an expression such as ``a``, ``I(x^2)``,
+    ``poly(x, 2)``), and how it codes: numeric (one column), matrix (several) or factor."""
+
+    key: str  # R's deparse: the variable's name in column names
+    node: rexpr.Node
+    kind: str = "numeric"  # numeric, matrix or factor
+    levels: list[str] | None = None
+    ordered: bool = False
+    colnames: list[str] | None = None
+
+
+@dataclass
 class FixedDesign:
-    """The fixed-effects model matrix with R's names and term structure."""
+    """A model matrix with R's names and term structure, and what rebuilds it for new data."""
 
     X: np.ndarray
     names: list[str]  # column names as R prints them
     terms: list[str]  # term labels as R prints them ("(Intercept)" first when present)
     assign: np.ndarray  # term index of each column
     term_variables: list[tuple[str, ...]]  # the variables of each term (for marginality)
-    spec: object = field(repr=False)  # formulaic ModelSpec, to rebuild X for new data
+    variables: list[Variable] = field(repr=False, default_factory=list)
+    term_index: list[tuple[int, ...]] = field(repr=False, default_factory=list)  # variables of each term
+    codes: list[tuple[int, ...]] = field(repr=False, default_factory=list)  # 1 contrasts, 2 indicators
+    state: rexpr.State = field(repr=False, default_factory=rexpr.State)
+    offsets: list[rexpr.Node] = field(repr=False, default_factory=list)
+    offset: np.ndarray | None = field(repr=False, default=None)  # the offset on the fitted data
     dropped: list[str] = field(default_factory=list)  # aliased columns removed (rank deficiency)
     keep: np.ndarray | None = field(default=None, repr=False)
 
@@ -120,86 +137,254 @@ class FixedDesign:
     def has_intercept(self) -> bool:
         return bool(self.terms) and self.terms[0] == "(Intercept)"
 
+    @property
+    def spec(self) -> "FixedDesign":  # what rebuilds the matrix for new data
+        return self
+
     def matrix(self, newdata: pd.DataFrame) -> np.ndarray:
-        """X for new data, coded exactly as the fitted data were."""
-        mm = self.spec.get_model_matrix(newdata, context=R_FUNCTIONS, na_action="ignore")
-        X = np.asarray(mm, dtype=float)
+        """X for new data, coded exactly as the fitted data were (levels, contrasts, and the
+        fitted data's poly/scale/spline coefficients)."""
+        state = rexpr.State(self.state.learned, fitting=False)
+        values = [_evaluate(v.node, newdata, state, v) for v in self.variables]
+        X = _columns(self.variables, values, self.term_index, self.codes, self.has_intercept, len(newdata))[0]
         return X[:, self.keep] if self.keep is not None else X
 
-
-def _split_factors(name: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(name):
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        elif ch == ":" and depth == 0:
-            parts.append(name[start:i])
-            start = i + 1
-    parts.append(name[start:])
-    return parts
+    def offset_for(self, newdata: pd.DataFrame) -> np.ndarray:
+        """The formula's ``offset()`` terms on new data (zeros without any)."""
+        state = rexpr.State(self.state.learned, fitting=False)
+        out = np.zeros(len(newdata))
+        for node in self.offsets:
+            out += _numeric(_evaluate(node, newdata, state), rexpr.deparse(node))
+        return out
 
 
-def _r_part(part: str) -> str:
-    """One factor of a formulaic column name in R's spelling."""
-    part = part.replace("`", "")
-    m = re.fullmatch(r"(.*)\[(?:T\.)?(.*)\]", part)
-    if m:  # a factor level: treatment contrast "x[T.b]" or full coding "x[b]"
-        return _r_expr(m.group(1)) + m.group(2)
-    return _r_expr(part)
+def _terms(node: rexpr.Node, offsets: list) -> tuple[list[frozenset], bool | None]:
+    """R's expansion of a formula's right-hand side into terms (sets of variable keys) and
+    the intercept (None where the formula says nothing about it)."""
+    k = node.kind
+    if k == "paren":
+        return _terms(node.args[0], offsets)
+    if k == "num" and node.value in ("0", "1"):
+        return [], node.value == "1"
+    if k == "un" and node.value == "+":
+        return _terms(node.args[0], offsets)
+    if k == "un" and node.value == "-":  # "- x" at the start, "-1"
+        terms, intercept = _terms(node.args[0], offsets)
+        return [], (None if intercept is None else not intercept)
+    if k == "bin" and node.value in ("+", "-", ":", "*", "/", "%in%", "^"):
+        op = node.value
+        left, li = _terms(node.args[0], offsets)
+        if op == "^":
+            right = node.args[1]
+            if right.kind != "num" or float(right.value) != int(float(right.value)) or float(right.value) < 1:
+                raise FormulaError(f"invalid power in formula: {rexpr.deparse(node)} (the power must be a "
+                                   "positive whole number; write I(...) for arithmetic)")
+            out = list(left)
+            for _ in range(int(float(right.value)) - 1):
+                out = _unique(out + [a | b for a in out for b in left])
+            return out, li
+        right, ri = _terms(node.args[1], offsets)
+        if op == "+":
+            return _unique(left + right), (ri if ri is not None else li)
+        if op == "-":
+            return [t for t in left if t not in right], (li if ri is None else not ri)
+        if op == ":":
+            return _unique([a | b for a in left for b in right]), li
+        if op == "*":
+            return _unique(left + right + [a | b for a in left for b in right]), li
+        every = frozenset().union(*left) if op == "/" else frozenset().union(*right)
+        if op == "/":  # a/b = a + b %in% a
+            return _unique(left + [t | every for t in right]), li
+        return _unique([t | every for t in left]), li  # b %in% a: b:a
+    if k == "call" and node.value == "offset":
+        offsets.append(node)
+        return [], None
+    return [frozenset([rexpr.deparse(node)])], None
 
 
-def _r_expr(expr: str) -> str:
-    expr = expr.replace("`", "").replace("as_numeric(", "as.numeric(")
-    if re.fullmatch(r"[\w.]+", expr):
-        return expr
-    return deparse(expr).replace("True", "TRUE").replace("False", "FALSE")
+def _unique(terms: list) -> list:
+    return list(dict.fromkeys(terms))
+
+
+def _variable_nodes(node: rexpr.Node, out: dict) -> None:
+    """The formula's variables by key, in order of first appearance (R's variable order)."""
+    if node.kind == "paren" or (node.kind == "un" and node.value in "+-"):
+        _variable_nodes(node.args[0], out)
+    elif node.kind == "bin" and node.value in ("+", "-", ":", "*", "/", "%in%", "^"):
+        _variable_nodes(node.args[0], out)
+        if node.value != "^":
+            _variable_nodes(node.args[1], out)
+    elif node.kind == "num" and node.value in ("0", "1"):
+        pass
+    elif not (node.kind == "call" and node.value == "offset"):
+        out.setdefault(rexpr.deparse(node), node)
+
+
+def _evaluate(node: rexpr.Node, data: pd.DataFrame, state: rexpr.State, fitted: Variable | None = None):
+    """One variable's values on ``data``; a factor keeps the fitted levels on new data."""
+    columns = {c: _column(data[c]) for c in rexpr.variables(node) if c in data.columns}
+    try:
+        value = rexpr.evaluate(node, columns, state)
+    except RExprError as exc:
+        raise FormulaError(f"term {rexpr.deparse(node)}: {exc}") from None
+    if not isinstance(value, (rexpr.Factor, rexpr.Matrix)) and np.ndim(value) == 0:  # a constant
+        value = np.full(len(data), value)
+    value = value if isinstance(value, (rexpr.Factor, rexpr.Matrix)) else np.asarray(value)
+    if not isinstance(value, (rexpr.Factor, rexpr.Matrix)) and (value.dtype == bool or value.dtype == object
+                                                               or value.dtype.kind in "US"):
+        value = rexpr.as_factor(value, None if fitted is None else fitted.levels)  # logical, character
+    elif isinstance(value, rexpr.Factor) and fitted is not None and value.levels != fitted.levels:
+        try:
+            value = rexpr.as_factor(value.labels(), fitted.levels, value.ordered)
+        except RExprError as exc:
+            raise DataError(f"factor {rexpr.deparse(node)} in new data: {exc}") from None
+    return value
+
+
+def _column(col: pd.Series):
+    """A data column as R sees it: a factor (categorical), logical, number or string array."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return rexpr.as_factor(col.array)
+    if pd.api.types.is_bool_dtype(col):
+        return col.to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=float, na_value=np.nan)
+    return col.to_numpy(dtype=object)
+
+
+def _numeric(value, what: str) -> np.ndarray:
+    if isinstance(value, (rexpr.Factor, rexpr.Matrix)):
+        raise FormulaError(f"{what} must be numeric")
+    return np.asarray(value, dtype=float)
+
+
+def _contrast(var: Variable, code: int) -> tuple[np.ndarray, list[str]]:
+    """The coding matrix (levels x columns) of a factor and its columns' names: treatment or
+    polynomial contrasts (code 1), or indicators of every level (code 2)."""
+    k = len(var.levels)
+    if code == 2:
+        return np.eye(k), list(var.levels)
+    if not var.ordered:
+        return np.eye(k)[:, 1:], list(var.levels[1:])
+    # contr.poly: orthonormal polynomials in the scores 1..k (R's make.poly)
+    y = np.arange(1, k + 1) - (k + 1) / 2
+    Q, R = np.linalg.qr(y[:, None] ** np.arange(k))
+    raw = Q * np.diag(R)
+    Z = raw / np.sqrt((raw ** 2).sum(axis=0))
+    names = [".L", ".Q", ".C"][:k - 1] + [f"^{j}" for j in range(4, k)]
+    return Z[:, 1:], names
+
+
+def _columns(variables, values, term_index, codes, intercept: bool, n: int):
+    """The model matrix's columns and names, term by term, the first variable varying fastest."""
+    blocks, names, assign = [], [], []
+    if intercept:
+        blocks.append(np.ones((n, 1)))
+        names.append("(Intercept)")
+        assign.append(0)
+    for t, (index, code) in enumerate(zip(term_index, codes), start=1):
+        cols, labels = [np.ones(n)], [[]]
+        for v, c in zip(index, code):
+            var, value = variables[v], values[v]
+            if var.kind == "factor":
+                C, parts = _contrast(var, c)
+                missing = value.codes < 0
+                block = np.where(missing[:, None], np.nan, C[np.maximum(value.codes, 0)])
+                parts = [var.key + p for p in parts]
+            elif var.kind == "matrix":
+                block = value.values
+                parts = [var.key + p for p in var.colnames]
+            else:
+                block = np.asarray(value, dtype=float)[:, None]
+                parts = [var.key]
+            # earlier variables vary fastest: new columns are (earlier x this) in that order
+            cols = [c0 * block[:, j] for j in range(block.shape[1]) for c0 in cols]
+            labels = [l0 + [p] for p in parts for l0 in labels]
+        blocks.append(np.column_stack(cols))
+        names += [":".join(lab) for lab in labels]
+        assign += [t] * len(cols)
+    X = np.column_stack(blocks) if blocks else np.zeros((n, 0))
+    return X, names, np.array(assign, dtype=int)
+
+
+def model_matrix(rhs: str, frame: pd.DataFrame) -> FixedDesign:
+    """R's ``model.matrix`` of a right-hand side on ``frame``: every column, aliased or not."""
+    root = _parse(rhs, "formula")
+    offsets: list = []
+    terms, intercept = _terms(root, offsets)
+    intercept = True if intercept is None else intercept
+    found: dict = {}
+    _variable_nodes(root, found)
+    keys = list(found)
+    order = {key: i for i, key in enumerate(keys)}
+    terms = sorted(terms, key=len)  # by order, stably: main effects, then two-way, ...
+    term_index = [tuple(sorted(order[v] for v in term)) for term in terms]
+    used = sorted({v for index in term_index for v in index})
+    state = rexpr.State()
+    variables, values = [], []
+    for i, key in enumerate(keys):
+        if i not in used:
+            variables.append(Variable(key, found[key]))
+            values.append(None)
+            continue
+        value = _evaluate(found[key], frame, state)
+        var = Variable(key, found[key])
+        if isinstance(value, rexpr.Factor):
+            var.kind, var.levels, var.ordered = "factor", value.levels, value.ordered
+        elif isinstance(value, rexpr.Matrix):
+            var.kind, var.colnames = "matrix", value.colnames
+        else:
+            value = value.astype(float)
+        variables.append(var)
+        values.append(value)
+    # R's TermCode: contrasts when the term without the factor is empty or in an earlier term
+    codes = []
+    for t, index in enumerate(term_index):
+        code = []
+        for v in index:
+            if variables[v].kind != "factor":
+                code.append(0)
+                continue
+            rest = set(index) - {v}
+            earlier = any(rest <= set(term_index[u]) for u in range(t))
+            code.append(1 if not rest or earlier else 2)
+        codes.append(tuple(code))
+    if not intercept:  # the first factor of the first term with one is coded by indicators
+        for t, index in enumerate(term_index):
+            factors = [j for j, v in enumerate(index) if variables[v].kind == "factor"]
+            if factors:
+                code = list(codes[t])
+                code[factors[0]] = 2
+                codes[t] = tuple(code)
+                break
+    n = len(frame)
+    X, names, assign = _columns(variables, values, term_index, codes, intercept, n)
+    labels = [":".join(keys[v] for v in index) for index in term_index]
+    design = FixedDesign(X, names, (["(Intercept)"] if intercept else []) + labels, assign,
+                         ([()] if intercept else []) + [tuple(keys[v] for v in index) for index in term_index],
+                         variables, term_index, codes, state, offsets)
+    if offsets:
+        design.offset = sum((_numeric(_evaluate(node, frame, state), rexpr.deparse(node)) for node in offsets),
+                            np.zeros(n))
+    return design
 
 
 def fixed_design(rhs: str, frame: pd.DataFrame, rank_tol: float = 1e-7) -> FixedDesign:
-    """Build X for the right-hand side ``rhs`` on ``frame`` (complete cases)."""
-    text = _to_python(rhs, frame.columns)
-    try:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mm = formulaic.model_matrix(text, frame, context=R_FUNCTIONS, na_action="raise")
-    except Exception as exc:
-        bad = re.search(r"`([^`]+)` contains null values", str(exc))
-        if bad:
-            raise DataError(f"term {_r_expr(bad.group(1))} has missing or non-finite values after "
-                            "evaluation (a negative value under sqrt() or log()?)") from None
-        raise FormulaError(f"cannot build the fixed-effects design for {rhs!r}: {exc}") from None
-    spec = mm.model_spec
-    order_key = _appearance(rhs)
-    names, terms, assign, term_vars = [], [], [], []
-    for k, st in enumerate(spec.structure):
-        factors = [_r_expr(f.expr) for f in st.term.factors]
-        if factors == ["1"]:
-            terms.append("(Intercept)")
-            term_vars.append(())
-            names.append("(Intercept)")
-            assign.append(k)
-            continue
-        perm = sorted(range(len(factors)), key=lambda i: order_key(factors[i]))
-        terms.append(":".join(factors[i] for i in perm))
-        term_vars.append(tuple(factors[i] for i in perm))
-        for col in st.columns:
-            parts = [_r_part(p) for p in _split_factors(col)]
-            names.append(":".join(parts[i] for i in perm) if len(parts) == len(perm) else ":".join(parts))
-            assign.append(k)
-    X = np.asarray(mm, dtype=float)
-    design = FixedDesign(X, names, terms, np.array(assign), term_vars, spec)
+    """The fixed-effects design of ``rhs`` on ``frame`` (complete cases): R's model matrix,
+    less the columns that are linear combinations of earlier ones (with R's warning)."""
+    design = model_matrix(rhs, frame)
+    bad = ~np.isfinite(design.X).all(axis=0)
+    if bad.any():
+        names = [name for name, b in zip(design.names, bad) if b]
+        rows = int((~np.isfinite(design.X).all(axis=1)).sum())
+        what = f"term {names[0]} has" if len(names) == 1 else f"terms {', '.join(names)} have"
+        raise DataError(f"{what} missing or non-finite values after evaluation in {rows} of {len(frame)} rows "
+                        "(a negative value under sqrt() or log()?); R would drop those rows, mmlib asks "
+                        "you to: subset the data or change the term")
+    if design.offset is not None and not np.isfinite(design.offset).all():
+        raise DataError(f"the offset ({', '.join(map(rexpr.deparse, design.offsets))}) has missing or non-finite "
+                        "values after evaluation")
     return _drop_aliased(design, rank_tol)
-
-
-def _appearance(rhs: str):
-    flat = re.sub(r"\s+", "", rhs)
-
-    def key(factor: str) -> int:
-        pos = flat.find(re.sub(r"\s+", "", factor))
-        return pos if pos >= 0 else len(flat)
-
-    return key
 
 
 def _drop_aliased(design: FixedDesign, tol: float) -> FixedDesign:
@@ -286,28 +471,6 @@ def group_crossprod(codes: np.ndarray, m: int, A: np.ndarray, B: np.ndarray | No
     return out
 
 
-def r_labels(values) -> np.ndarray:
-    """Values as R's ``as.character`` spells them, the labels of a factor made from them.
-
-    Integral numbers print without a decimal point whatever their dtype (1.0 and 1 are both
-    "1", so an id read as float in new data still matches the level "1"), other numbers with
-    15 significant digits, logicals as TRUE/FALSE; strings and categories as they are.
-    """
-    values = pd.Series(values)
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype(str).to_numpy(dtype=object)
-    if pd.api.types.is_bool_dtype(values):
-        return np.where(values.to_numpy(), "TRUE", "FALSE").astype(object)
-    if pd.api.types.is_numeric_dtype(values):
-        x = values.to_numpy(dtype=float)
-        out = np.empty(len(x), dtype=object)
-        integral = np.isfinite(x) & (x == np.round(x)) & (np.abs(x) < 1e15)
-        out[integral] = [str(int(v)) for v in x[integral]]
-        out[~integral] = [f"{v:.15g}" for v in x[~integral]]
-        return out
-    return values.astype(str).to_numpy(dtype=object)
-
-
 def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndarray]:
     """Levels (R's order, unused levels dropped) and codes of a grouping factor (or a:b)."""
     parts = group.split(":")
@@ -348,53 +511,27 @@ def group_codes(newdata: pd.DataFrame, group: str, levels: list[str]) -> np.ndar
     return np.array([index.get(lab, -1) for lab in labels], dtype=np.intp)
 
 
-def _from_fixed(expr: str, fixed: FixedDesign | None, frame: pd.DataFrame):
-    """The random-effects columns taken from X when each is a (numeric) column of it.
-
-    ``(1 | g)``, ``(cses | g)``, ``(I(age - 8) - 1 | g)``: the common cases need no second
-    pass of the formula machinery over the data.
-    """
-    if fixed is None:
-        return None
-    try:
-        parsed = formulaic.Formula(_to_python(expr, frame.columns))
-    except Exception:
-        return None
-    names = []
-    for term in parsed:
-        factors = [_r_expr(f.expr) for f in term.factors]
-        names.append("(Intercept)" if factors == ["1"] else ":".join(factors))
-    if not names or not all(n in fixed.names for n in names):
-        return None
-    for n in names:  # a factor's column is named by level, never by the bare term: use formulaic
-        if n != "(Intercept)" and n in frame.columns and not pd.api.types.is_numeric_dtype(frame[n]):
-            return None
-    cols = [fixed.names.index(n) for n in names]
-    return fixed.X[:, cols], names
-
-
 def random_terms(formula: MixedFormula, frame: pd.DataFrame, fixed: FixedDesign | None = None) -> list[ReTerm]:
-    """One :class:`ReTerm` per random-effects term (``||`` splits a term into its columns)."""
+    """One :class:`ReTerm` per random-effects term (``||`` splits a term into its columns): the
+    columns of ``(expr | g)`` are R's model matrix of ``~ expr``, coded as R codes it."""
     out = []
     for term in formula.random:
         levels, codes = grouping_factor(frame, term.group)
-        reuse = _from_fixed(term.expr, fixed, frame)
-        if reuse is not None:
-            Z, names = reuse
-            if term.correlated:
-                out.append(ReTerm(term.group, levels, codes, Z, names, term.expr, None))
-            else:
-                out.extend(ReTerm(term.group, levels, codes, Z[:, [j]], [n], term.expr, None)
-                           for j, n in enumerate(names))
-            continue
         design = fixed_design(term.expr, frame)
         if design.dropped:
             raise FormulaError(f"random-effects term {term} has aliased columns: {', '.join(design.dropped)}")
+        if design.offsets:
+            raise FormulaError(f"random-effects term {term} has an offset(); offsets belong to the fixed part")
+        if not design.names:
+            raise FormulaError(f"random-effects term {term} has no columns")
         if term.correlated:
-            out.append(ReTerm(term.group, levels, codes, design.X, design.names, term.expr, design.spec))
+            out.append(ReTerm(term.group, levels, codes, design.X, design.names, term.expr, design))
         else:
             for j, name in enumerate(design.names):
-                out.append(ReTerm(term.group, levels, codes, design.X[:, [j]], [name], term.expr, design.spec))
+                part = FixedDesign(design.X[:, [j]], [name], design.terms, design.assign[[j]], design.term_variables,
+                                   design.variables, design.term_index, design.codes, design.state,
+                                   keep=np.array([j]) if design.keep is None else design.keep[[j]])
+                out.append(ReTerm(term.group, levels, codes, part.X, [name], term.expr, part))
     return out
 
 
@@ -412,17 +549,72 @@ def check_grouping(reterms: list[ReTerm], n: int) -> None:
                             f"for {n} observations: they are not identifiable")
 
 
+def argument_variables(*values) -> tuple[str, ...]:
+    """The data columns that ``weights=`` / ``offset=`` expressions (strings) use."""
+    out: list[str] = []
+    for value in values:
+        if isinstance(value, str):
+            out += [v for v in rexpr.variables(_parse(value, "argument")) if v not in out]
+    return tuple(out)
+
+
+def argument_values(data: pd.DataFrame, frame: pd.DataFrame, value, what: str) -> np.ndarray | None:
+    """R's ``weights =`` and ``offset =`` arguments on the model frame's rows: an expression of
+    the data's columns, evaluated as R does (``offset = "log(expected)"``), or one number per
+    row of the data (the rows dropped for missing values are dropped from it too)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        out = _evaluate(_parse(value, what), frame, rexpr.State())
+        if isinstance(out, (rexpr.Factor, rexpr.Matrix)):
+            raise DataError(f"{what} = {value} must be numeric")
+        out = np.asarray(out, dtype=float)
+    else:
+        try:
+            out = np.asarray(value, dtype=float).ravel()
+        except (TypeError, ValueError):
+            raise DataError(f"{what} must be numbers or an expression of the data's columns, not "
+                            f"{type(value).__name__}") from None
+        if out.size != len(data):
+            raise DataError(f"{what} has {out.size} values; the data have {len(data)} rows")
+        out = out[data.index.get_indexer(frame.index)] if len(frame) != len(data) else out
+    if not np.isfinite(out).all():
+        raise DataError(f"{what} has missing or non-finite values ({int((~np.isfinite(out)).sum())} rows)")
+    return out
+
+
+def response_values(frame: pd.DataFrame, response: str):
+    """A response as R evaluates it: a column, or an expression of columns (``log(y)``,
+    ``cbind(k, n - k)``, a matrix); a factor, a logical or a number vector, or a Matrix."""
+    node = _parse(response, "response")
+    if node.kind == "call" and node.value == "cbind":
+        for _, arg in node.args:
+            value = _evaluate(arg, frame, rexpr.State())
+            if isinstance(value, rexpr.Factor) or np.asarray(value).dtype.kind not in "biuf":
+                raise DataError(f"cbind() in the response: {rexpr.deparse(arg)} is not numeric")
+    value = _evaluate(node, frame, rexpr.State())
+    if isinstance(value, rexpr.Matrix) and not np.isfinite(value.values).all():
+        raise DataError(f"response {response} has missing or non-finite values after evaluation")
+    return value
+
+
 def response_vector(frame: pd.DataFrame, response: str) -> np.ndarray:
-    """The response as floats; a non-numeric response is an error naming it."""
+    """The response as floats (a column or an expression such as ``log(y)``); a non-numeric
+    response is an error naming it."""
     if response in frame.columns:
         col = frame[response]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise DataError(f"response {response!r} must be numeric for a linear mixed model "
                             f"(it is {col.dtype})")
         return col.to_numpy(dtype=float)
-    # a transformed response such as log(y)
-    mm = formulaic.model_matrix(_to_python(response, frame.columns) + " - 1", frame, context=R_FUNCTIONS)
-    return np.asarray(mm, dtype=float)[:, 0]
+    value = _evaluate(_parse(response, "response"), frame, rexpr.State())
+    if isinstance(value, (rexpr.Factor, rexpr.Matrix)):
+        raise DataError(f"response {response} must be a numeric vector for a linear mixed model")
+    value = np.asarray(value, dtype=float)
+    if not np.isfinite(value).all():
+        raise DataError(f"response {response} has missing or non-finite values after evaluation "
+                        f"({int((~np.isfinite(value)).sum())} rows; a negative value under log() or sqrt()?)")
+    return value
 
 
 RandomTerm = RandomTerm  # re-exported for the model modules

@@ -1,9 +1,10 @@
 """Mixed-model formulas as R writes them.
 
-The fixed part of a formula is handed to ``formulaic`` (a Wilkinson-formula library); only the
-random-effect bars are ours to split off: ``(cses | school)``, ``(1 | school)``, ``(0 + x | g)``,
+Here the random-effect bars are split off: ``(cses | school)``, ``(1 | school)``, ``(0 + x | g)``,
 ``(x || g)`` (uncorrelated), and nested or crossed groupings such as ``(1 | a/b)`` and
-``(1 | a) + (1 | b)``. ``lme``'s separate ``random = ~ cses | school`` is parsed the same way.
+``(1 | a) + (1 | b)``; ``lme``'s separate ``random = ~ cses | school`` is parsed the same way.
+The fixed part (and each bar's left-hand side) is an R formula that :mod:`mmlib.design`
+expands into R's terms and columns, with its expressions evaluated by :mod:`mmlib.rexpr`.
 """
 
 from __future__ import annotations

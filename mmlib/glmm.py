@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import arguments as check
 from . import design as dsg
+from . import rexpr
 from .covariance import VarCorr, lower_indices, theta_layout
 from .family import Family, family as make_family
 from .fitted import FittedModel
@@ -57,8 +59,9 @@ class GLMMCriterion(Minimizer):
     ``mode = "full"``: parameters are theta followed by beta.
     """
 
-    def __init__(self, y, trials, X, term: dsg.ReTerm, fam: Family, nAGQ: int = 1):
+    def __init__(self, y, trials, X, term: dsg.ReTerm, fam: Family, nAGQ: int = 1, offset=None):
         self.y, self.trials, self.X, self.term, self.family = y, trials, X, term, fam
+        self.offset = np.zeros(len(y)) if offset is None else offset  # a known part of eta
         self.n, self.p = X.shape
         self.q, self.m = term.q, term.m
         self.blocks = theta_layout([term.q])
@@ -82,7 +85,7 @@ class GLMMCriterion(Minimizer):
         self.u = np.zeros((self.m, self.q))
         mu0 = fam.initialize(y, trials)
         eta0 = fam.link.linkfun(mu0)
-        self.beta = np.linalg.lstsq(X, eta0, rcond=None)[0]  # a glm-like start for beta
+        self.beta = np.linalg.lstsq(X, eta0 - self.offset, rcond=None)[0]  # a glm-like start for beta
         self._last = None
 
     # --- the Minimizer interface ------------------------------------------------------
@@ -189,7 +192,7 @@ class GLMMCriterion(Minimizer):
     # --- PIRLS ---------------------------------------------------------------------
     def _eta(self, lam, beta, u) -> np.ndarray:
         b = u @ lam.T
-        return self.X @ beta + np.einsum("nq,nq->n", self.term.Z, b[self.term.codes])
+        return self.X @ beta + self.offset + np.einsum("nq,nq->n", self.term.Z, b[self.term.codes])
 
     def _pdev(self, eta, u) -> float:
         mu = self.family.link.linkinv(eta)
@@ -276,7 +279,7 @@ class GLMMCriterion(Minimizer):
         u, _, _, _, (L, _) = res
         a = L[:, 0, 0] ** 2
         sd = 1.0 / np.sqrt(a)
-        base = X @ beta
+        base = X @ beta + self.offset
         total = np.zeros(self.m)
         terms = np.empty((self.m, z.size))
         for k, zk in enumerate(z):
@@ -298,15 +301,34 @@ class GlmerMod(FittedModel):
 
     def __init__(self, formula: str, data: pd.DataFrame, family: str = "binomial", link: str | None = None,
                  nAGQ: int = 1, optimizer: str = "L-BFGS-B", data_name: str | None = None,
-                 maxiter: int = 1000):
+                 maxiter: int = 1000, weights=None, offset=None):
         self.formula = parse(formula)
         self.family = make_family(family, link)
         self.data_name = data_name or "data"
         self._data = data
-        frame = dsg.model_frame(data, self.formula)
+        self._arguments = {"weights": weights, "offset": offset}
+        frame = dsg.model_frame(data, self.formula, extra=dsg.argument_variables(weights, offset))
         self.frame, self.n_dropped = frame.data, frame.n_dropped
-        self.y, self.trials = _response(self.frame, self.formula.response, self.family)
+        self.y, self.trials = _response(self.frame, self.formula.response, self.family, weights is not None)
+        self.weights = dsg.argument_values(data, self.frame, weights, "weights")
+        if self.weights is not None:
+            if self.family.name != "binomial":
+                raise NotImplementedError("prior weights are implemented for binomial GLMMs (the number of "
+                                          "trials of a proportion), not for " + self.family.name)
+            if np.any(self.weights <= 0):
+                raise dsg.DataError("weights must be positive")
+            # binomial: a proportion with weights = its number of trials (R's form)
+            self.trials = self.trials * self.weights
+            bad = np.abs(self.y * self.trials - np.round(self.y * self.trials)) > 1e-8
+            if bad.any():
+                warnings.warn(f"non-integer #successes in a binomial glm! ({int(bad.sum())} rows: the "
+                              "proportions times the weights are not whole numbers)", UserWarning, stacklevel=3)
         self.fixed = dsg.fixed_design(self.formula.fixed, self.frame)
+        self.offset = np.zeros(len(self.y)) if self.fixed.offset is None else self.fixed.offset.copy()
+        argument = dsg.argument_values(data, self.frame, offset, "offset")
+        self.offset_argument = argument is not None
+        if argument is not None:
+            self.offset += argument
         _check_finite(self.fixed)
         self.reterms = dsg.random_terms(self.formula, self.frame, self.fixed)
         if len(self.reterms) != 1:
@@ -320,7 +342,7 @@ class GlmerMod(FittedModel):
         self.n, self.p = self.X.shape
         dsg.check_grouping(self.reterms, self.n)
         self.nAGQ, self.optimizer = nAGQ, optimizer
-        crit = GLMMCriterion(self.y, self.trials, self.X, self.reterms[0], self.family, nAGQ)
+        crit = GLMMCriterion(self.y, self.trials, self.X, self.reterms[0], self.family, nAGQ, self.offset)
         self.criterion = crit
         # stage 1: theta, with beta inside PIRLS (glmer's nAGQ = 0 stage) -- needed for a start
         # unless the exact gradient of stage 2 is available (canonical links, Laplace)
@@ -493,7 +515,7 @@ class GlmerMod(FittedModel):
         return (self.y - self.mu) / np.sqrt(v)
 
     def predict(self, newdata: pd.DataFrame | None = None, re_form=..., type: str = "link",
-                allow_new_levels: bool = False) -> pd.Series:
+                allow_new_levels: bool = False, offset=None) -> pd.Series:
         """Predictions on the link scale (``type="response"`` for means): with the random effects
         (the default), at the population level (``re_form=None``) or with those of the terms a
         formula names (``re_form="~ (1 | g)"``).  A group the fit has not seen is an error, as in
@@ -512,7 +534,16 @@ class GlmerMod(FittedModel):
             message = new_levels_error([t for t, _ in chosen], newdata, [c for _, c in chosen])
             if message:
                 raise dsg.DataError(message)
-        eta = X @ self.beta + sum((np.nan_to_num(c) for _, c in chosen), np.zeros(len(index)))
+        if newdata is None:
+            base = self.offset
+        else:  # the formula's offset() on the new rows, and an offset= argument's for them
+            base = self.fixed.offset_for(newdata)
+            if offset is not None:
+                base = base + dsg.argument_values(newdata, newdata, offset, "offset")
+            elif self.offset_argument:
+                raise dsg.DataError("the fit has an offset= argument: give predict(newdata, offset=...) for the "
+                                    "new rows (an expression of their columns or their values)")
+        eta = X @ self.beta + base + sum((np.nan_to_num(c) for _, c in chosen), np.zeros(len(index)))
         out = self.family.link.linkinv(eta) if type == "response" else eta
         return pd.Series(out, index=index, name="predict")
 
@@ -524,40 +555,42 @@ class GlmerMod(FittedModel):
         return f"<GlmerMod {self.formula.text}: deviance {self.deviance_value:.4f}, {self.n} obs>"
 
 
-def _response(frame: pd.DataFrame, response: str, fam: Family) -> tuple[np.ndarray, np.ndarray]:
+def _response(frame: pd.DataFrame, response: str, fam: Family, weighted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """y (a proportion for binomial) and the number of trials, from R's forms of a response.
 
     Binomial: a 0/1 numeric or logical column, a two-level factor (the second level is a
-    success), or ``cbind(successes, failures)``.  Poisson: non-negative counts.
+    success), ``cbind(successes, failures)`` (any expressions), or a proportion with its
+    numbers of trials as ``weights`` (``weighted``).  Poisson: non-negative counts.
     """
-    if response.startswith("cbind("):
-        if fam.name != "binomial":
-            raise dsg.DataError("cbind(successes, failures) is a binomial response")
-        a, b = [v.strip() for v in response[6:-1].split(",")]
-        s, f = frame[a].to_numpy(float), frame[b].to_numpy(float)
+    value = dsg.response_values(frame, response)
+    if isinstance(value, rexpr.Matrix):
+        if value.values.shape[1] != 2 or fam.name != "binomial":
+            raise dsg.DataError(f"a matrix response ({response}) is cbind(successes, failures), for binomial")
+        s, f = value.values[:, 0], value.values[:, 1]
         if np.any(s < 0) or np.any(f < 0):
-            raise dsg.DataError(f"cbind({a}, {b}): successes and failures must be non-negative "
+            raise dsg.DataError(f"{response}: successes and failures must be non-negative "
                                 f"(trials smaller than successes in {int(np.sum((s < 0) | (f < 0)))} rows?)")
         trials = s + f
         if np.any(trials == 0):
-            raise dsg.DataError(f"cbind({a}, {b}): some rows have no trials")
+            raise dsg.DataError(f"{response}: some rows have no trials")
         return s / trials, trials
-    col = frame[response]
     if fam.name == "binomial":
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            levels = list(col.cat.categories)
-            if len(levels) != 2:
-                raise dsg.DataError(f"binomial response {response!r} is a factor with {len(levels)} levels "
-                                    f"({', '.join(map(str, levels))}); it needs exactly 2")
-            y = (col == levels[1]).to_numpy(float)
+        if isinstance(value, rexpr.Factor):
+            if len(value.levels) != 2:
+                raise dsg.DataError(f"binomial response {response!r} is a factor with {len(value.levels)} levels "
+                                    f"({', '.join(map(str, value.levels))}); it needs exactly 2")
+            y = (value.codes == 1).astype(float)
         else:
-            y = col.to_numpy(float)
-            bad = ~np.isin(y, [0.0, 1.0])
+            y = np.asarray(value, dtype=float)
+            bad = ~((y >= 0) & (y <= 1)) if weighted else ~np.isin(y, [0.0, 1.0])
             if bad.any():
-                raise dsg.DataError(f"binomial response {response!r} has values outside {{0, 1}} "
-                                    f"(e.g. {y[bad][:3].tolist()}); use cbind(successes, failures) for counts")
+                raise dsg.DataError(f"binomial response {response!r} has values outside "
+                                    f"{'[0, 1]' if weighted else '{0, 1}'} (e.g. {y[bad][:3].tolist()}); use "
+                                    "cbind(successes, failures) for counts, or a proportion with weights= (trials)")
         return y, np.ones_like(y)
-    y = col.to_numpy(float)
+    if isinstance(value, rexpr.Factor):
+        raise dsg.DataError(f"Poisson response {response!r} is a factor; it must be counts")
+    y = np.asarray(value, dtype=float)
     if np.any(y < 0) or np.any(y != np.round(y)):
         raise dsg.DataError(f"Poisson response {response!r} must be non-negative counts")
     return y, np.ones_like(y)
@@ -572,9 +605,18 @@ def _check_finite(fixed: dsg.FixedDesign) -> None:
 
 def glmer(formula: str, data: pd.DataFrame, family: str = "binomial", link: str | None = None,
           nAGQ: int = 1, optimizer: str = "L-BFGS-B", data_name: str | None = None,
-          maxiter: int = 1000) -> GlmerMod:
-    """Fit a GLMM as ``lme4::glmer(formula, data, family)`` (Laplace, or AGQ with ``nAGQ > 1``)."""
-    return GlmerMod(formula, data, family, link, nAGQ, optimizer, data_name, maxiter)
+          maxiter: int = 1000, weights=None, offset=None) -> GlmerMod:
+    """Fit a GLMM as ``lme4::glmer(formula, data, family)`` (Laplace, or AGQ with ``nAGQ > 1``).
+
+    ``offset()`` in the formula or ``offset=`` (an expression of the data's columns such as
+    ``"log(expected)"``, or values) is a known part of the linear predictor; ``weights=`` gives
+    a binomial proportion's numbers of trials.
+    """
+    from .lmm import OPTIMIZERS
+
+    return GlmerMod(check.text("formula", formula), check.frame(data), family, link,
+                    check.count("nAGQ", nAGQ), check.choice("optimizer", optimizer, OPTIMIZERS), data_name,
+                    check.count("maxiter", maxiter), weights, offset)
 
 
 ConvergenceWarning = ConvergenceWarning

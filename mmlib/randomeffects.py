@@ -28,8 +28,7 @@ from .formula import FormulaError, parse
 def term_matrix(term: dsg.ReTerm, newdata: pd.DataFrame, fixed: dsg.FixedDesign, X_new: np.ndarray) -> np.ndarray:
     """The columns of one random-effects term for new data, coded as they were fitted."""
     if term.spec is not None:
-        return np.asarray(term.spec.get_model_matrix(newdata, context=dsg.R_FUNCTIONS, na_action="ignore"),
-                          dtype=float)
+        return term.spec.matrix(newdata)
     return X_new[:, [fixed.names.index(name) for name in term.names]]  # columns of X
 
 
