@@ -1,0 +1,38 @@
+"""mmlib: mixed-effects models as R's nlme and lme4 fit them, with car's tests and effects.
+
+``import mmlib`` gives the fitting functions and what they return:
+
+* ``lmer``, ``glmer`` (lme4), ``lme``, ``nlme``, ``lmList`` (nlme), ``update``;
+* ``anova``, ``Anova`` (car, with Kenward-Roger F tests), ``compare_coefs``, ``pval_corrected``,
+  ``KenwardRoger``;
+* ``effect``, ``all_effects``, ``plot_effects`` (effects);
+* the within-group correlation structures ``CorCAR1``, ``CorAR1``, ``CorCompSymm``, ``CorExp``;
+* ``datasets`` (the appendix's data), the result classes and the warnings and errors fits raise.
+
+The submodules stay importable (``mmlib.lmm``, ``mmlib.glmm``, ...). Helpers written for the
+book itself (its display settings, the published-number checker, its schematic figure) live in
+``mmlib.display``, ``mmlib.published`` and ``mmlib.plotting`` and are not part of this surface.
+"""
+
+from . import datasets
+from .corstruct import CorAR1, CorCAR1, CorCompSymm, CorExp, CorStructError
+from .design import DataError, model_matrix
+from .effects import Effect, all_effects, effect, plot_effects
+from .formula import FormulaError
+from .glmm import GlmerMod, glmer
+from .inference import Anova, KenwardRoger, anova, compare_coefs, pval_corrected
+from .lmlist import LmList, lmList
+from .lmm import ConvergenceError, LinearMixedModel, Lme, LmerMod, lme, lmer, update
+from .nlmm import NlmeError, NlmeFit, nlme
+from .optsummary import ConvergenceWarning, SingularFitWarning
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "lmer", "glmer", "lme", "nlme", "lmList", "update", "anova", "Anova", "KenwardRoger", "compare_coefs",
+    "pval_corrected", "effect", "all_effects", "plot_effects", "Effect", "model_matrix",
+    "CorCAR1", "CorAR1", "CorCompSymm", "CorExp", "datasets",
+    "LinearMixedModel", "LmerMod", "Lme", "GlmerMod", "NlmeFit", "LmList",
+    "ConvergenceWarning", "SingularFitWarning", "ConvergenceError", "DataError", "FormulaError", "NlmeError",
+    "CorStructError",
+]

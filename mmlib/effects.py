@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -123,6 +122,8 @@ class Effect:
         ``multiline=True`` draws one line per level of the other predictor in a single panel,
         with the confidence intervals as bars (``multiline=TRUE, ci.style="bars"``).
         """
+        import matplotlib.pyplot as plt  # only when drawing: `import mmlib` stays light
+
         data = self.summary()
         numeric = [v for v in self.focal if not isinstance(self.model.frame[v].dtype, pd.CategoricalDtype)]
         x = numeric[0] if numeric else self.focal[0]
@@ -155,8 +156,9 @@ class Effect:
         axes[0][0].set_ylabel(self.response)
         return fig
 
-
     def _plot_multiline(self, data, x, conds, xlab, ylab):
+        import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(6, 4.5))
         styles = [("o", "-", "black"), ("s", "--", "black"), ("^", ":", "0.3"), ("D", "-.", "0.3")]
         groups = list(data.groupby(conds, sort=False)) if conds else [((), data)]
@@ -174,6 +176,9 @@ class Effect:
 
 def plot_effects(effects: dict[str, "Effect"], width: float = 10.0):
     """Several effect displays in one figure, one row each (``plot(allEffects(model))``)."""
+
+    import matplotlib.pyplot as plt  # only when drawing: `import mmlib` stays light
+
     fig = plt.figure(figsize=(width, 3.4 * len(effects)))
     subs = np.atleast_1d(fig.subfigures(len(effects), 1, hspace=0.08))
     for sub, eff in zip(subs, effects.values()):

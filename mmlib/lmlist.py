@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -91,6 +90,10 @@ def lmList(formula: str, data: pd.DataFrame, subset=None) -> LmList:
 
 def plot_intervals(fit: LmList, main: str | None = None, level: float = 0.95):
     """``plot(intervals(lmList))``: one panel per coefficient, a row per group (bottom = first level)."""
+
+
+    import matplotlib.pyplot as plt  # only when drawing: `import mmlib` stays light
+
     ints = fit.intervals(level)
     k = len(ints)
     m = len(fit.levels)
@@ -117,6 +120,10 @@ def boxplots(groups: dict[str, pd.DataFrame], columns: dict[str, str] | None = N
     ``groups`` maps a label ("Catholic") to a coefficient frame; one panel per coefficient,
     titled by ``columns`` (default: the coefficient's name).
     """
+
+
+    import matplotlib.pyplot as plt  # only when drawing: `import mmlib` stays light
+
     first = next(iter(groups.values()))
     names = list(first.columns)
     titles = columns or {n: n for n in names}

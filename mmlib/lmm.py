@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy import stats
 
+from . import arguments as check
 from . import design as dsg
 from .covariance import VarCorr, lower_indices, theta_layout
 from .fitted import FittedModel
@@ -324,8 +325,9 @@ def _profile(system, arg, XtX, Xty, yty, n, p, reml, extra_logdet=0.0) -> _Solut
 class LMMCriterion(Minimizer):
     """The profiled deviance (ML) or REML criterion of one linear mixed model, as f(theta)."""
 
-    def __init__(self, y: np.ndarray, X: np.ndarray, terms: list[dsg.ReTerm]):
+    def __init__(self, y: np.ndarray, X: np.ndarray, terms: list[dsg.ReTerm], extra_logdet: float = 0.0):
         self.y, self.X, self.terms = y, X, terms
+        self.extra_logdet = extra_logdet  # -sum log w_i for prior weights (see LinearMixedModel)
         self.n, self.p = X.shape
         self.blocks = theta_layout([t.q for t in terms])
         self.ntheta = sum(b.size for b in self.blocks)
@@ -358,7 +360,7 @@ class LMMCriterion(Minimizer):
 
     def _solve(self, theta, reml: bool) -> _Solution:
         arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
-        return _profile(self.system, arg, self.XtX, self.Xty, self.yty, self.n, self.p, reml)
+        return _profile(self.system, arg, self.XtX, self.Xty, self.yty, self.n, self.p, reml, self.extra_logdet)
 
     def objective(self, theta, reml: bool) -> float:
         return self.solve(theta, reml).deviance
@@ -544,14 +546,15 @@ class LinearMixedModel(FittedModel):
 
     def __init__(self, formula: MixedFormula, data: pd.DataFrame, REML: bool = True,
                  optimizer: str = "L-BFGS-B", data_name: str | None = None, start=None,
-                 maxiter: int = 1000, correlation=None):
+                 maxiter: int = 1000, correlation=None, weights=None, offset=None):
         self.formula = formula
         self.REML = bool(REML)
         self.data_name = data_name or "data"
         self._data = data
         self.correlation = correlation
+        self._arguments = {"weights": weights, "offset": offset}
         extra = tuple(correlation.variables()) if correlation is not None else ()
-        frame = dsg.model_frame(data, formula, extra=extra)
+        frame = dsg.model_frame(data, formula, extra=extra + dsg.argument_variables(weights, offset))
         self.frame = frame.data
         self.n_dropped = frame.n_dropped
         self.y = dsg.response_vector(self.frame, formula.response)
@@ -563,10 +566,29 @@ class LinearMixedModel(FittedModel):
         self.X = self.fixed.X
         self.n, self.p = self.X.shape
         dsg.check_grouping(self.reterms, self.n)
+        # offset(): the formula's and the offset= argument's, subtracted from y for the fit
+        self.offset = np.zeros(self.n) if self.fixed.offset is None else self.fixed.offset.copy()
+        argument = dsg.argument_values(data, self.frame, offset, "offset")
+        self.offset_argument = argument is not None
+        if argument is not None:
+            self.offset += argument
+        # prior weights: the residual variance of row i is sigma^2 / w_i; the fit works on rows
+        # scaled by sqrt(w_i), whose criterion gains log|W^-1| = -sum log w_i
+        self.weights = dsg.argument_values(data, self.frame, weights, "weights")
+        y, X, terms, extra_logdet = self.y - self.offset, self.X, self.reterms, 0.0
+        if self.weights is not None:
+            if np.any(self.weights <= 0):
+                raise dsg.DataError("weights must be positive (a zero weight drops its row: subset the data)")
+            sw = np.sqrt(self.weights)
+            y, X, extra_logdet = y * sw, X * sw[:, None], -float(np.log(self.weights).sum())
+            terms = [dsg.ReTerm(t.group, t.levels, t.codes, t.Z * sw[:, None], t.names, t.expr, t.spec)
+                     for t in self.reterms]
         if correlation is None:
-            self.criterion = LMMCriterion(self.y, self.X, self.reterms)
+            self.criterion = LMMCriterion(y, X, terms, extra_logdet)
+        elif self.weights is not None:
+            raise NotImplementedError("prior weights with a correlation structure are not implemented")
         else:
-            self.criterion = CorrelatedLMMCriterion(self.y, self.X, self.reterms, correlation, self.frame)
+            self.criterion = CorrelatedLMMCriterion(y, X, terms, correlation, self.frame)
         self.optimizer, self.maxiter = optimizer, maxiter
         theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer,
                                                       maxiter=maxiter)
@@ -731,7 +753,7 @@ class LinearMixedModel(FittedModel):
         ``level=k`` with the random effects of the first k grouping levels (nlme); a list of
         levels gives a frame with a column per level ("fixed", then the levels' names)."""
         levels = self._levels(level)
-        values = self._by_level(self.X @ self.beta, self._fitted_contributions(), levels)
+        values = self._by_level(self.X @ self.beta + self.offset, self._fitted_contributions(), levels)
         if np.ndim(level) == 0:
             return pd.Series(values[0], index=self.frame.index, name="fitted")
         return self._level_frame(values, levels, self.frame.index)
@@ -746,7 +768,7 @@ class LinearMixedModel(FittedModel):
         return pd.Series(self.y - fitted.to_numpy(), index=self.frame.index, name="resid")
 
     def predict(self, newdata: pd.DataFrame | None = None, level: int | list[int] | None = None, re_form=...,
-                allow_new_levels: bool = False):
+                allow_new_levels: bool = False, offset=None):
         """Predictions for ``newdata`` (the fitted values without it).
 
         nlme's ``level`` (``lme`` fits): 0 for the population, k for the first k grouping
@@ -758,6 +780,7 @@ class LinearMixedModel(FittedModel):
         """
         X = self.X if newdata is None else self.fixed.matrix(newdata)
         index = self.frame.index if newdata is None else newdata.index
+        base = X @ self.beta + (self.offset if newdata is None else self._new_offset(newdata, offset))
 
         def contribs(needed):  # only the terms asked for: new data need no other grouping columns
             if newdata is None:
@@ -768,7 +791,7 @@ class LinearMixedModel(FittedModel):
 
         if self.flavor == "nlme" and re_form is Ellipsis:
             levels = self._levels(level)
-            values = self._by_level(X @ self.beta, contribs(set(self.group_levels[:max(levels)])), levels)
+            values = self._by_level(base, contribs(set(self.group_levels[:max(levels)])), levels)
             if np.ndim(level) == 0:
                 return pd.Series(values[0], index=index, name="predict")
             return self._level_frame(values, levels, index, prefix="predict.")
@@ -780,8 +803,19 @@ class LinearMixedModel(FittedModel):
             message = new_levels_error([t for t, _ in chosen], newdata, [c for _, c in chosen])
             if message:
                 raise dsg.DataError(message)
-        mu = X @ self.beta + sum((np.nan_to_num(c) for _, c in chosen), np.zeros(len(index)))
+        mu = base + sum((np.nan_to_num(c) for _, c in chosen), np.zeros(len(index)))
         return pd.Series(mu, index=index, name="predict")
+
+    def _new_offset(self, newdata: pd.DataFrame, offset) -> np.ndarray:
+        """The offset for new data: the formula's offset() terms on them, plus ``offset`` (an
+        expression or values) where the fit had an ``offset=`` argument."""
+        out = self.fixed.offset_for(newdata)
+        if offset is not None:
+            out = out + dsg.argument_values(newdata, newdata, offset, "offset")
+        elif self.offset_argument:
+            raise dsg.DataError("the fit has an offset= argument: give predict(newdata, offset=...) for the "
+                                "new rows (an expression of their columns or their values)")
+        return out
 
     # --- refitting ------------------------------------------------------------------
     def refit(self, REML: bool) -> "LinearMixedModel":
@@ -833,10 +867,13 @@ class LmerMod(LinearMixedModel):
 
     def resid(self, type: str = "response", scaled: bool = False) -> pd.Series:
         """lme4's residuals: for an unweighted linear mixed model the response, working,
-        Pearson and deviance residuals are all y - fitted; ``scaled=True`` divides by sigma."""
+        Pearson and deviance residuals are all y - fitted (Pearson and deviance residuals are
+        multiplied by sqrt(w) with prior weights); ``scaled=True`` divides by sigma."""
         if type not in ("response", "pearson", "working", "deviance"):
             raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson', 'working' or 'deviance'")
         r = self.y - self.fitted().to_numpy()
+        if type in ("pearson", "deviance") and self.weights is not None:
+            r = r * np.sqrt(self.weights)  # prior weights: the residual's variance is sigma^2 / w
         return pd.Series(r / self.sigma if scaled else r, index=self.frame.index, name="resid")
 
 
@@ -943,15 +980,21 @@ class Lme(LinearMixedModel):
 
 
 # ----------------------------------------------------------------------------- front ends
+OPTIMIZERS = ("L-BFGS-B", "BFGS", "Nelder-Mead", "log-Cholesky")
+
+
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, optimizer: str = "L-BFGS-B",
-         start=None, data_name: str | None = None, maxiter: int = 1000) -> LmerMod:
+         start=None, data_name: str | None = None, maxiter: int = 1000, weights=None, offset=None) -> LmerMod:
     """Fit a linear mixed model as ``lme4::lmer``: ``lmer("y ~ x + (x | g)", data)``.
 
     Any number of random-effects terms, nested (``(1 | a/b)``) or crossed
-    (``(1 | a) + (1 | b)``); ``(x || g)`` for uncorrelated effects.
+    (``(1 | a) + (1 | b)``); ``(x || g)`` for uncorrelated effects.  ``offset()`` in the formula
+    or ``offset=`` (an expression of the data's columns, or values) is a known part of the
+    linear predictor; ``weights=`` are prior weights (row i's residual variance sigma^2 / w_i).
     """
-    return LmerMod(parse(formula), data, REML=REML, optimizer=optimizer, data_name=data_name, start=start,
-                   maxiter=maxiter)
+    return LmerMod(parse(check.text("formula", formula)), check.frame(data), REML=check.flag("REML", REML),
+                   optimizer=check.choice("optimizer", optimizer, OPTIMIZERS), data_name=data_name, start=start,
+                   maxiter=check.count("maxiter", maxiter), weights=weights, offset=offset)
 
 
 def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
@@ -963,10 +1006,14 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
     e.g. ``CorCAR1("~ age | subject")``).  A fit that does not converge raises
     :class:`ConvergenceError` unless ``return_object=True``.
     """
-    if method not in ("REML", "ML"):
-        raise ValueError(f"method must be 'REML' or 'ML', not {method!r}")
-    fit = Lme(parse_lme(fixed, random), data, REML=(method == "REML"), optimizer=optimizer,
-              data_name=data_name, maxiter=maxiter, correlation=correlation, return_object=return_object)
+    check.choice("method", method, ("REML", "ML"))
+    formula = parse_lme(check.text("fixed", fixed), check.text("random", random))
+    if "offset(" in formula.fixed.replace(" ", ""):
+        raise dsg.FormulaError("offset() terms are not supported by lme (as in nlme); use lmer for an offset")
+    fit = Lme(formula, check.frame(data), REML=(method == "REML"),
+              optimizer=check.choice("optimizer", optimizer, OPTIMIZERS), data_name=data_name,
+              maxiter=check.count("maxiter", maxiter), correlation=correlation,
+              return_object=check.flag("return_object", return_object))
     fit.random_text = random.strip()
     return fit
 
@@ -995,6 +1042,6 @@ def update(model: LinearMixedModel, random: str | dict | None = None, formula: s
         return lme(fixed, model._data, random or model.random_text, method="REML" if REML else "ML",
                    data_name=model.data_name, correlation=cor, **settings)
     return lmer(formula or model.formula.text, model._data, REML=REML, optimizer=model.optimizer,
-                data_name=model.data_name)
+                data_name=model.data_name, **{**model._arguments, **options})
 
 
