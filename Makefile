@@ -18,10 +18,11 @@ OTHER_MACHINE = $(shell $(BIN)/python tools/other_machine.py)
 CHECKS := $(CURDIR)/_build/checks
 
 .DEFAULT_GOAL := help
-.PHONY: help env lock render execute test unit nbval data bench clean
+.PHONY: help env lock render execute test unit nbval browser-test browser-deps data bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help: ## Show the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 env: $(STAMP) ## Create .venv (if missing) and install mmlib with the book's tools, as locked
 
@@ -41,15 +42,30 @@ render: env ## Render the website and the PDF into _book/ (Quarto if present, el
 execute: env ## Re-run every notebook in place and normalize it (the book shows these outputs)
 	$(ONE_THREAD) $(BIN)/python tools/execute.py
 
-test: env ## Unit tests and every chapter under nbval, here and on a simulated other machine
-	$(BIN)/python -m pytest tests
+UNIT := tests --ignore=tests/browser
+
+test: env browser-deps ## Unit tests, every chapter under nbval (here and on a simulated other machine), the website in a browser
+	$(BIN)/python -m pytest $(UNIT)
 	rm -rf $(CHECKS) && $(ONE_THREAD) MMLIB_CHECKS_DIR=$(CHECKS) $(BIN)/python -m pytest $(NBVAL) chapters
 	@echo "== the same on a simulated other machine: $(OTHER_MACHINE)"
-	env $(OTHER_MACHINE) $(BIN)/python -m pytest tests
+	env $(OTHER_MACHINE) $(BIN)/python -m pytest $(UNIT)
 	rm -rf $(CHECKS) && env $(OTHER_MACHINE) MMLIB_CHECKS_DIR=$(CHECKS) $(BIN)/python -m pytest $(NBVAL) chapters
+	@echo "== the rendered book, in a browser"
+	$(BIN)/python tools/render.py
+	$(BIN)/python -m pytest tests/browser
 
 unit: env ## Unit tests only
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(UNIT)
+
+browser-test: env browser-deps ## Render the book and test the website in Chromium (screenshots in _build/screenshots)
+	$(BIN)/python tools/render.py
+	$(BIN)/python -m pytest tests/browser
+
+# Debian's Chromium and its driver, for the browser tests; installed only when missing
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ echo "installing Debian's chromium and chromium-driver"; \
+		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 nbval: env ## The chapters under nbval only (this machine)
 	rm -rf $(CHECKS) && $(ONE_THREAD) MMLIB_CHECKS_DIR=$(CHECKS) $(BIN)/python -m pytest $(NBVAL) chapters

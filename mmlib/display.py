@@ -1,8 +1,10 @@
 """Display settings shared by every chapter (the book's one hidden setup cell calls ``setup``).
 
-Tables print as plain text in R's spirit (the book shows and nbval compares ``text/plain``);
-figures are black and white, as the appendix's ``trellis.device(color = FALSE)``, at a
-resolution that keeps the committed notebooks small.
+This module is the book's, not the library's API. Tables print as plain text in R's spirit
+(the book shows and nbval compares ``text/plain``); figures are black and white, as the
+appendix's ``trellis.device(color = FALSE)``, stored as SVG: vectors, sharp on any screen and
+in the PDF, smaller in git than a raster (text compresses), and the same on every machine (no
+date, fixed ids, coordinates rounded to a fraction of a pixel).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
+    "svg.hashsalt": "mmlib-book",  # element ids that do not change from run to run
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.prop_cycle": matplotlib.cycler(color=["black"]),
@@ -36,9 +39,9 @@ def setup() -> None:
     # Warnings are part of what a chapter shows (a singular fit, dropped rows); print them
     # as R prints its warnings, without the file path, which differs between machines.
     warnings.formatwarning = _format_warning
-    try:  # inline figures as PNG only (no text repr of the figure to compare)
+    try:  # inline figures as SVG only, without the date matplotlib would write into them
         from matplotlib_inline.backend_inline import set_matplotlib_formats
-        set_matplotlib_formats("png")
+        set_matplotlib_formats("svg", metadata={"Date": None})
     except ImportError:  # outside IPython
         pass
 

@@ -148,6 +148,10 @@ class Effect:
                 strip.set_yticks([])
                 strip.text(0.5, 0.5, label, ha="center", va="center", fontsize=7)
             a.tick_params(labelsize=7)
+            if len(panels) > 2:  # panels that touch: no tick label at an edge, where it would collide
+                from matplotlib.ticker import MaxNLocator
+
+                a.xaxis.set_major_locator(MaxNLocator(nbins=4, prune="both"))
             if rug:
                 a.plot(self.model.frame[x], np.full(len(self.model.frame), a.get_ylim()[0]), "|",
                        color="black", ms=4, alpha=0.3)

@@ -97,7 +97,7 @@ def plot_intervals(fit: LmList, main: str | None = None, level: float = 0.95):
     ints = fit.intervals(level)
     k = len(ints)
     m = len(fit.levels)
-    fig, axes = plt.subplots(1, k, sharey=True, figsize=(2.6 * k + 1.2, 0.085 * m + 1.1),
+    fig, axes = plt.subplots(1, k, sharey=True, figsize=(2.6 * k + 1.4, 0.12 * m + 1.1),
                              gridspec_kw={"wspace": 0.05})
     axes = np.atleast_1d(axes)
     y = np.arange(m)
@@ -105,7 +105,7 @@ def plot_intervals(fit: LmList, main: str | None = None, level: float = 0.95):
         ax.hlines(y, frame["lower"], frame["upper"], color="black", lw=0.8)
         ax.plot(frame["est."], y, "o", mfc="none", mec="black", ms=3)
         ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=5)
+        ax.tick_params(labelsize=6.5)  # readable when the figure is scaled to a page's width
         ax.grid(axis="y", color="0.9", lw=0.5)
     axes[0].set_yticks(y, fit.levels)
     axes[0].set_ylabel(fit.group)

@@ -10,6 +10,10 @@
 * :func:`trellis` draws one panel per level of a conditioning factor, with a strip label
   above each panel, panels filled from the bottom-left as Lattice does (``as.table =
   FALSE``), and shared scales.
+
+These draw the book's figures as the appendix's; they are the book's helpers, not part of
+``import mmlib`` (the appendix's schematic, :func:`asymptotic_growth_schematic`, is the book's
+alone).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The appendix's published numbers, and the checker that holds our results to them.
+"""The appendix's published numbers, and the checker that holds our results to them (the
+book's machinery, not part of ``import mmlib``).
 
 ``data/published.json`` holds every number the appendix prints as a result (a verbatim copy;
 never edited to fit).  A computed value is compared with a record at the record's printed
@@ -346,6 +347,23 @@ class Explained:
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["record", "published", "ours"])
+
+    def _repr_markdown_(self) -> str:
+        """The same, as markdown: each cause a paragraph and a table (the website and the PDF
+        show real tables, whose cells wrap, where the text form is wider than a page)."""
+        if not self.rows:
+            return "No record needs an explanation."
+        notes = explanations()
+        groups: dict[str, list] = {}
+        for rid, printed, ours in self.rows:
+            groups.setdefault(notes[rid]["reason"], []).append((rid, printed, ours))
+        blocks = []
+        for k, (reason, rows) in enumerate(groups.items(), start=1):
+            evidence = notes[rows[0][0]]["evidence"]
+            table = "\n".join(["| record | published | ours |", "|:---|---:|---:|"]
+                              + [f"| `{rid}` | {printed} | {ours} |" for rid, printed, ours in rows])
+            blocks.append(f"**[{k}]** {reason}\n\n*Evidence:* {evidence}\n\n{table}")
+        return "\n\n".join(blocks)
 
     def __repr__(self) -> str:
         if not self.rows:

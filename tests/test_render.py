@@ -87,12 +87,42 @@ def test_site_check_finds_broken_pages(tmp_path):
 def test_the_book_renders_offline(tmp_path):
     render.offline(tmp_path)
     assert (tmp_path / "index.html").exists()
-    assert (tmp_path / "mixed-models-appendix.pdf").stat().st_size > 100_000
+    assert (tmp_path / "downloads" / "mixed-models-appendix.pdf").stat().st_size > 100_000
     assert render.check_site(tmp_path) == []
-    chapters = {p.name for p in tmp_path.glob("sec-*.html")}
-    assert {"sec-hsb.html", "sec-exercise.html", "sec-migraine.html", "sec-coma.html",
-            "sec-reproduction.html"} <= chapters
-    hsb = (tmp_path / "sec-hsb.html").read_text()
-    assert "Figure 1" in hsb and "ledger" not in hsb  # figures numbered; check cells hidden
-    coma = (tmp_path / "sec-coma.html").read_text()  # the chapter's text refers to its warnings
-    assert 'class="callout-warning"' in coma and "SingularFitWarning" in coma
+    chapters = {p.name for p in (tmp_path / "chapters").glob("*.html")}
+    assert {"01-hsb.html", "02-exercise.html", "03-migraine.html", "04-coma.html", "reproduction.html",
+            "using-mmlib.html"} <= chapters
+    hsb = (tmp_path / "chapters" / "01-hsb.html").read_text()
+    assert "Figure 1.1" in hsb and "ledger" not in hsb  # figures numbered by chapter; check cells hidden
+    assert "#| " not in hsb  # the cells' options are applied, not shown
+    coma = (tmp_path / "chapters" / "04-coma.html").read_text()  # the chapter's text refers to its warnings
+    assert 'output stderr' in coma and "SingularFitWarning" in coma
+    index = (tmp_path / "index.html").read_text()
+    for name in ("mixed-models-appendix.pdf", "reproduction.csv", "01-hsb.ipynb"):
+        assert f'href="downloads/{name}"' in index and (tmp_path / "downloads" / name).exists()
+
+
+def test_markdown_becomes_myst():
+    import tools.website as website
+
+    text = "# Title {#sec-t}\n\nSee @fig-one and @sec-t, not `@fig-code`.\n\n## Sub {.unnumbered #sec-u}"
+    out = website.markdown(text)
+    assert "(sec-t)=\n# Title" in out and "(sec-u)=\n## Sub" in out
+    assert "{numref}`fig-one`" in out and "{ref}`sec-t`" in out and "`@fig-code`" in out
+
+
+def test_cell_options_become_myst_nb_metadata(tmp_path):
+    import tools.website as website
+
+    path = notebook(tmp_path, [
+        new_code_cell("#| include: false\nsecret = 1"),
+        new_code_cell("#| echo: false\nshown()"),
+        new_code_cell("#| label: fig-one\n#| fig-cap: The caption\n#| fig-alt: Two lines\ndraw()"),
+    ])
+    website.notebook(path, tmp_path / "out.ipynb")
+    cells = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
+    assert len(cells) == 2 and "secret" not in str(cells)
+    assert cells[0].metadata["tags"] == ["remove-input"] and cells[0].source == "shown()"
+    assert cells[1].metadata["mystnb"] == {"figure": {"name": "fig-one", "caption": "The caption"},
+                                           "image": {"alt": "Two lines"}}
+    assert cells[1].source == "draw()"

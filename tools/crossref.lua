@@ -1,10 +1,9 @@
--- Quarto-style cross-references for plain pandoc (the offline render path).
+-- Quarto-style cross-references for plain pandoc (the offline PDF, through Typst).
 --
--- Plain pandoc reads `@fig-x` and `@sec-x` as citations. This filter numbers the
--- labelled figures in document order, prefixes their captions with "Figure N:" in
--- HTML (Typst numbers figures itself), and turns each such citation into a link:
--- "Figure N" for a figure (Typst: a native `@fig-x` reference) and the section's
--- title for a section. An unresolved label stops the render.
+-- Plain pandoc reads `@fig-x` and `@sec-x` as citations. This filter turns each into a
+-- reference: a figure's a native Typst `@fig-x` (Typst numbers figures by chapter,
+-- tools/book.typ), a section's a link titled as the section. An unresolved label stops the
+-- render. It also draws a cell's warnings (a callout-warning div) as a Typst box.
 
 local is_typst = FORMAT:match("typst") ~= nil
 local figures, sections = {}, {}
@@ -26,23 +25,12 @@ local function collect(doc)
   })
 end
 
-local function number_caption(fig)
-  local n = figures[fig.identifier]
-  if is_typst or not n then return nil end
-  local first = fig.caption.long[1]
-  if first and (first.t == "Plain" or first.t == "Para") then
-    first.content:insert(1, pandoc.Space())
-    first.content:insert(1, pandoc.Strong({ pandoc.Str("Figure " .. n .. ":") }))
-  end
-  return fig
-end
-
 local function resolve(cite)
   local id = cite.citations[1].id
   if not (id:match("^fig%-") or id:match("^sec%-")) then return nil end
   if figures[id] then
     if is_typst then return pandoc.RawInline("typst", "@" .. id) end
-    return pandoc.Link({ pandoc.Str("Figure " .. figures[id]) }, "#" .. id)
+    return pandoc.Link({ pandoc.Str("Figure " .. figures[id]) }, "#" .. id)  -- (a non-Typst writer)
   end
   if sections[id] then
     return pandoc.Link(pandoc.Inlines(sections[id]), "#" .. id)
@@ -63,5 +51,5 @@ end
 
 function Pandoc(doc)
   collect(doc)
-  return doc:walk({ Figure = number_caption, Cite = resolve, Div = warning_box })
+  return doc:walk({ Cite = resolve, Div = warning_box })
 end

@@ -2,20 +2,18 @@
 
 ``_quarto.yml`` is the one book definition. With Quarto on the PATH this runs
 ``quarto render``. Quarto cannot be installed from the registries these machines reach, so
-otherwise it takes an offline path over two PyPI packages: pandoc (``pypandoc-binary``; its
-``chunkedhtml`` writer makes a multi-page site, its ``typst`` writer the PDF source) and the
-Typst compiler (``typst``). That path reads the chapters listed in ``_quarto.yml`` and renders
-each notebook from its stored outputs (nothing is executed), honouring the cells' ``#|``
-options as Quarto does:
+otherwise it takes an offline path, rendering each notebook from its stored outputs (nothing is
+executed) and honouring the cells' ``#|`` options as Quarto does:
 
-* ``include: false`` drops the cell and its output; ``echo: false`` drops the code;
-  ``output: false`` drops the output;
-* ``label: fig-...`` with ``fig-cap`` makes the cell's image a numbered, captioned figure
-  that ``@fig-...`` references (``tools/crossref.lua`` numbers and links them);
-* a cell's warnings (its stderr stream) are shown as a warning box (Quarto's
-  ``callout-warning``), in the website and in the PDF.
+* the website with Sphinx, myst-nb and sphinx-book-theme (``tools/site.py`` says why and how);
+* the PDF with pandoc (``pypandoc-binary``: its ``typst`` writer) and the Typst compiler
+  (``typst``), from the same pages: ``include: false`` drops a cell, ``echo: false`` its code,
+  ``output: false`` its output; ``label: fig-...`` with ``fig-cap`` makes a numbered, captioned
+  figure that ``@fig-...`` references (``tools/crossref.lua``); a cell's warnings (its stderr)
+  are a warning box; figures are the notebooks' SVG (vectors).
 
-Either path then checks ``_book/``: an unresolved cross-reference (``??`` or a literal
+The PDF, the chapters' notebooks and ``reproduction.csv`` are offered for download on the
+website. Either path then checks ``_book/``: an unresolved cross-reference (``??`` or a literal
 ``@fig-``), a missing image or a dead internal link fails the render, naming the page.
 """
 
@@ -56,7 +54,7 @@ def read_book(config: Path = ROOT / "_quarto.yml") -> dict:
         if not (config.parent / page).exists():
             raise RenderError(f"{config.name} lists {page}, which does not exist")
     return {"title": book.get("title", ""), "subtitle": book.get("subtitle", ""),
-            "author": book.get("author", ""), "pages": pages}
+            "author": book.get("author", ""), "pages": pages, "appendices": list(book.get("appendices") or [])}
 
 
 # ----------------------------------------------------------------------- notebook -> md
@@ -110,15 +108,21 @@ def notebook_markdown(path: Path, figdir: Path, figprefix: str) -> str:
                     parts.append(f"::: {{.callout-warning}}\n{_fence(output.text, 'warning')}\n:::")
                 continue
             data = output.get("data", {})
-            if "image/png" in data:
+            if "image/svg+xml" in data or "image/png" in data:
                 nimg += 1
-                name = f"{path.stem}-{nimg}.png"
-                (figdir / name).write_bytes(base64.b64decode(data["image/png"]))
+                if "image/svg+xml" in data:  # vectors, in the PDF as on the website
+                    name = f"{path.stem}-{nimg}.svg"
+                    svg = data["image/svg+xml"]
+                    (figdir / name).write_text(svg if isinstance(svg, str) else "".join(svg))
+                else:
+                    name = f"{path.stem}-{nimg}.png"
+                    (figdir / name).write_bytes(base64.b64decode(data["image/png"]))
+                size = _figure_size(figdir / name)
                 if label:
-                    parts.append(f"![{caption or ''}]({figprefix}/{name}){{#{label} width=100%}}")
+                    parts.append(f"![{caption or ''}]({figprefix}/{name}){{#{label} {size}}}")
                     label = None  # one figure per label, as Quarto
                 else:
-                    parts.append(f"![]({figprefix}/{name}){{width=100%}}")
+                    parts.append(f"![]({figprefix}/{name}){{{size}}}")
             elif "text/markdown" in data:
                 parts.append(data["text/markdown"])
             elif "text/plain" in data:
@@ -128,17 +132,31 @@ def notebook_markdown(path: Path, figdir: Path, figprefix: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def page_markdown(page: Path, figdir: Path, figprefix: str) -> str:
+def _figure_size(path: Path, width_in: float = 6.3, height_in: float = 8.2) -> str:
+    """The page's width for a figure, or its height when that would make it taller than a page
+    (a tall figure would otherwise be pushed to the next page, leaving this one blank)."""
+    if path.suffix == ".svg":
+        m = re.search(r'<svg[^>]*\bwidth="([\d.]+)pt"[^>]*\bheight="([\d.]+)pt"', path.read_text()[:2000])
+        if m and float(m.group(2)) / float(m.group(1)) * width_in > height_in:
+            return f"height={height_in}in"
+    return "width=100%"
+
+
+def page_markdown(page: Path, figdir: Path, figprefix: str, numbered: bool = True) -> str:
     if page.suffix == ".ipynb":
-        return notebook_markdown(page, figdir, figprefix)
-    text = page.read_text()
-    if text.startswith("---"):  # drop a YAML header: the book's metadata come from _quarto.yml
-        text = text.split("---", 2)[2]
+        text = notebook_markdown(page, figdir, figprefix)
+    else:
+        text = page.read_text()
+        if text.startswith("---"):  # drop a YAML header: the book's metadata come from _quarto.yml
+            text = text.split("---", 2)[2]
+    if not numbered:  # an appendix: its title carries no chapter number
+        text = re.sub(r"^(# .*?)\{([^}]*)\}\s*$", lambda m: m.group(1) + "{.unnumbered " + m.group(2) + "}",
+                      text, count=1, flags=re.M)
     return text
 
 
 # ------------------------------------------------------------------------- references
-_LABEL = re.compile(r"\{#((?:fig|sec)-[\w-]+)")
+_LABEL = re.compile(r"\{[^}]*#((?:fig|sec)-[\w-]+)")
 _REF = re.compile(r"(?<![\w@])@((?:fig|sec)-[\w-]*\w)")
 
 
@@ -167,31 +185,13 @@ def _run(cmd: list[str], what: str) -> None:
         print(done.stderr.strip(), file=sys.stderr)
 
 
-def render_html(source: Path, meta: dict, work: Path, out: Path) -> None:
-    site = work / "site"
-    _run([_pandoc(), str(source), "--from=markdown", "--to=chunkedhtml", f"--output={site}",
-          "--split-level=1", "--chunk-template=%i.html", "--toc", "--toc-depth=2", "--mathml", "--standalone",
-          f"--lua-filter={TOOLS / 'crossref.lua'}", "--css=book.css",
-          f"--resource-path={work}",
-          f"--metadata=title:{meta['title']}", f"--metadata=subtitle:{meta['subtitle']}",
-          f"--metadata=author:{meta['author']}", "--metadata=lang:en"], "pandoc (website)")
-    shutil.copy(TOOLS / "book.css", site / "book.css")
-    figures = work / "figures"
-    shutil.copytree(figures, site / "figures", dirs_exist_ok=True)
-    for item in site.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        shutil.move(str(item), str(target))
-
-
 def render_pdf(source: Path, meta: dict, work: Path, out: Path) -> Path:
     import typst
 
     typ = work / "book.typ"
     _run([_pandoc(), str(source), "--from=markdown", "--to=typst", f"--output={typ}",
-          "--standalone", "--toc", f"--lua-filter={TOOLS / 'crossref.lua'}",
-          f"--include-in-header={TOOLS / 'book.typ'}",
+          "--standalone", "--toc", "--number-sections", f"--lua-filter={TOOLS / 'crossref.lua'}",
+          f"--include-before-body={TOOLS / 'book.typ'}",  # after the template's own set rules
           f"--metadata=title:{meta['title']}", f"--metadata=subtitle:{meta['subtitle']}",
           f"--metadata=author:{meta['author']}", "--metadata=lang:en",
           "--variable=papersize:a4", "--variable=fontsize:10pt"], "pandoc (PDF source)")
@@ -220,36 +220,40 @@ class _Links(html.parser.HTMLParser):
 
 
 def check_site(out: Path) -> list[str]:
-    """Problems in the rendered site: ``??``, literal ``@fig-``, missing images, dead links."""
-    pages = {p: p.read_text() for p in out.glob("*.html")}
+    """Problems in the rendered site: ``??``, literal ``@fig-``, missing images, dead links
+    (relative links resolved from each page's folder; the site's own search and index pages,
+    which Sphinx fills in the browser, are skipped)."""
+    pages = {p.resolve(): p.read_text() for p in out.rglob("*.html") if "_static" not in p.parts}
     if not pages:
         return [f"{out}: no HTML pages"]
     parsed = {}
     for path, text in pages.items():
         parser = _Links()
         parser.feed(text)
-        parsed[path.name] = parser
+        parsed[path] = parser
     problems = []
     for path, text in pages.items():
+        name = path.relative_to(out.resolve())
         body = re.sub(r"<(script|style)\b.*?</\1>", "", text, flags=re.S)
-        visible = re.sub(r"<[^>]+>", "", body)
+        visible = re.sub(r"<[^>]+>", "", re.sub(r"<(pre|code)\b.*?</\1>", "", body, flags=re.S))
         if "??" in visible:
-            problems.append(f"{path.name}: contains '??' (a broken cross-reference)")
-        if re.search(r"(?<![\w@])@(fig|sec)-", re.sub(r"<(pre|code)\b.*?</\1>", "", body, flags=re.S)):
-            problems.append(f"{path.name}: contains an unresolved @fig-/@sec- reference")
-        parser = parsed[path.name]
+            problems.append(f"{name}: contains '??' (a broken cross-reference)")
+        if re.search(r"(?<![\w@])@(fig|sec)-", visible):
+            problems.append(f"{name}: contains an unresolved @fig-/@sec- reference")
+        parser = parsed[path]
         for src in parser.images:
-            if not urlparse(src).scheme and not (out / unquote(src)).exists():
-                problems.append(f"{path.name}: image {src} is missing")
+            if not urlparse(src).scheme and not src.startswith("data:") and \
+                    not (path.parent / unquote(urlparse(src).path)).resolve().exists():
+                problems.append(f"{name}: image {src} is missing")
         for href in parser.links:
             url = urlparse(href)
-            if url.scheme or href.startswith("mailto:"):
+            if url.scheme or href.startswith(("mailto:", "javascript:")):
                 continue
-            target = url.path or path.name
-            if target not in parsed and not (out / unquote(target)).exists():
-                problems.append(f"{path.name}: link {href} points to a missing page")
+            target = (path.parent / unquote(url.path)).resolve() if url.path else path
+            if not target.exists():
+                problems.append(f"{name}: link {href} points to a missing page")
             elif url.fragment and target in parsed and unquote(url.fragment) not in parsed[target].ids:
-                problems.append(f"{path.name}: link {href} points to a missing anchor")
+                problems.append(f"{name}: link {href} points to a missing anchor")
     return problems
 
 
@@ -261,9 +265,8 @@ def offline(out: Path = OUT) -> None:
         (work / "figures").mkdir()
         texts = {}
         for page in meta["pages"]:
-            start = time.perf_counter()
-            texts[page] = page_markdown(ROOT / page, work / "figures", "figures")
-            print(f"  {page}: {time.perf_counter() - start:.1f} s", flush=True)
+            texts[page] = page_markdown(ROOT / page, work / "figures", "figures",
+                                        numbered=page not in meta["appendices"] and page != "index.md")
         check_references(texts)
         source = work / "book.md"
         source.write_text("\n\n".join(texts.values()))
@@ -271,12 +274,22 @@ def offline(out: Path = OUT) -> None:
             shutil.rmtree(out)
         out.mkdir(parents=True)
         start = time.perf_counter()
-        render_html(source, meta, work, out)
-        print(f"  website: {len(list(out.glob('*.html')))} pages, {time.perf_counter() - start:.1f} s", flush=True)
+        pdf = render_pdf(source, meta, work, work)
+        print(f"  PDF: {pdf.name}, {pdf.stat().st_size // 1024} KiB, {time.perf_counter() - start:.1f} s", flush=True)
         start = time.perf_counter()
-        pdf = render_pdf(source, meta, work, out)
-        print(f"  PDF: {pdf.name}, {pdf.stat().st_size // 1024} KiB, "
-              f"{time.perf_counter() - start:.1f} s", flush=True)
+        downloads = work / "downloads"
+        downloads.mkdir()
+        shutil.copy(pdf, downloads / pdf.name)
+        shutil.copy(ROOT / "chapters" / "reproduction.csv", downloads / "reproduction.csv")
+        for page in meta["pages"]:
+            if page.endswith(".ipynb"):
+                shutil.copy(ROOT / page, downloads / Path(page).name)
+        sys.path.insert(0, str(TOOLS))
+        import website
+
+        website.build(website.book_config(), out, work, downloads)
+        pages = list(out.rglob("*.html"))
+        print(f"  website: {len(pages)} pages, {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def main() -> int:

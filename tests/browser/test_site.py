@@ -1,0 +1,155 @@
+"""The rendered website in a real browser (Debian's Chromium, driven by Selenium).
+
+Run after ``make render`` (``make test`` does both): the site in ``_book/`` is served over
+http on 127.0.0.1 and every page is opened at a desktop (1280 px) and a phone (390 px) width;
+screenshots of each go to ``_build/screenshots/`` (not committed) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = ROOT / "_book"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+if not (SITE / "index.html").exists():
+    pytest.fail("no rendered site in _book/: run `make render` first", pytrace=False)
+if CHROMIUM is None or DRIVER is None:
+    pytest.fail("Chromium and its driver are not installed (Debian: apt-get install chromium chromium-driver; "
+                "`make test` installs them)", pytrace=False)
+
+
+def _pages() -> list[str]:
+    """The book's pages as the site names them (from _quarto.yml)."""
+    book = yaml.safe_load((ROOT / "_quarto.yml").read_text())["book"]
+    pages = list(book["chapters"]) + list(book.get("appendices") or [])
+    return [str(Path(p).with_suffix(".html")) for p in pages]
+
+
+PAGES = _pages()
+
+
+@pytest.fixture(scope="module")
+def server():
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(SITE))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+def _driver(width: int):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--window-size={max(width, 500)},900"]:
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    # the real width (a window cannot be narrower than 500 px), at a phone's 2x pixel density
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": 900, "deviceScaleFactor": 2, "mobile": width < 600})
+    return driver
+
+
+@pytest.fixture(scope="module", params=[1280, 390], ids=["desktop", "phone"])
+def browser(request):
+    driver = _driver(request.param)
+    driver.width = request.param
+    yield driver
+    driver.quit()
+
+
+def _open(driver, url: str) -> None:
+    driver.get(url)
+    for _ in range(50):  # until the page and its images are loaded and MathJax has typeset
+        ready = driver.execute_script(
+            "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)"
+            " && (!window.MathJax || !MathJax.startup || MathJax.startup.document.state() >= 10)")
+        if ready:
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page(browser, server, page):
+    _open(browser, server + page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / f"{page.replace('/', '_')}-{browser.width}.png"))
+    # no page scrolls sideways: wide outputs and equations scroll inside their own box
+    scroll, client = browser.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert scroll <= client + 1, f"{page} scrolls horizontally at {browser.width} px ({scroll} > {client})"
+    # every page links every chapter
+    links = {urlparse(urljoin(server + page, a.get_attribute("href") or "")).path.lstrip("/")
+             for a in browser.find_elements("css selector", "a[href]")}
+    missing = [p for p in PAGES if p not in links and p != page]
+    assert not missing, f"{page} does not link {missing}"
+    # every image loads, and is sharp on a 2x screen: a vector, or twice its displayed width
+    for img in browser.find_elements("css selector", "img"):
+        src, natural, shown = (img.get_attribute("src"), browser.execute_script("return arguments[0].naturalWidth", img),
+                               browser.execute_script("return arguments[0].clientWidth", img))
+        assert natural > 0, f"{page}: image {src} did not load"
+        assert src.endswith(".svg") or natural >= 2 * shown, f"{page}: image {src} is {natural} px shown at {shown}"
+        assert img.get_attribute("alt"), f"{page}: image {src} has no alt text"
+    # every anchor a link on the page points to exists
+    for a in browser.find_elements("css selector", "a[href*='#']"):
+        target = urlparse(urljoin(server + page, a.get_attribute("href")))
+        if target.path.lstrip("/") == page and target.fragment:
+            assert browser.execute_script("return !!document.getElementById(arguments[0])", target.fragment), \
+                f"{page}: anchor #{target.fragment} does not exist"
+    # no errors in the console (a missing script or stylesheet, a failed MathJax)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]
+    assert not errors, f"{page}: console errors {errors}"
+
+
+def test_chapters_show_their_warnings_dataframes_and_equations(browser, server):
+    _open(browser, server + "chapters/04-coma.html")
+    warnings = [w for w in browser.find_elements("css selector", ".output.stderr") if w.is_displayed()]
+    assert any("SingularFitWarning" in w.text for w in warnings)
+    assert browser.find_elements("css selector", "mjx-container"), "MathJax typeset no equation"
+    assert browser.find_elements("css selector", "figure img[alt]")
+    _open(browser, server + "chapters/01-hsb.html")
+    tables = browser.find_elements("css selector", ".cell_output table.dataframe")
+    assert len(tables) >= 5 and tables[0].find_elements("css selector", "th")
+    assert browser.find_elements("css selector", "button.copybtn"), "code cells have no copy button"
+
+
+def test_search_finds_a_word_on_its_page(browser, server):
+    _open(browser, server + "search.html?q=Kenward")
+    for _ in range(100):
+        hits = [a.get_attribute("href") for a in browser.find_elements("css selector", "#search-results a")]
+        if hits:
+            break
+        time.sleep(0.1)
+    assert any("chapters/01-hsb.html" in h for h in hits), hits
+
+
+def test_downloads_work(browser, server):
+    _open(browser, server + "index.html")
+    hrefs = [a.get_attribute("href") for a in browser.find_elements("css selector", "a[href]")]
+    for suffix, magic in [(".pdf", b"%PDF"), (".csv", b"id,section"), (".ipynb", b"{")]:
+        url = next(h for h in hrefs if h.endswith(suffix))
+        with urllib.request.urlopen(url) as response:
+            assert response.status == 200 and response.read(20).startswith(magic), url
