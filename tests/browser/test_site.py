@@ -153,3 +153,32 @@ def test_downloads_work(browser, server):
         url = next(h for h in hrefs if h.endswith(suffix))
         with urllib.request.urlopen(url) as response:
             assert response.status == 200 and response.read(20).startswith(magic), url
+
+
+def test_syntax_colours_pass_wcag_aa(browser, server):
+    """Every token colour of the highlighted code against the code block's background: a
+    contrast ratio of at least 4.5 (WCAG 2.1 AA for normal text)."""
+    _open(browser, server + "chapters/01-hsb.html")
+    pairs = browser.execute_script("""
+      const rgb = s => (s.match(/[\\d.]+/g) || []).slice(0, 3).map(Number);
+      const out = [];
+      for (const span of document.querySelectorAll('div.cell_input .highlight pre span')) {
+        let bg = null, e = span;
+        while (e && !bg) { const c = getComputedStyle(e).backgroundColor;
+          if (c && !c.startsWith('rgba(0, 0, 0, 0)') && c !== 'transparent') bg = c; e = e.parentElement; }
+        out.push([span.className, rgb(getComputedStyle(span).color), rgb(bg || 'rgb(255,255,255)')]);
+      }
+      return out;""")
+    assert len(pairs) > 50
+
+    def luminance(c):
+        c = [v / 255 for v in c]
+        c = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    worst = {}
+    for cls, fg, bg in pairs:
+        hi, lo = sorted([luminance(fg), luminance(bg)], reverse=True)
+        worst[cls] = min(worst.get(cls, 99), (hi + 0.05) / (lo + 0.05))
+    failing = {cls: round(r, 2) for cls, r in worst.items() if r < 4.5}
+    assert not failing, f"token classes below 4.5:1: {failing}"
