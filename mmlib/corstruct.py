@@ -19,6 +19,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from .linalg import batched_cholesky, batched_forward
+
 
 class CorStructError(ValueError):
     """A correlation structure that does not fit the data: a missing time, ties, ..."""
@@ -120,10 +122,8 @@ class CorStruct:
 
         The general way: the Cholesky factor R_i of every C_i, vectorized over groups.
         """
-        from .lmm import _batched_cholesky, _batched_forward
-
-        R = _batched_cholesky(self.matrices(u))
-        return _batched_forward(R, padded), 2.0 * float(np.log(np.diagonal(R, axis1=1, axis2=2)).sum())
+        R = batched_cholesky(self.matrices(u))
+        return batched_forward(R, padded), 2.0 * float(np.log(np.diagonal(R, axis1=1, axis2=2)).sum())
 
     def _markov_whiten(self, rho: np.ndarray, padded: np.ndarray) -> tuple[np.ndarray, float]:
         """Whitening for an AR(1)-type (Markov) structure with correlation ``rho`` between

@@ -479,8 +479,7 @@ def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndar
         if isinstance(col.dtype, pd.CategoricalDtype):
             col = col.cat.remove_unused_categories()
             return [str(c) for c in col.cat.categories], col.cat.codes.to_numpy().astype(np.intp)
-        values = col.to_numpy()
-        uniq, codes = np.unique(values, return_inverse=True)  # factor(): sorted levels
+        codes, uniq = pd.factorize(col.to_numpy(), sort=True)  # factor(): sorted levels
         return list(r_labels(uniq)), codes.astype(np.intp)
     # nested a:b: the interaction of the factors, levels "a:b" in order of the factors' levels
     level_lists, code_lists = zip(*(grouping_factor(frame, p) for p in parts))

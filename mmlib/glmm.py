@@ -32,7 +32,7 @@ from .covariance import VarCorr, lower_indices, theta_layout
 from .family import Family, family as make_family
 from .fitted import FittedModel
 from .formula import parse
-from .lmm import _batched_backward, _batched_cholesky, _batched_forward
+from .linalg import batched_backward, batched_cholesky, batched_forward
 from .optimizer import Minimizer, central_hessian, central_jacobian
 from .optsummary import ConvergenceWarning
 from .randomeffects import contributions, new_levels_error, re_form_groups
@@ -164,7 +164,7 @@ class GLMMCriterion(Minimizer):
             dw = self.trials * mu * (1 - mu) * (1 - 2 * mu)
         else:
             dw = mu
-        Linv = _batched_forward(L, np.broadcast_to(np.eye(q), L.shape).copy())
+        Linv = batched_forward(L, np.broadcast_to(np.eye(q), L.shape).copy())
         Ainv = np.swapaxes(Linv, 1, 2) @ Linv
         P = lam @ Ainv @ lam.T  # Lambda A^-1 Lambda', per group
         h = np.einsum("nq,nqr,nr->n", Z, P[codes], Z)
@@ -223,24 +223,24 @@ class GLMMCriterion(Minimizer):
             Zts = S[:, len(self.pairs):len(self.pairs) + q]
             A = lam.T @ ZtWZ @ lam + eye
             try:
-                L = _batched_cholesky(A)
+                L = batched_cholesky(A)
             except np.linalg.LinAlgError:
                 return None
             gu = Zts @ lam - u
             if update_beta:
                 ZtWX = S[:, len(self.pairs) + q:].reshape(self.m, q, p)
-                C = _batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX))
-                c = _batched_forward(L, gu[:, :, None])[:, :, 0]
+                C = batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX))
+                c = batched_forward(L, gu[:, :, None])[:, :, 0]
                 M = X.T @ (w[:, None] * X) - np.tensordot(C, C, axes=([0, 1], [0, 1]))
                 r = X.T @ s - np.tensordot(C, c, axes=([0, 1], [0, 1]))
                 try:
                     dbeta = np.linalg.solve(M, r)
                 except np.linalg.LinAlgError:
                     return None
-                du = _batched_backward(L, (c - C @ dbeta)[:, :, None])[:, :, 0]
+                du = batched_backward(L, (c - C @ dbeta)[:, :, None])[:, :, 0]
             else:
                 dbeta = np.zeros(p)
-                du = _batched_backward(L, _batched_forward(L, gu[:, :, None]))[:, :, 0]
+                du = batched_backward(L, batched_forward(L, gu[:, :, None]))[:, :, 0]
             step = 1.0
             for _half in range(30):
                 u_new, beta_new = u + step * du, beta + step * dbeta
@@ -261,7 +261,7 @@ class GLMMCriterion(Minimizer):
         w = self.trials * mu_eta ** 2 / fam.variance(mu)
         S = self.groups.sums(w[:, None] * self._ZZ)
         ZtWZ = S[:, self._sym]
-        L = _batched_cholesky(lam.T @ ZtWZ @ lam + eye)
+        L = batched_cholesky(lam.T @ ZtWZ @ lam + eye)
         logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
         return u, beta, pdev, logdet, (L, w)
 
@@ -375,7 +375,7 @@ class GlmerMod(FittedModel):
         # covariance of beta given theta: the inverse Schur complement of the PIRLS system
         q = crit.q
         ZtWX = crit.groups.sums(w[:, None] * crit._ZX)
-        C = _batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX.reshape(crit.m, q, self.p)))
+        C = batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX.reshape(crit.m, q, self.p)))
         M = self.X.T @ (w[:, None] * self.X) - np.tensordot(C, C, axes=([0, 1], [0, 1]))
         self.vcov_conditional = np.linalg.inv(M)
         self.sigma = 1.0
@@ -459,7 +459,7 @@ class GlmerMod(FittedModel):
         frame = pd.DataFrame(self._b[0], index=pd.Index(t.levels, name=t.group), columns=t.names)
         if condVar:
             lam = self.criterion.lambdas(np.concatenate([self.theta, self.beta]))[0]
-            C = _batched_forward(self._pirls_factor, np.ascontiguousarray(
+            C = batched_forward(self._pirls_factor, np.ascontiguousarray(
                 np.broadcast_to(lam.T, (t.m, t.q, t.q))))
             frame.attrs["condVar"] = np.swapaxes(C, 1, 2) @ C
         return {t.group: frame}

@@ -29,258 +29,20 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 import scipy.optimize
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 from scipy import stats
 
 from . import arguments as check
 from . import design as dsg
-from .covariance import VarCorr, lower_indices, theta_layout
+from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label,
                             re_form_groups)
 from .formula import MixedFormula, parse, parse_lme
+from .linalg import BlockSystem, CrossedSystem, SparseSystem
 from .optimizer import Minimizer
 from .optsummary import OptSummary
 
 LOG2PI = np.log(2 * np.pi)
-
-
-# ----------------------------------------------------------------------------- backends
-def _batched_cholesky(A: np.ndarray) -> np.ndarray:
-    """Cholesky factors of a stack of small SPD matrices, vectorized over the stack.
-
-    The loops run over the (few) rows of one block; each step works on all groups at once,
-    which for small q is several times faster than ``np.linalg.cholesky`` on the stack.
-    """
-    m, q, _ = A.shape
-    L = np.zeros_like(A)
-    for j in range(q):
-        d = A[:, j, j].copy()
-        for k in range(j):
-            d -= L[:, j, k] ** 2
-        if np.any(d <= 0):
-            raise np.linalg.LinAlgError("block not positive definite")
-        L[:, j, j] = np.sqrt(d)
-        for i in range(j + 1, q):
-            s = A[:, i, j].copy()
-            for k in range(j):
-                s -= L[:, i, k] * L[:, j, k]
-            L[:, i, j] = s / L[:, j, j]
-    return L
-
-
-def _batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Solve L C = B for a stack of lower-triangular L (m, q, q) and B (m, q, r)."""
-    C = np.empty_like(B)
-    for i in range(L.shape[1]):
-        s = B[:, i, :].copy()
-        for k in range(i):
-            s -= L[:, i, k, None] * C[:, k, :]
-        C[:, i, :] = s / L[:, i, i, None]
-    return C
-
-
-class _BlockSystem:
-    """One random-effects term: A is block diagonal, one q-by-q block per group."""
-
-    def __init__(self, ZtZ: np.ndarray, ZtXy: np.ndarray):
-        """From per-group cross-products Z_i'Z_i (m, q, q) and Z_i'[X_i y_i] (m, q, p + 1)."""
-        self.ZtZ, self.ZtXy = ZtZ, ZtXy
-        self.m, self.q, self.p = ZtZ.shape[0], ZtZ.shape[1], ZtXy.shape[2] - 1
-        self.eye = np.eye(self.q)
-
-    @classmethod
-    def from_rows(cls, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray) -> "_BlockSystem":
-        """Accumulate the per-group sums in one pass over the observations."""
-        codes, Z, m = term.codes, term.Z, term.m
-        ZtZ = dsg.group_crossprod(codes, m, Z)
-        ZtXy = np.concatenate([dsg.group_crossprod(codes, m, Z, X), dsg.group_crossprod(codes, m, Z, y[:, None])],
-                              axis=2)
-        return cls(ZtZ, ZtXy)
-
-    def solve(self, lams: list[np.ndarray]):
-        """log|A|, the cross-products the Schur complement needs, and the factor."""
-        lam = lams[0]
-        m, q, p = self.m, self.q, self.p
-        if q == 1:  # scalar blocks: A_i = lambda^2 Z_i'Z_i + 1
-            A = lam[0, 0] ** 2 * self.ZtZ[:, 0, 0] + 1.0
-            L = np.sqrt(A)
-            C = (lam[0, 0] / L)[:, None] * self.ZtXy[:, 0, :]
-            logdet = float(np.log(A).sum())
-            CX, cy = C[:, :p], C[:, p]
-            state = (L[:, None, None], CX[:, None, :], cy[:, None])
-            return logdet, CX.T @ CX, CX.T @ cy, float(cy @ cy), state
-        # A_i = Lambda' S_i Lambda + I as one matrix product: vec(A_i) = vec(S_i) (Lambda (x) Lambda)
-        A = (self.ZtZ.reshape(m, q * q) @ np.kron(lam, lam)).reshape(m, q, q) + self.eye
-        L = _batched_cholesky(A)
-        B = np.ascontiguousarray(np.einsum("ji,gjr->gir", lam, self.ZtXy))
-        C = _batched_forward(L, B)  # L^-1 Lambda' Z'[X y]
-        logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
-        Cf = C.reshape(m * q, p + 1)
-        cross = Cf.T @ Cf
-        CX, cy = C[:, :, :p], C[:, :, p]
-        return logdet, cross[:p, :p], cross[:p, p], float(cross[p, p]), (L, CX, cy)
-
-    def spherical_modes(self, state, beta) -> np.ndarray:
-        """u = L^-T (c_y - C_X beta), one row per group."""
-        L, CX, cy = state
-        rhs = cy - CX @ beta
-        return _batched_backward(L, rhs[:, :, None])[:, :, 0]
-
-    def modes(self, lams, state, beta) -> list[np.ndarray]:
-        return [self.spherical_modes(state, beta) @ lams[0].T]
-
-    def conditional_covariances(self, lams) -> list[np.ndarray]:
-        """Lambda A_i^-1 Lambda' per group: C'C with C = L_i^-1 Lambda'."""
-        lam = lams[0]
-        m, q = self.m, self.q
-        A = (self.ZtZ.reshape(m, q * q) @ np.kron(lam, lam)).reshape(m, q, q) + self.eye
-        C = _batched_forward(_batched_cholesky(A), np.ascontiguousarray(np.broadcast_to(lam.T, (m, q, q))))
-        return [np.swapaxes(C, 1, 2) @ C]
-
-    def gradient(self, lams, state, beta, RX, r2, reml: bool, n: int, block) -> np.ndarray:
-        """Analytic gradient of the profiled criterion with respect to theta.
-
-        With E = dLambda/dtheta_k = e_r e_c' and per-group S = Z_i'Z_i:
-          d log|A|   = 2 sum_i (A_i^-1 Lambda' S_i)[c, r]
-          d r2       = -2 sum_i (Z_i' res_i)[r] u_i[c]            (envelope theorem)
-          d log|M|   = -2 sum_i (Lambda' P_i M^-1 P_i')[c, r]     (REML only)
-        where M = X'V^-1 X = R_X R_X', P_i = Z_i'V_i^-1 X_i = Z_i'X_i - S_i Lambda A_i^-1 Lambda' Z_i'X_i,
-        and A_i^-1 Lambda' Z_i'X_i = L_i^-T C_X,i reuses the factor of the solve.
-        """
-        lam = lams[0]
-        L, CX, cy = state
-        p, q = self.p, self.q
-        if q == 1:
-            return self._gradient_scalar(lam[0, 0], L[:, 0, 0], CX[:, 0, :], cy[:, 0], beta, RX, r2, reml, n)
-        S, ZX, Zy = self.ZtZ, self.ZtXy[:, :, :p], self.ZtXy[:, :, p]
-        u = self.spherical_modes(state, beta)
-        res = Zy - ZX @ beta - np.einsum("gab,gb->ga", S @ lam, u)
-        rows, cols = lower_indices(q)
-        SL = S @ lam
-        Ainv_LtS = _batched_backward(L, _batched_forward(L, np.ascontiguousarray(np.swapaxes(SL, 1, 2))))
-        G_logdet = 2.0 * Ainv_LtS.sum(axis=0)
-        G_r2 = -2.0 * np.tensordot(res, u, axes=([0], [0]))
-        g = G_logdet[cols, rows]
-        dr2 = G_r2[rows, cols]
-        if reml:
-            P = ZX - SL @ _batched_backward(L, CX)
-            Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
-            H = lam.T @ np.tensordot(P @ Minv, P, axes=([0, 2], [0, 2]))
-            g = g - 2.0 * H[cols, rows] + (n - p) * dr2 / r2
-        else:
-            g = g + n * dr2 / r2
-        return g
-
-
-def _gradient_scalar_impl(self, lam, L, CX, cy, beta, RX, r2, reml, n):
-    """The gradient for one scalar random effect per group: every block is 1-by-1."""
-    p = self.p
-    S, ZX, Zy = self.ZtZ[:, 0, 0], self.ZtXy[:, 0, :p], self.ZtXy[:, 0, p]
-    u = (cy - CX @ beta) / L
-    res = Zy - ZX @ beta - S * lam * u
-    g = 2.0 * lam * np.sum(S / L ** 2)
-    dr2 = -2.0 * float(res @ u)
-    if reml:
-        P = ZX - (S * lam / L)[:, None] * CX
-        Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
-        g = g - 2.0 * lam * np.sum((P @ Minv) * P) + (n - p) * dr2 / r2
-    else:
-        g = g + n * dr2 / r2
-    return np.array([g])
-
-
-_BlockSystem._gradient_scalar = _gradient_scalar_impl
-
-
-def _batched_backward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Solve L' X = B for a stack of lower-triangular L (m, q, q) and B (m, q, r)."""
-    q = L.shape[1]
-    X = np.empty_like(B)
-    for i in range(q - 1, -1, -1):
-        s = B[:, i, :].copy()
-        for k in range(i + 1, q):
-            s -= L[:, k, i, None] * X[:, k, :]
-        X[:, i, :] = s / L[:, i, i, None]
-    return X
-
-
-class _SparseSystem:
-    """Several random-effects terms (nested or crossed): Z is sparse, A is factored whole."""
-
-    DENSE_LIMIT = 3000  # below this many random effects a dense Cholesky is fastest
-
-    def __init__(self, terms: list[dsg.ReTerm], X: np.ndarray, y: np.ndarray, blocks):
-        n = X.shape[0]
-        cols, rows, vals, lam_r, lam_c, lam_t = [], [], [], [], [], []
-        offset = 0
-        self.offsets = []
-        for term, block in zip(terms, blocks):
-            q, m = term.q, term.m
-            for a in range(q):
-                rows.append(np.arange(n))
-                cols.append(offset + term.codes * q + a)
-                vals.append(term.Z[:, a])
-            r, c = np.tril_indices(q)
-            order = np.lexsort((r, c))  # column-major, theta's order
-            r, c = r[order], c[order]
-            base = offset + np.arange(m)[:, None] * q
-            lam_r.append((base + r).ravel())
-            lam_c.append((base + c).ravel())
-            lam_t.append(np.tile(block.start + np.arange(len(r)), m))
-            self.offsets.append((offset, m, q))
-            offset += m * q
-        self.Q = offset
-        Z = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(n, self.Q))
-        self.ZtZ = (Z.T @ Z).tocsc()
-        self.ZtXy = np.asarray(Z.T @ np.column_stack([X, y]))
-        self.lam_rows, self.lam_cols = np.concatenate(lam_r), np.concatenate(lam_c)
-        self.lam_theta = np.concatenate(lam_t)
-        self.p = X.shape[1]
-
-    def lambda_matrix(self, theta: np.ndarray) -> sp.csc_matrix:
-        return sp.csc_matrix((theta[self.lam_theta], (self.lam_rows, self.lam_cols)),
-                             shape=(self.Q, self.Q))
-
-    def solve(self, theta: np.ndarray):
-        lam = self.lambda_matrix(theta)
-        A = (lam.T @ self.ZtZ @ lam + sp.identity(self.Q, format="csc")).tocsc()
-        B = np.asarray(lam.T @ self.ZtXy)
-        if self.Q <= self.DENSE_LIMIT:
-            factor = scipy.linalg.cho_factor(A.toarray(), lower=True, check_finite=False)
-            logdet = 2.0 * np.log(np.diag(factor[0])).sum()
-            W = scipy.linalg.cho_solve(factor, B, check_finite=False)
-        else:  # SPD: an LU without row exchanges has U's diagonal positive, product = |A|
-            lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                           options={"SymmetricMode": True})
-            logdet = np.log(np.abs(lu.U.diagonal())).sum()
-            W = lu.solve(B)
-        BX, By = B[:, :self.p], B[:, self.p]
-        WX, Wy = W[:, :self.p], W[:, self.p]
-        return logdet, BX.T @ WX, BX.T @ Wy, float(By @ Wy), (lam, WX, Wy)
-
-    def modes(self, theta, state, beta) -> list[np.ndarray]:
-        lam, WX, Wy = state
-        b = lam @ (Wy - WX @ beta)
-        return [b[off:off + m * q].reshape(m, q) for off, m, q in self.offsets]
-
-    COVARIANCE_LIMIT = 20000  # random effects up to which A^-1 is formed densely
-
-    def conditional_covariances(self, theta) -> list[np.ndarray]:
-        """The per-group diagonal blocks of Lambda A^-1 Lambda', one array per term."""
-        if self.Q > self.COVARIANCE_LIMIT:
-            raise NotImplementedError(f"conditional variances for {self.Q} random effects (more than "
-                                      f"{self.COVARIANCE_LIMIT}) are not implemented")
-        lam = self.lambda_matrix(theta)
-        A = (lam.T @ self.ZtZ @ lam + sp.identity(self.Q, format="csc")).toarray()
-        full = lam @ (lam @ np.linalg.inv(A)).T  # Lambda A^-1 Lambda' (A symmetric)
-        out = []
-        for off, m, q in self.offsets:
-            idx = off + np.arange(m)[:, None] * q + np.arange(q)[None, :]
-            out.append(full[idx[:, :, None], idx[:, None, :]])
-        return out
 
 
 # ------------------------------------------------------------------------------ engine
@@ -334,10 +96,14 @@ class LMMCriterion(Minimizer):
         self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
         self._cache = None
         if len(terms) == 1:
-            self.system = _BlockSystem.from_rows(terms[0], X, y)
+            self.system = BlockSystem.from_rows(terms[0], X, y)
             self.analytic, self.n_numeric = True, 0
-        else:
-            self.system = _SparseSystem(terms, X, y, self.blocks)
+        elif sum(t.m * t.q for t in terms) - max(t.m * t.q for t in terms) <= CrossedSystem.TAIL_LIMIT:
+            self.system = CrossedSystem(terms, X, y, self.blocks)
+            self.analytic, self.n_numeric = True, 0
+            self.start_hessian = self.ntheta <= 10
+        else:  # a tail too large to factor densely: sparse LU, numerical gradient
+            self.system = SparseSystem(terms, X, y, self.blocks)
             self.analytic, self.n_numeric = False, None
 
     def lambdas(self, theta) -> list[np.ndarray]:
@@ -347,7 +113,40 @@ class LMMCriterion(Minimizer):
         return np.concatenate([b.lower_bounds() for b in self.blocks])
 
     def start(self) -> np.ndarray:
-        return np.concatenate([b.start_values() for b in self.blocks])
+        """lme4's start (Lambda = I) for one term; with several, each random-intercept term's
+        ratio from a one-way analysis of variance of the least-squares residuals."""
+        theta = np.concatenate([b.start_values() for b in self.blocks])
+        if len(self.terms) > 1:
+            theta = self._moment_start(theta)
+        return theta
+
+    def _moment_start(self, theta: np.ndarray) -> np.ndarray:
+        """Method-of-moments sigma_b / sigma for each random intercept, by its one-way ANOVA
+        of the OLS residuals: E[MSB] = sigma^2 + n0 sigma_b^2 with n0 = (N - sum n_j^2 / N) / (J - 1)
+        (Searle, Casella & McCulloch 1992, sec. 3.5). In crossed designs the other factors
+        inflate it a little; it only has to put each ratio on the right scale, where lme4's
+        start of 1 costs a quasi-Newton method many iterations for a small variance (InstEval's
+        department, 0.07)."""
+        theta = theta.copy()
+        beta = np.linalg.lstsq(self.X, self.y, rcond=None)[0]
+        r = self.y - self.X @ beta
+        for term, block in zip(self.terms, self.blocks):
+            if term.q != 1 or not np.all(term.Z[:, 0] == 1.0):
+                continue
+            n_j = np.bincount(term.codes, minlength=term.m).astype(float)
+            sums = np.bincount(term.codes, weights=r, minlength=term.m)
+            used = n_j > 0
+            J, N = int(used.sum()), float(n_j.sum())
+            if J < 2 or N - J < 1:
+                continue
+            between = float((sums[used] ** 2 / n_j[used]).sum())
+            msb = (between - r.sum() ** 2 / N) / (J - 1)
+            msw = (float(r @ r) - between) / (N - J)
+            n0 = (N - float((n_j ** 2).sum()) / N) / (J - 1)
+            if msw > 0 and n0 > 0:
+                ratio = np.sqrt(max(msb - msw, 0.0) / n0 / msw)
+                theta[block.start] = float(np.clip(ratio, 0.05, 10.0))
+        return theta
 
     def solve(self, theta, reml: bool) -> _Solution:
         theta = np.asarray(theta, dtype=float)
@@ -359,14 +158,14 @@ class LMMCriterion(Minimizer):
         return sol
 
     def _solve(self, theta, reml: bool) -> _Solution:
-        arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
+        arg = self.lambdas(theta) if isinstance(self.system, BlockSystem) else theta
         return _profile(self.system, arg, self.XtX, self.Xty, self.yty, self.n, self.p, reml, self.extra_logdet)
 
     def objective(self, theta, reml: bool) -> float:
         return self.solve(theta, reml).deviance
 
     def modes(self, theta, solution: _Solution) -> list[np.ndarray]:
-        arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
+        arg = self.lambdas(theta) if isinstance(self.system, BlockSystem) else theta
         return self.system.modes(arg, solution.state, solution.beta)
 
     def conditional_covariances(self, theta) -> list[np.ndarray]:
@@ -374,19 +173,22 @@ class LMMCriterion(Minimizer):
         array per term: times sigma^2, the covariance of the random effects given the data
         and the estimates (lme4's ``condVar``)."""
         theta = np.asarray(theta, dtype=float)
-        arg = self.lambdas(theta) if isinstance(self.system, _BlockSystem) else theta
+        arg = self.lambdas(theta) if isinstance(self.system, BlockSystem) else theta
         return self.system.conditional_covariances(arg)
 
     def gradient(self, theta, reml: bool) -> np.ndarray:
-        """The gradient of the criterion: analytic for one grouping factor, else numerical."""
-        if isinstance(self.system, _BlockSystem):
-            theta = np.asarray(theta, dtype=float)
-            sol = self.solve(theta, reml)
-            if not np.isfinite(sol.deviance):
-                return np.full(theta.size, np.nan)
+        """The gradient of the criterion: exact, but numerical where the tail of several terms is
+        too large to factor densely (see ``mmlib.linalg``)."""
+        if not self.analytic:
+            return self.numerical_gradient(theta, reml)
+        theta = np.asarray(theta, dtype=float)
+        sol = self.solve(theta, reml)
+        if not np.isfinite(sol.deviance):
+            return np.full(theta.size, np.nan)
+        if isinstance(self.system, BlockSystem):
             return self.system.gradient(self.lambdas(theta), sol.state, sol.beta, sol.RX, sol.r2,
                                         reml, self.n, self.blocks[0])
-        return self.numerical_gradient(theta, reml)
+        return self.system.gradient(theta, sol.state, sol.beta, sol.RX, sol.r2, reml, self.n)
 
 class CorrelatedLMMCriterion(LMMCriterion):
     """The criterion with correlated errors within groups (nlme's ``correlation =``).
@@ -432,7 +234,7 @@ class CorrelatedLMMCriterion(LMMCriterion):
         ZtXy = np.swapaxes(Wz, 1, 2) @ Wxy
         flat = Wxy.reshape(-1, p + 1)
         cross = flat.T @ flat
-        out = (_BlockSystem(ZtZ, ZtXy), cross[:p, :p], cross[:p, p], float(cross[p, p]), logdet)
+        out = (BlockSystem(ZtZ, ZtXy), cross[:p, :p], cross[:p, p], float(cross[p, p]), logdet)
         self._white = (key, out)
         return out
 

@@ -296,8 +296,9 @@ def as_factor(v, levels: list[str] | None = None, ordered: bool = False) -> Fact
             levels = list(r_labels(uniq))
         else:
             levels = sorted(set(labels[~missing]))
-    index = {lev: i for i, lev in enumerate(levels)}
-    codes = np.array([-1 if m else index.get(lab, -2) for lab, m in zip(labels, missing)], dtype=np.intp)
+    codes = pd.Index(list(levels), dtype=object).get_indexer(labels).astype(np.intp)
+    codes[(codes == -1) & ~missing] = -2
+    codes[missing] = -1
     if np.any(codes == -2):
         new = sorted({lab for lab, c in zip(labels, codes) if c == -2})
         raise RExprError(f"new level(s) {', '.join(map(repr, new))} not among the fitted levels "

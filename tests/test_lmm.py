@@ -227,18 +227,6 @@ def test_non_convergence_is_reported(bryk):
     assert "did not converge" in repr(m.summary())
 
 
-def test_sparse_lu_path_equals_dense_cholesky(monkeypatch):
-    from mmlib import lmm
-
-    y, X, terms, _ = _design(_random_data(4), "y ~ x + (1 | g) + (1 | h)")
-    dense = LMMCriterion(y, X, terms)
-    monkeypatch.setattr(lmm._SparseSystem, "DENSE_LIMIT", 0)
-    sparse = LMMCriterion(y, X, terms)
-    for theta in ([0.7, 0.4], [1.5, 0.05]):
-        np.testing.assert_allclose(sparse.objective(np.array(theta), True),
-                                   dense.objective(np.array(theta), True), rtol=1e-11)
-
-
 def test_lmlist_exactly_determined_group_has_coefficients_and_no_interval():
     # tests/r/issue12_reference.R, lmlist_exact: nlme 3.1-162 lmList(Reaction ~ Days | Subject) on
     # sleepstudy with Subject 308 cut to Days 0 and 1 (2 rows, 2 coefficients)

@@ -1,0 +1,663 @@
+"""The penalized least-squares systems of a linear mixed model, and the kernels they use.
+
+For ``y = X beta + Z Lambda u + e`` with ``u ~ N(0, sigma^2 I)``, every evaluation of the
+profiled criterion solves the system of ``A = Lambda' Z'Z Lambda + I`` for ``Lambda' Z'[X y]``
+(Bates et al. 2015, J. Stat. Softw. 67(1), section 3): log|A|, the cross-products the fixed
+effects' Schur complement needs, and the conditional modes. Three ways, by the model's terms:
+
+* :class:`BlockSystem`, one term: A is block diagonal (one q-by-q block per group), solved by
+  the batched kernels below from per-group sums; the exact gradient is written out.
+* :class:`CrossedSystem`, several terms (crossed or nested): the term with the most random
+  effects is eliminated first. Its own block of A is block diagonal, so
+  ``A = [[D, C], [C', T]]`` has the Schur complement ``S = T - C' D^-1 C`` of the other terms
+  (the *tail*), factored densely; ``log|A| = log|D| + log|S|``. This is what makes crossed
+  designs fast: 73,000 ratings of 2,972 students by 1,128 lecturers in 14 departments have a
+  tail of 1,142 effects. The exact gradient uses A^-1 in the same blocks (see ``gradient``).
+* :class:`SparseSystem`, when the tail is too large to factor densely: a sparse LU of A, with a
+  numerical gradient.
+
+The batched kernels work on stacks of small matrices (groups x q x q), looping over the q rows
+of a block and vectorizing over the groups, which for small q is several times faster than
+numpy's stacked routines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from . import design as dsg
+from .covariance import lower_indices
+
+
+# ---------------------------------------------------------------------------- kernels
+def batched_cholesky(A: np.ndarray) -> np.ndarray:
+    """Cholesky factors L (A = L L') of a stack of small SPD matrices (m, q, q)."""
+    m, q, _ = A.shape
+    L = np.zeros_like(A)
+    for j in range(q):
+        d = A[:, j, j].copy()
+        for k in range(j):
+            d -= L[:, j, k] ** 2
+        if np.any(d <= 0):
+            raise np.linalg.LinAlgError("block not positive definite")
+        L[:, j, j] = np.sqrt(d)
+        for i in range(j + 1, q):
+            s = A[:, i, j].copy()
+            for k in range(j):
+                s -= L[:, i, k] * L[:, j, k]
+            L[:, i, j] = s / L[:, j, j]
+    return L
+
+
+def batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve L C = B for a stack of lower-triangular L (m, q, q) and B (m, q, r)."""
+    C = np.empty_like(B)
+    for i in range(L.shape[1]):
+        s = B[:, i, :].copy()
+        for k in range(i):
+            s -= L[:, i, k, None] * C[:, k, :]
+        C[:, i, :] = s / L[:, i, i, None]
+    return C
+
+
+def batched_backward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve L' X = B for a stack of lower-triangular L (m, q, q) and B (m, q, r)."""
+    q = L.shape[1]
+    X = np.empty_like(B)
+    for i in range(q - 1, -1, -1):
+        s = B[:, i, :].copy()
+        for k in range(i + 1, q):
+            s -= L[:, k, i, None] * X[:, k, :]
+        X[:, i, :] = s / L[:, i, i, None]
+    return X
+
+
+def block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
+    """A sparse block-diagonal matrix from a stack of q-by-q blocks (m, q, q)."""
+    m, q, _ = blocks.shape
+    rows = (np.arange(m)[:, None, None] * q + np.arange(q)[None, :, None]).repeat(q, axis=2)
+    cols = (np.arange(m)[:, None, None] * q + np.arange(q)[None, None, :]).repeat(q, axis=1)
+    return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(m * q, m * q))
+
+
+# ---------------------------------------------------------------------------- one term
+class BlockSystem:
+    """One random-effects term: A is block diagonal, one q-by-q block per group."""
+
+    def __init__(self, ZtZ: np.ndarray, ZtXy: np.ndarray):
+        """From per-group cross-products Z_i'Z_i (m, q, q) and Z_i'[X_i y_i] (m, q, p + 1)."""
+        self.ZtZ, self.ZtXy = ZtZ, ZtXy
+        self.m, self.q, self.p = ZtZ.shape[0], ZtZ.shape[1], ZtXy.shape[2] - 1
+        self.eye = np.eye(self.q)
+
+    @classmethod
+    def from_rows(cls, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray) -> "BlockSystem":
+        """Accumulate the per-group sums in one pass over the observations."""
+        codes, Z, m = term.codes, term.Z, term.m
+        ZtZ = dsg.group_crossprod(codes, m, Z)
+        ZtXy = np.concatenate([dsg.group_crossprod(codes, m, Z, X), dsg.group_crossprod(codes, m, Z, y[:, None])],
+                              axis=2)
+        return cls(ZtZ, ZtXy)
+
+    def solve(self, lams: list[np.ndarray]):
+        """log|A|, the cross-products the Schur complement needs, and the factor."""
+        lam = lams[0]
+        m, q, p = self.m, self.q, self.p
+        if q == 1:  # scalar blocks: A_i = lambda^2 Z_i'Z_i + 1
+            A = lam[0, 0] ** 2 * self.ZtZ[:, 0, 0] + 1.0
+            L = np.sqrt(A)
+            C = (lam[0, 0] / L)[:, None] * self.ZtXy[:, 0, :]
+            logdet = float(np.log(A).sum())
+            CX, cy = C[:, :p], C[:, p]
+            state = (L[:, None, None], CX[:, None, :], cy[:, None])
+            return logdet, CX.T @ CX, CX.T @ cy, float(cy @ cy), state
+        # A_i = Lambda' S_i Lambda + I as one matrix product: vec(A_i) = vec(S_i) (Lambda (x) Lambda)
+        A = (self.ZtZ.reshape(m, q * q) @ np.kron(lam, lam)).reshape(m, q, q) + self.eye
+        L = batched_cholesky(A)
+        B = np.ascontiguousarray(np.einsum("ji,gjr->gir", lam, self.ZtXy))
+        C = batched_forward(L, B)  # L^-1 Lambda' Z'[X y]
+        logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
+        Cf = C.reshape(m * q, p + 1)
+        cross = Cf.T @ Cf
+        CX, cy = C[:, :, :p], C[:, :, p]
+        return logdet, cross[:p, :p], cross[:p, p], float(cross[p, p]), (L, CX, cy)
+
+    def spherical_modes(self, state, beta) -> np.ndarray:
+        """u = L^-T (c_y - C_X beta), one row per group."""
+        L, CX, cy = state
+        rhs = cy - CX @ beta
+        return batched_backward(L, rhs[:, :, None])[:, :, 0]
+
+    def modes(self, lams, state, beta) -> list[np.ndarray]:
+        return [self.spherical_modes(state, beta) @ lams[0].T]
+
+    def conditional_covariances(self, lams) -> list[np.ndarray]:
+        """Lambda A_i^-1 Lambda' per group: C'C with C = L_i^-1 Lambda'."""
+        lam = lams[0]
+        m, q = self.m, self.q
+        A = (self.ZtZ.reshape(m, q * q) @ np.kron(lam, lam)).reshape(m, q, q) + self.eye
+        C = batched_forward(batched_cholesky(A), np.ascontiguousarray(np.broadcast_to(lam.T, (m, q, q))))
+        return [np.swapaxes(C, 1, 2) @ C]
+
+    def gradient(self, lams, state, beta, RX, r2, reml: bool, n: int, block) -> np.ndarray:
+        """Analytic gradient of the profiled criterion with respect to theta.
+
+        With E = dLambda/dtheta_k = e_r e_c' and per-group S = Z_i'Z_i:
+          d log|A|   = 2 sum_i (A_i^-1 Lambda' S_i)[c, r]
+          d r2       = -2 sum_i (Z_i' res_i)[r] u_i[c]            (envelope theorem)
+          d log|M|   = -2 sum_i (Lambda' P_i M^-1 P_i')[c, r]     (REML only)
+        where M = X'V^-1 X = R_X R_X', P_i = Z_i'V_i^-1 X_i = Z_i'X_i - S_i Lambda A_i^-1 Lambda' Z_i'X_i,
+        and A_i^-1 Lambda' Z_i'X_i = L_i^-T C_X,i reuses the factor of the solve.
+        """
+        lam = lams[0]
+        L, CX, cy = state
+        p, q = self.p, self.q
+        if q == 1:
+            return self._gradient_scalar(lam[0, 0], L[:, 0, 0], CX[:, 0, :], cy[:, 0], beta, RX, r2, reml, n)
+        S, ZX, Zy = self.ZtZ, self.ZtXy[:, :, :p], self.ZtXy[:, :, p]
+        u = self.spherical_modes(state, beta)
+        res = Zy - ZX @ beta - np.einsum("gab,gb->ga", S @ lam, u)
+        rows, cols = lower_indices(q)
+        SL = S @ lam
+        Ainv_LtS = batched_backward(L, batched_forward(L, np.ascontiguousarray(np.swapaxes(SL, 1, 2))))
+        G_logdet = 2.0 * Ainv_LtS.sum(axis=0)
+        G_r2 = -2.0 * np.tensordot(res, u, axes=([0], [0]))
+        g = G_logdet[cols, rows]
+        dr2 = G_r2[rows, cols]
+        if reml:
+            P = ZX - SL @ batched_backward(L, CX)
+            Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
+            H = lam.T @ np.tensordot(P @ Minv, P, axes=([0, 2], [0, 2]))
+            g = g - 2.0 * H[cols, rows] + (n - p) * dr2 / r2
+        else:
+            g = g + n * dr2 / r2
+        return g
+
+    def _gradient_scalar(self, lam, L, CX, cy, beta, RX, r2, reml, n):
+        """The gradient for one scalar random effect per group: every block is 1-by-1."""
+        p = self.p
+        S, ZX, Zy = self.ZtZ[:, 0, 0], self.ZtXy[:, 0, :p], self.ZtXy[:, 0, p]
+        u = (cy - CX @ beta) / L
+        res = Zy - ZX @ beta - S * lam * u
+        g = 2.0 * lam * np.sum(S / L ** 2)
+        dr2 = -2.0 * float(res @ u)
+        if reml:
+            P = ZX - (S * lam / L)[:, None] * CX
+            Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
+            g = g - 2.0 * lam * np.sum((P @ Minv) * P) + (n - p) * dr2 / r2
+        else:
+            g = g + n * dr2 / r2
+        return np.array([g])
+
+
+# ----------------------------------------------------------------------- several terms
+class _Layout:
+    """Z (sparse, one column per random effect) and where each theta element sits in Lambda."""
+
+    def __init__(self, terms: list[dsg.ReTerm], blocks, n: int):
+        cols, rows, vals, lam_r, lam_c, lam_t = [], [], [], [], [], []
+        offset = 0
+        self.offsets = []
+        for term, block in zip(terms, blocks):
+            q, m = term.q, term.m
+            for a in range(q):
+                rows.append(np.arange(n))
+                cols.append(offset + term.codes * q + a)
+                vals.append(term.Z[:, a])
+            r, c = np.tril_indices(q)
+            order = np.lexsort((r, c))  # column-major, theta's order
+            r, c = r[order], c[order]
+            base = offset + np.arange(m)[:, None] * q
+            lam_r.append((base + r).ravel())
+            lam_c.append((base + c).ravel())
+            lam_t.append(np.tile(block.start + np.arange(len(r)), m))
+            self.offsets.append((offset, m, q))
+            offset += m * q
+        self.Q = offset
+        self.Z = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                               shape=(n, self.Q))
+        self.lam_rows, self.lam_cols = np.concatenate(lam_r), np.concatenate(lam_c)
+        self.lam_theta = np.concatenate(lam_t)
+
+    def lambda_matrix(self, theta: np.ndarray) -> sp.csc_matrix:
+        return sp.csc_matrix((theta[self.lam_theta], (self.lam_rows, self.lam_cols)), shape=(self.Q, self.Q))
+
+    def modes(self, lam, u) -> list[np.ndarray]:
+        b = lam @ u
+        return [b[off:off + m * q].reshape(m, q) for off, m, q in self.offsets]
+
+
+class _TailLambda:
+    """Lambda restricted to the tail: block diagonal, ``I_m (x) L`` for each tail term, applied
+    to dense matrices block by block (O(t^2 q), not the O(t^3) of a product with a t-by-t)."""
+
+    def __init__(self, specs: list[tuple[int, int, int]]):
+        self.specs = specs  # (offset in the tail, groups, q) per tail term
+        self.t = sum(m * q for _, m, q in specs)
+        self.scalar = all(q == 1 for _, _, q in specs)
+
+    def set(self, Ls: list[np.ndarray]) -> None:
+        self.Ls = Ls
+        if self.scalar:
+            self.diag = np.concatenate([np.full(m, L[0, 0]) for (_, m, _), L in zip(self.specs, Ls)])
+
+    def _right(self, X: np.ndarray, transpose: bool) -> np.ndarray:
+        if self.scalar:
+            return X * self.diag
+        out = np.empty_like(X)
+        for (o, m, q), L in zip(self.specs, self.Ls):
+            block = X[:, o:o + m * q].reshape(X.shape[0], m, q)
+            out[:, o:o + m * q] = (block @ (L.T if transpose else L)).reshape(X.shape[0], m * q)
+        return out
+
+    def right(self, X):  # X Lambda_t
+        return self._right(X, False)
+
+    def right_t(self, X):  # X Lambda_t'
+        return self._right(X, True)
+
+    def left(self, X):  # Lambda_t X
+        return self._right(X.T, True).T
+
+    def left_t(self, X):  # Lambda_t' X
+        return self._right(X.T, False).T
+
+
+class _DenseCoupling:
+    """The block Z_a'Z_t of Z'Z (the eliminated term's effects by the tail's) held densely,
+    (groups, q_a, t): for designs where it is small or mostly non-zero."""
+
+    def __init__(self, Zat: sp.csr_matrix, m: int, q: int):
+        self.Z = Zat.toarray()
+        self.Z3 = self.Z.reshape(m, q, -1)
+
+    def minus_R(self, Ztt: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """Z_t'Z_t - sum_J Z_J' W_J Z_J for per-group weights W (groups, q, q), Z_J group J's
+        rows of Z_a'Z_t."""
+        return Ztt - self.Z.T @ (W @ self.Z3).reshape(self.Z.shape)
+
+    def P(self, Phi: np.ndarray) -> np.ndarray:
+        """The diagonal blocks Z_J Phi Z_J' (groups, q, q) of Z_at Phi Z_at'."""
+        return (self.Z @ Phi).reshape(self.Z3.shape) @ np.swapaxes(self.Z3, 1, 2)
+
+    def mul(self, X: np.ndarray) -> np.ndarray:
+        return self.Z @ X
+
+    def tmul(self, Y: np.ndarray) -> np.ndarray:
+        return self.Z.T @ Y
+
+
+class _PairCoupling:
+    """Z_a'Z_t held sparse, with its "pair map" analysed once per fit: every pair of non-zeros
+    in the same group's rows, and where their product lands. Both passes an evaluation needs
+    are then one sparse matrix-vector product:
+
+    * R = sum_J Z_J' W_J Z_J: its cells are ``M_R @ vec(W)``, where M_R[cell, (J, r1, r2)]
+      sums the products z1 z2 of the pairs landing on that cell;
+    * P_J = Z_J Phi Z_J': ``M_P @ Phi[cells]`` (the same pairs, read the other way).
+
+    There are about sum_J (q_a d_J)^2 / 2 pairs (d_J: the tail effects group J touches);
+    InstEval has 1.8 million, and a pass over them takes a few milliseconds.
+    """
+
+    def __init__(self, Zat: sp.csr_matrix, m: int, q: int):
+        Zat = Zat.tocsr()
+        Zat.sort_indices()
+        self.Z, self.m, self.q, self.t = Zat, m, q, Zat.shape[1]
+        self.ZT = Zat.T.tocsr()
+        nnz = Zat.nnz
+        rows = np.repeat(np.arange(Zat.shape[0]), np.diff(Zat.indptr))
+        group_ptr = Zat.indptr[::q]  # group J's non-zeros are consecutive (its q rows)
+        after = np.repeat(group_ptr[1:], np.diff(group_ptr)) - np.arange(nnz)  # partners e2 >= e1
+        e1 = np.repeat(np.arange(nnz), after)
+        e2 = e1 + np.arange(e1.size) - np.repeat(np.cumsum(after) - after, after)
+        k1, k2 = Zat.indices[e1], Zat.indices[e2]
+        r1, r2 = rows[e1] % q, rows[e2] % q
+        group = rows[e1] // q
+        prod = Zat.data[e1] * Zat.data[e2]
+        distinct = e1 != e2
+        # R's upper triangle: cell (min k, max k) gains W_J[r1, r2] z1 z2 (W symmetric); a pair of
+        # different entries in one column (k1 == k2) stands for both of its orders
+        cell = np.minimum(k1, k2).astype(np.int64) * self.t + np.maximum(k1, k2)
+        used = np.zeros(self.t * self.t, dtype=bool)  # the distinct cells, without sorting the pairs
+        used[cell] = True
+        self.cells = np.flatnonzero(used)
+        number = np.cumsum(used) - 1
+        cell_index = number[cell]
+        # P's upper triangle per group: (J, min r, max r) gains Phi[k1, k2] z1 z2, twice for a pair
+        # of different entries in one row (both orders land on the same cell)
+        p_weight = prod * np.where(distinct & (r1 == r2), 2.0, 1.0)
+        if q == 1:  # the pairs come group by group: both maps are built in CSR form directly
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=m))])
+            self.M_R = sp.csr_matrix((prod, cell_index, indptr), shape=(m, self.cells.size)).T
+            self.M_P = sp.csr_matrix((p_weight, cell_index, indptr), shape=(m, self.cells.size))
+        else:
+            self.M_R = sp.csr_matrix((prod * np.where(distinct & (k1 == k2), 2.0, 1.0),
+                                      (cell_index, group * q * q + r1 * q + r2)), shape=(self.cells.size, m * q * q))
+            self.M_P = sp.csr_matrix((p_weight, (group * q * q + np.minimum(r1, r2) * q + np.maximum(r1, r2),
+                                                 cell_index)), shape=(m * q * q, self.cells.size))
+        self.pairs = e1.size
+        self.cell_rows, self.cell_cols = np.divmod(self.cells, self.t)
+        self.off_diagonal = self.cell_rows != self.cell_cols
+        self.cells_T = self.cell_cols[self.off_diagonal] * self.t + self.cell_rows[self.off_diagonal]
+
+    def minus_R(self, Ztt: np.ndarray, W: np.ndarray) -> np.ndarray:
+        values = self.M_R @ W.ravel()
+        out = Ztt.copy()
+        flat = out.ravel()
+        flat[self.cells] -= values
+        flat[self.cells_T] -= values[self.off_diagonal]
+        return out
+
+    def P(self, Phi: np.ndarray) -> np.ndarray:
+        return self.P_cells(Phi.ravel()[self.cells])
+
+    def P_cells(self, values: np.ndarray) -> np.ndarray:
+        """P from Phi's values at the cells (upper triangle) R touches."""
+        q = self.q
+        upper = (self.M_P @ values).reshape(self.m, q, q)
+        return upper + np.swapaxes(np.triu(upper, 1), 1, 2) if q > 1 else upper
+
+    def mul(self, X: np.ndarray) -> np.ndarray:
+        return self.Z @ X
+
+    def tmul(self, Y: np.ndarray) -> np.ndarray:
+        return self.ZT @ Y
+
+
+class CrossedSystem:
+    """Several terms, crossed or nested: the term with the most effects (a) eliminated as a
+    block-diagonal D, the others (the tail, t effects) through the dense Schur complement
+
+        S = Lambda_t' (Z_t'Z_t - R) Lambda_t + I,    R = sum_J Z_J' L D_J^-1 L' Z_J,
+
+    where Z_J is group J's rows of Z_a'Z_t, L the eliminated term's q_a-by-q_a factor and
+    D_J = L' (Z_a'Z_a)_J L + I. Z'Z's pattern is fixed, so everything that depends only on the
+    data (Z'Z in blocks, the coupling's pair map) is computed once per fit; an evaluation is a
+    batched factorization of D, one pass over the coupling, and a dense Cholesky of S.
+
+    Why no general sparse Cholesky: in crossed designs the tail fills in (the 2,972-student,
+    1,128-lecturer InstEval-like design has R 76% non-zero), so a sparse factorization of the
+    tail is a dense one with overhead; nested designs eliminate their largest (innermost)
+    factor here and leave a small tail. scipy has no sparse Cholesky, and scikit-sparse (CHOLMOD)
+    has no wheel on PyPI: it would need SuiteSparse from the system and a compiler.
+    """
+
+    TAIL_LIMIT = 4000  # tail effects up to which S is factored densely (128 MB)
+    DENSE_LIMIT = 2e7  # entries of Z_a'Z_t beyond which it is never held densely (160 MB)
+
+    def __init__(self, terms: list[dsg.ReTerm], X: np.ndarray, y: np.ndarray, blocks):
+        n, self.p = X.shape
+        self.layout = _Layout(terms, blocks, n)
+        self.blocks = blocks
+        sizes = [t.m * t.q for t in terms]
+        self.first = first = int(np.argmax(sizes))
+        off, m, q = self.layout.offsets[first]
+        self.m, self.qa = m, q
+        a = np.arange(off, off + m * q)
+        t = np.setdiff1d(np.arange(self.layout.Q), a)
+        ZtZ = (self.layout.Z.T @ self.layout.Z).tocsr()
+        self.Zaa = _diagonal_blocks(ZtZ[a][:, a], m, q)
+        Zat = ZtZ[a][:, t].tocsr()
+        self.Ztt = ZtZ[t][:, t].toarray()
+        ZtXy = np.asarray(self.layout.Z.T @ np.column_stack([X, y]))
+        self.ZaXy, self.ZtXy = ZtXy[a].reshape(m, q, -1), ZtXy[t]
+        self.a, self.t = a, t
+        # the tail's terms, in tail coordinates, and which theta block each has
+        specs, self.tail_terms, at = [], [], 0
+        for k, (o, mk, qk) in enumerate(self.layout.offsets):
+            if k != first:
+                specs.append((at, mk, qk))
+                self.tail_terms.append(k)
+                at += mk * qk
+        self.tail = _TailLambda(specs)
+        pairs = _pair_count(Zat, q)
+        dense_cost = Zat.shape[0] * Zat.shape[1] * (Zat.shape[1] + q)
+        # a pair costs a gather and a bincount; a dense flop runs at BLAS speed (~20x faster)
+        sparse = 20 * pairs < dense_cost or Zat.shape[0] * Zat.shape[1] > self.DENSE_LIMIT
+        self.coupling = _PairCoupling(Zat, m, q) if sparse else _DenseCoupling(Zat, m, q)
+
+    @property
+    def offsets(self):
+        return self.layout.offsets
+
+    def _lambdas(self, theta):
+        return [b.lower(theta) for b in self.blocks]
+
+    def _factor(self, theta):
+        Ls = self._lambdas(theta)
+        La = Ls[self.first]
+        self.tail.set([Ls[k] for k in self.tail_terms])
+        D = La.T @ self.Zaa @ La + np.eye(self.qa)
+        LD = batched_cholesky(D)
+        Dinv = batched_backward(LD, batched_forward(LD, np.broadcast_to(np.eye(self.qa), D.shape).copy()))
+        K0 = self.coupling.minus_R(self.Ztt, La @ Dinv @ La.T)
+        if self.tail.scalar:
+            lam = self.tail.diag
+            S = K0 * lam[:, None] * lam[None, :]
+        else:
+            S = self.tail.left_t(self.tail.right(K0))
+        S.ravel()[::S.shape[0] + 1] += 1.0
+        # S is symmetric: its transpose is the Fortran-ordered array LAPACK factors in place
+        LS, info = scipy.linalg.lapack.dpotrf(S.T, lower=True, clean=True, overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError("the Schur complement is not positive definite")
+        logdet = 2.0 * float(np.log(np.diagonal(LD, axis1=1, axis2=2)).sum()) + 2.0 * float(np.log(np.diag(LS)).sum())
+        return La, Dinv, K0, LS, logdet
+
+    def _apply_inverse(self, La, Dinv, LS, Ba, Bt):
+        """A^-1 [Ba; Bt] by the Schur complement: w_t = S^-1 (B_t - E'B_a), w_a = D^-1 B_a - E w_t
+        with E = D^-1 C and C = Lambda_a' Z_a'Z_t Lambda_t."""
+        r = Ba.shape[2]
+        EtBa = self.tail.left_t(self.coupling.tmul((La @ Dinv @ Ba).reshape(-1, r)))
+        wt = scipy.linalg.lapack.dpotrs(LS, Bt - EtBa, lower=True)[0]
+        Ewt = Dinv @ (La.T @ self.coupling.mul(self.tail.left(wt)).reshape(self.m, self.qa, r))
+        return Dinv @ Ba - Ewt, wt
+
+    def solve(self, theta: np.ndarray):
+        theta = np.asarray(theta, dtype=float)
+        try:
+            La, Dinv, K0, LS, logdet = self._factor(theta)
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            raise np.linalg.LinAlgError("the penalized system is not positive definite") from None
+        Ba = La.T @ self.ZaXy
+        Bt = self.tail.left_t(self.ZtXy)
+        wa, wt = self._apply_inverse(La, Dinv, LS, Ba, Bt)
+        B = np.concatenate([Ba.reshape(-1, Ba.shape[2]), Bt])
+        W = np.concatenate([wa.reshape(-1, wa.shape[2]), wt])
+        p = self.p
+        BX, By = B[:, :p], B[:, p]
+        WX, Wy = W[:, :p], W[:, p]
+        return logdet, BX.T @ WX, BX.T @ Wy, float(By @ Wy), (La, Dinv, K0, LS, WX, Wy)
+
+    def _split(self, v: np.ndarray):
+        """Effects in A's order (a first, then the tail) per term, as (groups, q, ...)."""
+        na = self.m * self.qa
+        out = {self.first: v[:na].reshape(self.m, self.qa, *v.shape[1:])}
+        for k, (o, mk, qk) in zip(self.tail_terms, self.tail.specs):
+            out[k] = v[na + o:na + o + mk * qk].reshape(mk, qk, *v.shape[1:])
+        return [out[k] for k in range(len(self.layout.offsets))]
+
+    def _lambda_times(self, La, v):
+        """Lambda v for v in A's order."""
+        na = self.m * self.qa
+        a = (La @ v[:na].reshape(self.m, self.qa, -1)).reshape(na, -1)
+        return np.concatenate([a, self.tail.left(v[na:].reshape(self.t.size, -1))]).reshape(v.shape)
+
+    def _ZtZ_times(self, b):
+        """Z'Z b for b in A's order (2-d)."""
+        na = self.m * self.qa
+        ba, bt = b[:na], b[na:]
+        top = (self.Zaa @ ba.reshape(self.m, self.qa, -1)).reshape(na, -1) + self.coupling.mul(bt)
+        return np.concatenate([top, self.coupling.tmul(ba) + self.Ztt @ bt])
+
+    def modes(self, theta, state, beta) -> list[np.ndarray]:
+        La, WX, Wy = state[0], state[4], state[5]
+        self.tail.set([self._lambdas(np.asarray(theta, dtype=float))[k] for k in self.tail_terms])
+        b = self._lambda_times(La, (Wy - WX @ beta)[:, None])[:, 0]
+        return [part.reshape(part.shape[0], part.shape[1]) for part in self._split(b)]
+
+    def gradient(self, theta, state, beta, RX, r2, reml: bool, n: int) -> np.ndarray:
+        """The exact gradient of the profiled criterion.
+
+        With Lambda_k = dLambda/dtheta_k, u the spherical modes and Z'res = Z'(y - X beta - Z Lambda u):
+          d log|A|  = 2 tr(A^-1 Lambda'Z'Z Lambda_k)
+          d r2      = -2 u' Lambda_k' Z'res                              (envelope theorem)
+          d log|M|  = -2 tr(M^-1 K' Lambda_k' (Z'X - Z'Z Lambda K))      (REML; K = A^-1 Lambda'Z'X)
+        and the trace needs A^-1 only in the blocks that Lambda_k touches. For theta_k in the
+        eliminated term's factor L at (r, c), with Phi = Lambda_t S^-1 Lambda_t' and
+        P_J = Z_J Phi Z_J' (one pass over the coupling),
+          tr(A^-1 Lambda'Z'Z Lambda_k) = sum_J [D_J^-1 L' ((Z_a'Z_a)_J + P_J (L D_J^-1 L' (Z_a'Z_a)_J - I))]_(c, r);
+        for theta_k in a tail term's factor, the entries (c, r) of each group's block of
+        S^-1 Lambda_t' (Z_t'Z_t - R). Checked against central differences in tests/test_linalg.py.
+        """
+        La, Dinv, K0, LS, WX, Wy = state
+        theta = np.asarray(theta, dtype=float)
+        Ls = self._lambdas(theta)
+        self.tail.set([Ls[k] for k in self.tail_terms])
+        p, k_all = self.p, theta.size
+        Sinv = _inverse_from_cholesky(LS)
+        if self.tail.scalar:  # Phi = lam lam' o S^-1, needed only where the coupling reads it
+            lam = self.tail.diag
+            if isinstance(self.coupling, _PairCoupling):
+                c = self.coupling
+                # S^-1 is symmetric and Fortran-ordered: its transpose reads it without a copy
+                P = c.P_cells(Sinv.T.ravel()[c.cells] * lam[c.cell_rows] * lam[c.cell_cols])
+            else:
+                P = self.coupling.P(Sinv * lam[:, None] * lam[None, :])
+        else:
+            P = self.coupling.P(self.tail.left(self.tail.right_t(Sinv)))
+        # d log|A|, per term, as a (q, q) matrix G with G[c, r] the derivative for L[r, c]
+        W1b = Dinv @ La.T
+        W1a = La @ W1b @ self.Zaa
+        Ga = (W1b @ (self.Zaa + P @ (W1a - np.eye(self.qa)))).sum(axis=0)
+        grads = {self.first: 2.0 * Ga}
+        if self.tail.scalar:  # (S^-1 Lambda_t' K0)[q, q] = sum_l S^-1[q, l] lam_l K0[l, q]
+            diagonal = (Sinv.T * K0) @ lam  # Sinv is symmetric; its transpose is C-ordered like K0
+            for k, (o, mk, qk) in zip(self.tail_terms, self.tail.specs):
+                grads[k] = np.array([[2.0 * diagonal[o:o + mk].sum()]])
+        else:
+            V = self.tail.right_t(Sinv)  # S^-1 Lambda_t'
+            for k, (o, mk, qk) in zip(self.tail_terms, self.tail.specs):
+                idx = o + np.arange(mk)[:, None] * qk + np.arange(qk)[None, :]  # (mk, qk)
+                # sum over groups of (V K0)[group block rows c, cols r]
+                Vb = V[idx.ravel()].reshape(mk, qk, -1)  # rows of V in each group block
+                Kb = K0[:, idx.ravel()].T.reshape(mk, qk, -1)  # columns of K0, transposed
+                grads[k] = 2.0 * np.einsum("jct,jrt->cr", Vb, Kb)
+        # d r2 and d log|M|
+        u = Wy - WX @ beta
+        b = self._lambda_times(La, u[:, None])
+        ztres = np.concatenate([self.ZaXy.reshape(-1, p + 1)[:, p], self.ZtXy[:, p]]) \
+            - np.concatenate([self.ZaXy.reshape(-1, p + 1)[:, :p], self.ZtXy[:, :p]]) @ beta - self._ZtZ_times(b)[:, 0]
+        us, zs = self._split(u), self._split(ztres)
+        if reml:
+            ZtX = np.concatenate([self.ZaXy.reshape(-1, p + 1)[:, :p], self.ZtXy[:, :p]])
+            PR = ZtX - self._ZtZ_times(self._lambda_times(La, WX))
+            Minv = scipy.linalg.cho_solve((RX, True), np.eye(p))
+            N2s, PRs = self._split(WX @ Minv), self._split(PR)
+        out = np.empty(k_all)
+        for k, blk in enumerate(self.blocks):
+            r, c = lower_indices(blk.q)
+            G = grads[k]
+            dlogdet = G[c, r]
+            dr2 = -2.0 * np.einsum("jc,jr->cr", us[k], zs[k])[c, r]
+            if reml:
+                dlogM = -2.0 * np.einsum("jci,jri->cr", N2s[k], PRs[k])[c, r]
+                out[blk.start:blk.start + blk.size] = dlogdet + dlogM + (n - p) * dr2 / r2
+            else:
+                out[blk.start:blk.start + blk.size] = dlogdet + n * dr2 / r2
+        return out
+
+    def conditional_covariances(self, theta) -> list[np.ndarray]:
+        """Lambda A^-1 Lambda' in per-group blocks: for the eliminated term
+        L (D_J^-1 + D_J^-1 L' P_J L D_J^-1) L' (P from Phi as in ``gradient``), for the tail the
+        blocks of Phi = Lambda_t S^-1 Lambda_t'."""
+        theta = np.asarray(theta, dtype=float)
+        La, Dinv, K0, LS, _ = self._factor(theta)
+        Sinv = _inverse_from_cholesky(LS)
+        Phi = self.tail.left(self.tail.right_t(Sinv))
+        W1b = Dinv @ La.T
+        inner = Dinv + W1b @ self.coupling.P(Phi) @ np.swapaxes(W1b, 1, 2)
+        out = {self.first: La @ inner @ La.T}
+        for k, (o, mk, qk) in zip(self.tail_terms, self.tail.specs):
+            idx = o + np.arange(mk)[:, None] * qk + np.arange(qk)[None, :]
+            out[k] = Phi[idx[:, :, None], idx[:, None, :]]
+        return [out[k] for k in range(len(self.layout.offsets))]
+
+
+def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
+    """S^-1 from the lower Cholesky factor of S (LAPACK's potri fills one triangle)."""
+    inv, info = scipy.linalg.lapack.dpotri(L, lower=True)
+    if info != 0:
+        raise np.linalg.LinAlgError("the Schur complement is singular")
+    inv += np.tril(inv, -1).T
+    return inv
+
+
+def _diagonal_blocks(M: sp.spmatrix, m: int, q: int) -> np.ndarray:
+    """The q-by-q diagonal blocks of a block-diagonal sparse matrix, as a stack (m, q, q)."""
+    coo = sp.coo_matrix(M)
+    out = np.zeros((m, q, q))
+    out[coo.row // q, coo.row % q, coo.col % q] = coo.data
+    return out
+
+
+def _pair_count(Zat: sp.csr_matrix, q: int) -> int:
+    """Pairs of non-zeros within each group's rows (the sparse coupling's work per pass)."""
+    per_group = np.diff(Zat.indptr[::q]).astype(np.int64)
+    return int((per_group * (per_group + 1) // 2).sum())
+
+
+class SparseSystem:
+    """Several terms whose tail is too large to factor densely: a sparse LU of A."""
+
+    def __init__(self, terms: list[dsg.ReTerm], X: np.ndarray, y: np.ndarray, blocks):
+        n, self.p = X.shape
+        self.layout = _Layout(terms, blocks, n)
+        self.Q = self.layout.Q
+        self.ZtZ = (self.layout.Z.T @ self.layout.Z).tocsc()
+        self.ZtXy = np.asarray(self.layout.Z.T @ np.column_stack([X, y]))
+
+    @property
+    def offsets(self):
+        return self.layout.offsets
+
+    def solve(self, theta: np.ndarray):
+        lam = self.layout.lambda_matrix(theta)
+        A = (lam.T @ self.ZtZ @ lam + sp.identity(self.Q, format="csc")).tocsc()
+        B = np.asarray(lam.T @ self.ZtXy)
+        # SPD: an LU without row exchanges has U's diagonal positive, product = |A|
+        lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        logdet = np.log(np.abs(lu.U.diagonal())).sum()
+        W = lu.solve(B)
+        BX, By = B[:, :self.p], B[:, self.p]
+        WX, Wy = W[:, :self.p], W[:, self.p]
+        return logdet, BX.T @ WX, BX.T @ Wy, float(By @ Wy), (lam, WX, Wy)
+
+    def modes(self, theta, state, beta) -> list[np.ndarray]:
+        lam, WX, Wy = state[:3]
+        return self.layout.modes(lam, Wy - WX @ beta)
+
+    def conditional_covariances(self, theta) -> list[np.ndarray]:
+        return _dense_conditional_covariances(self.layout, self.ZtZ, theta)
+
+
+COVARIANCE_LIMIT = 8000  # random effects up to which A^-1 is formed densely for condVar
+
+
+def _dense_conditional_covariances(layout: _Layout, ZtZ, theta) -> list[np.ndarray]:
+    """The per-group diagonal blocks of Lambda A^-1 Lambda', one array per term."""
+    if layout.Q > COVARIANCE_LIMIT:
+        raise NotImplementedError(f"conditional variances for {layout.Q} random effects (more than "
+                                  f"{COVARIANCE_LIMIT}) are not implemented")
+    lam = layout.lambda_matrix(theta)
+    A = (lam.T @ ZtZ @ lam + sp.identity(layout.Q, format="csc")).toarray()
+    full = lam @ (lam @ np.linalg.inv(A)).T  # Lambda A^-1 Lambda' (A symmetric)
+    out = []
+    for off, m, q in layout.offsets:
+        idx = off + np.arange(m)[:, None] * q + np.arange(q)[None, :]
+        out.append(full[idx[:, :, None], idx[:, None, :]])
+    return out
