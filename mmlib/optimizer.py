@@ -143,13 +143,14 @@ class Minimizer:
 
         Held: those at their bound whose gradient does not point into the interior (a boundary
         optimum; the criterion is even in a diagonal element of Lambda, so its derivative there
-        is zero).  The Hessian of the free ones is formed once, as forward differences of the
-        exact gradient (a chord method: it converges to where the exact gradient vanishes
-        whatever the Hessian's error, here about 1e-5 relative, which only sets the rate; one
-        gradient per parameter, where the Hessian reported at the optimum takes four).  A step is taken only if that Hessian is positive
-        definite, the step keeps the free parameters inside their bounds and the criterion does
-        not rise beyond rounding; the iteration stops when a step changes no parameter by more
-        than 1e-12 of its size.
+        is zero).  The Hessian of the free ones is formed once (a chord method: it converges
+        to where the exact gradient vanishes whatever the Hessian's error, which only sets the
+        rate): first as forward differences of the gradient (one gradient per parameter,
+        about 1e-5 relative), and only if that does not settle (an ill-conditioned optimum,
+        where that error exceeds the smallest curvature), again as fourth-order differences.
+        A step is taken only if the Hessian is positive definite, the step keeps the free
+        parameters inside their bounds and the criterion does not rise beyond rounding; the
+        iteration has settled when a step changes no parameter by more than 1e-12 of its size.
         """
         x = np.asarray(x, dtype=float).copy()
         # a parameter within rounding of its bound is on it (a log-Cholesky stage leaves a zero
@@ -163,34 +164,41 @@ class Minimizer:
         if not free.any():
             return x, 0
         idx = np.flatnonzero(free)
-
-        def grad_free(z):
-            full = x.copy()
-            full[idx] = z
-            return grad(full)[idx]
-
-        try:
-            H = forward_jacobian(grad_free, x[idx], g[idx])
-            factor = scipy.linalg.cho_factor(H)
-        except (np.linalg.LinAlgError, ValueError):
-            return x, 0
         value = f(x)
         slack = 1e-13 * max(1.0, abs(value))
         taken = 0
-        for _ in range(steps):
-            step = -scipy.linalg.cho_solve(factor, g[idx])
-            if not np.all(np.isfinite(step)):
-                break
-            trial = x.copy()
-            trial[idx] += step
-            if np.any(trial[idx] < lb[idx]):
-                break
-            trial_value = f(trial)
-            if not trial_value <= value + slack:
-                break
-            x, value, taken = trial, trial_value, taken + 1
-            g = grad(x)
-            if np.max(np.abs(step) / np.maximum(1.0, np.abs(x[idx]))) < 1e-12:
+        for accurate in (False, True):
+            base = x.copy()
+
+            def grad_free(z):
+                full = base.copy()
+                full[idx] = z
+                return grad(full)[idx]
+
+            try:
+                H = (central_jacobian(grad_free, x[idx]) if accurate
+                     else forward_jacobian(grad_free, x[idx], g[idx]))
+                factor = scipy.linalg.cho_factor(H)
+            except (np.linalg.LinAlgError, ValueError):
+                continue
+            settled = False
+            for _ in range(steps):
+                step = -scipy.linalg.cho_solve(factor, g[idx])
+                if not np.all(np.isfinite(step)):
+                    break
+                trial = x.copy()
+                trial[idx] += step
+                if np.any(trial[idx] < lb[idx]):
+                    break
+                trial_value = f(trial)
+                if not trial_value <= value + slack:
+                    break
+                x, value, taken = trial, trial_value, taken + 1
+                g = grad(x)
+                if np.max(np.abs(step) / np.maximum(1.0, np.abs(x[idx]))) < 1e-12:
+                    settled = True
+                    break
+            if settled:
                 break
         f(x)  # leave any cache at the returned point
         return x, taken

@@ -360,8 +360,10 @@ class Explained:
         blocks = []
         for k, (reason, rows) in enumerate(groups.items(), start=1):
             evidence = notes[rows[0][0]]["evidence"]
-            table = "\n".join(["| record | published | ours |", "|:---|---:|---:|"]
-                              + [f"| `{rid}` | {printed} | {ours} |" for rid, printed, ours in rows])
+            # the numbers first (an id is long); "|" in an id (max|grad|) escaped for the table
+            ids = [rid.replace("|", "\\|") for rid, _, _ in rows]
+            table = "\n".join(["| published | ours | record |", "|---:|---:|:---|"]
+                              + [f"| {printed} | {ours} | `{rid}` |" for rid, (_, printed, ours) in zip(ids, rows)])
             blocks.append(f"**[{k}]** {reason}\n\n*Evidence:* {evidence}\n\n{table}")
         return "\n\n".join(blocks)
 

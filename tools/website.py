@@ -111,7 +111,9 @@ def sources(book: dict, src: Path, downloads: Path | None = None) -> None:
     (src / "index.md").write_text(index)
 
 
-MATHJAX = ("tex-chtml.js", "output/chtml/fonts/woff-v2")  # what the pages load, from the installed MathJax
+# what the pages load, from the installed MathJax: the TeX extensions are loaded on demand
+# (\boldsymbol loads input/tex/extensions/boldsymbol.js)
+MATHJAX = ("tex-chtml.js", "output/chtml/fonts/woff-v2", "input/tex/extensions")
 
 
 def build(book: dict, out: Path, work: Path, downloads: Path | None = None) -> None:

@@ -123,6 +123,14 @@ def test_page(browser, server, page):
         if target.path.lstrip("/") == page and target.fragment:
             assert browser.execute_script("return !!document.getElementById(arguments[0])", target.fragment), \
                 f"{page}: anchor #{target.fragment} does not exist"
+    # no equation left as LaTeX source (a $$ block the Markdown reader did not recognise)
+    text = browser.find_element("css selector", "article").text
+    for raw in ("$$", "\\begin{", "{numref}", "numref\\"):
+        assert raw not in text, f"{page}: {raw!r} in the text, an equation or reference not rendered"
+    # every sidebar link the reader can see works: the book's PDF, a chapter's notebook
+    for a in browser.find_elements("css selector", ".sidebar-downloads a"):
+        with urllib.request.urlopen(a.get_attribute("href")) as response:
+            assert response.status == 200, a.get_attribute("href")
     # no errors in the console (a missing script or stylesheet, a failed MathJax)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]
     assert not errors, f"{page}: console errors {errors}"
@@ -186,3 +194,34 @@ def test_syntax_colours_pass_wcag_aa(browser, server):
         worst[cls] = min(worst.get(cls, 99), (hi + 0.05) / (lo + 0.05))
     failing = {cls: round(r, 2) for cls, r in worst.items() if r < 4.5}
     assert not failing, f"token classes below 4.5:1: {failing}"
+
+
+def test_the_visible_menu_buttons_work(browser, server):
+    """The chapters button opens the navigation drawer on a phone (and hides the sidebar on a
+    desktop); the button the reader sees is the one the theme's script listens to."""
+    _open(browser, server + "chapters/02-exercise.html")
+    buttons = [b for b in browser.find_elements("css selector", ".primary-toggle") if b.is_displayed()]
+    assert buttons, "no visible chapters button"
+    buttons[0].click()
+    time.sleep(0.5)
+    if browser.width < 992:
+        opened = browser.execute_script(
+            "const d = document.querySelector('#pst-primary-sidebar-modal'); return !!(d && d.open);")
+        assert opened, "the chapters button did not open the navigation drawer"
+    else:
+        hidden = browser.execute_script(
+            "return document.querySelector('#pst-primary-sidebar').classList.contains('pst-sidebar-hidden');")
+        assert hidden, "the chapters button did not hide the sidebar"
+
+
+def test_reproduction_tables_keep_their_columns(browser, server):
+    """A record id with "|" in it (max|grad|, Pr(>|z|)) stays in its cell: every row of the
+    explained-records tables has the header's three cells."""
+    _open(browser, server + "chapters/03-migraine.html")
+    tables = [t for t in browser.find_elements("css selector", ".cell_output table:not(.dataframe)")
+              if "record" in t.find_element("css selector", "thead").text]
+    assert tables, "no explained-records table"
+    for table in tables:
+        counts = browser.execute_script(
+            "return Array.from(arguments[0].rows, r => r.cells.length);", table)
+        assert set(counts) == {3}, counts

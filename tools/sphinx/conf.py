@@ -5,11 +5,14 @@ extensions = ["myst_nb", "sphinx_copybutton"]
 html_theme = "sphinx_book_theme"
 html_title = "Mixed-Effects Models in Python"
 html_static_path = ["_static"]
+templates_path = ["_templates"]  # no PyData top bar (layout.html); the downloads in the sidebar
+html_sidebars = {"**": ["navbar-logo.html", "search-button-field.html", "sbt-sidebar-nav.html", "downloads.html"]}
 html_css_files = ["book.css"]
 html_theme_options = {
     "show_toc_level": 2,  # "on this page": sections and subsections
     "show_navbar_depth": 2,  # the sidebar lists every chapter and its sections
-    "use_download_button": True,  # each page's notebook (.ipynb)
+    "use_download_button": False,  # its .ipynb needs _sources and its .pdf prints the page: the
+                                   # sidebar links the book's PDF and the chapter's notebook instead
     "home_page_in_toc": True,
     "pygments_light_style": "a11y-high-contrast-light",  # syntax colours that pass WCAG AA
     "pygments_dark_style": "a11y-high-contrast-dark",
