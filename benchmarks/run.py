@@ -25,6 +25,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mmlib import datasets  # noqa: E402
 from mmlib.corstruct import CorCAR1  # noqa: E402
@@ -252,6 +253,10 @@ def main(reps: int = 5) -> None:
     print(pd.DataFrame(rows).set_index("fit").round(3).to_string())
     secs, n = large_glmm()
     print(f"\nglmer(y ~ x + (x | g), binomial) on {n:,} simulated observations in 1,000 groups: {secs:.2f} s")
+
+    import peers  # mmlib beside glmm and R where speed matters (crossed designs, 10^7 rows)
+
+    peers.report(max(1, reps // 2))
 
     secs, n = large_car1()
     print(f"\nlme(y ~ t, random = ~ 1 | g, correlation = CorCAR1(~ t | g)) on {n:,} simulated "

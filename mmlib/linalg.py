@@ -277,10 +277,14 @@ class _DenseCoupling:
     def minus_R(self, Ztt: np.ndarray, W: np.ndarray) -> np.ndarray:
         """Z_t'Z_t - sum_J Z_J' W_J Z_J for per-group weights W (groups, q, q), Z_J group J's
         rows of Z_a'Z_t."""
+        if self.Z3.shape[1] == 1:  # scalar: rows weighted by broadcasting, not m 1-by-1 products
+            return Ztt - self.Z.T @ (self.Z * W.reshape(-1, 1))
         return Ztt - self.Z.T @ (W @ self.Z3).reshape(self.Z.shape)
 
     def P(self, Phi: np.ndarray) -> np.ndarray:
         """The diagonal blocks Z_J Phi Z_J' (groups, q, q) of Z_at Phi Z_at'."""
+        if self.Z3.shape[1] == 1:
+            return np.einsum("ij,ij->i", self.Z @ Phi, self.Z).reshape(-1, 1, 1)
         return (self.Z @ Phi).reshape(self.Z3.shape) @ np.swapaxes(self.Z3, 1, 2)
 
     def mul(self, X: np.ndarray) -> np.ndarray:
@@ -390,39 +394,46 @@ class CrossedSystem:
     DENSE_LIMIT = 2e7  # entries of Z_a'Z_t beyond which it is never held densely (160 MB)
 
     def __init__(self, terms: list[dsg.ReTerm], X: np.ndarray, y: np.ndarray, blocks):
+        """Z'Z and Z'[X y] in the blocks the elimination uses, each by one pass of weighted
+        ``bincount`` over the observations (Z is never formed)."""
         n, self.p = X.shape
-        self.layout = _Layout(terms, blocks, n)
         self.blocks = blocks
-        sizes = [t.m * t.q for t in terms]
-        self.first = first = int(np.argmax(sizes))
-        off, m, q = self.layout.offsets[first]
-        self.m, self.qa = m, q
-        a = np.arange(off, off + m * q)
-        t = np.setdiff1d(np.arange(self.layout.Q), a)
-        ZtZ = (self.layout.Z.T @ self.layout.Z).tocsr()
-        self.Zaa = _diagonal_blocks(ZtZ[a][:, a], m, q)
-        Zat = ZtZ[a][:, t].tocsr()
-        self.Ztt = ZtZ[t][:, t].toarray()
-        ZtXy = np.asarray(self.layout.Z.T @ np.column_stack([X, y]))
-        self.ZaXy, self.ZtXy = ZtXy[a].reshape(m, q, -1), ZtXy[t]
-        self.a, self.t = a, t
-        # the tail's terms, in tail coordinates, and which theta block each has
+        self.shapes = [(t.m, t.q) for t in terms]
+        self.first = first = int(np.argmax([t.m * t.q for t in terms]))
+        ta = terms[first]
+        self.m, self.qa = m, q = ta.m, ta.q
+        Xy = np.column_stack([X, y])
+        self.Zaa = dsg.group_crossprod(ta.codes, m, ta.Z)
+        self.ZaXy = dsg.group_crossprod(ta.codes, m, ta.Z, Xy)
+        # the tail's terms, in tail coordinates
         specs, self.tail_terms, at = [], [], 0
-        for k, (o, mk, qk) in enumerate(self.layout.offsets):
+        for k, term in enumerate(terms):
             if k != first:
-                specs.append((at, mk, qk))
+                specs.append((at, term.m, term.q))
                 self.tail_terms.append(k)
-                at += mk * qk
+                at += term.m * term.q
         self.tail = _TailLambda(specs)
+        tail = [terms[k] for k in self.tail_terms]
+        self.Ztt = np.zeros((at, at))
+        self.ZtXy = np.concatenate([dsg.group_crossprod(tk.codes, tk.m, tk.Z, Xy).reshape(tk.m * tk.q, -1)
+                                    for tk in tail])
+        rows, cols, vals = [], [], []
+        for (o, mk, qk), tk in zip(specs, tail):
+            idx = o + np.arange(mk)[:, None] * qk + np.arange(qk)[None, :]  # (mk, qk)
+            self.Ztt[idx[:, :, None], idx[:, None, :]] = dsg.group_crossprod(tk.codes, mk, tk.Z)
+            for (o2, m2, q2), t2 in zip(specs, tail):
+                if o2 > o:  # a block between two tail terms (and its transpose)
+                    block = _cross_counts(tk, t2).reshape(mk, qk, m2, q2).reshape(mk * qk, m2 * q2)
+                    self.Ztt[o:o + mk * qk, o2:o2 + m2 * q2] = block
+                    self.Ztt[o2:o2 + m2 * q2, o:o + mk * qk] = block.T
+            r, c, v = _cross_sparse(ta, tk)  # the coupling with the eliminated term
+            rows.append(r), cols.append(o + c), vals.append(v)
+        Zat = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m * q, at))
         pairs = _pair_count(Zat, q)
         dense_cost = Zat.shape[0] * Zat.shape[1] * (Zat.shape[1] + q)
         # a pair costs a gather and a bincount; a dense flop runs at BLAS speed (~20x faster)
         sparse = 20 * pairs < dense_cost or Zat.shape[0] * Zat.shape[1] > self.DENSE_LIMIT
         self.coupling = _PairCoupling(Zat, m, q) if sparse else _DenseCoupling(Zat, m, q)
-
-    @property
-    def offsets(self):
-        return self.layout.offsets
 
     def _lambdas(self, theta):
         return [b.lower(theta) for b in self.blocks]
@@ -479,13 +490,13 @@ class CrossedSystem:
         out = {self.first: v[:na].reshape(self.m, self.qa, *v.shape[1:])}
         for k, (o, mk, qk) in zip(self.tail_terms, self.tail.specs):
             out[k] = v[na + o:na + o + mk * qk].reshape(mk, qk, *v.shape[1:])
-        return [out[k] for k in range(len(self.layout.offsets))]
+        return [out[k] for k in range(len(self.shapes))]
 
     def _lambda_times(self, La, v):
         """Lambda v for v in A's order."""
         na = self.m * self.qa
         a = (La @ v[:na].reshape(self.m, self.qa, -1)).reshape(na, -1)
-        return np.concatenate([a, self.tail.left(v[na:].reshape(self.t.size, -1))]).reshape(v.shape)
+        return np.concatenate([a, self.tail.left(v[na:].reshape(self.tail.t, -1))]).reshape(v.shape)
 
     def _ZtZ_times(self, b):
         """Z'Z b for b in A's order (2-d)."""
@@ -585,7 +596,7 @@ class CrossedSystem:
         for k, (o, mk, qk) in zip(self.tail_terms, self.tail.specs):
             idx = o + np.arange(mk)[:, None] * qk + np.arange(qk)[None, :]
             out[k] = Phi[idx[:, :, None], idx[:, None, :]]
-        return [out[k] for k in range(len(self.layout.offsets))]
+        return [out[k] for k in range(len(self.shapes))]
 
 
 def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
@@ -603,6 +614,36 @@ def _diagonal_blocks(M: sp.spmatrix, m: int, q: int) -> np.ndarray:
     out = np.zeros((m, q, q))
     out[coo.row // q, coo.row % q, coo.col % q] = coo.data
     return out
+
+
+def _cross_counts(t1: dsg.ReTerm, t2: dsg.ReTerm) -> np.ndarray:
+    """sum_i z1_i z2_i' by pair of levels: a dense (m1, q1, m2, q2) array (two tail terms)."""
+    out = np.empty((t1.m, t1.q, t2.m, t2.q))
+    key = t1.codes.astype(np.int64) * t2.m + t2.codes
+    for r in range(t1.q):
+        for c in range(t2.q):
+            out[:, r, :, c] = np.bincount(key, weights=t1.Z[:, r] * t2.Z[:, c],
+                                          minlength=t1.m * t2.m).reshape(t1.m, t2.m)
+    return out
+
+
+def _cross_sparse(t1: dsg.ReTerm, t2: dsg.ReTerm):
+    """The same for the eliminated term by a tail term, as sparse (row, column, value): by a
+    dense count where the level pairs are few enough, else by sorting the observed pairs."""
+    key = t1.codes.astype(np.int64) * t2.m + t2.codes
+    dense = t1.m * t2.m <= 2 * 10 ** 7
+    if not dense:
+        cells, key = np.unique(key, return_inverse=True)
+    rows, cols, vals = [], [], []
+    for r in range(t1.q):
+        for c in range(t2.q):
+            sums = np.bincount(key, weights=t1.Z[:, r] * t2.Z[:, c], minlength=t1.m * t2.m if dense else cells.size)
+            where = np.flatnonzero(sums) if dense else np.arange(cells.size)
+            cell = where if dense else cells
+            rows.append(cell // t2.m * t1.q + r)
+            cols.append(cell % t2.m * t2.q + c)
+            vals.append(sums[where])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
 def _pair_count(Zat: sp.csr_matrix, q: int) -> int:

@@ -128,7 +128,10 @@ class LMMCriterion(Minimizer):
         start of 1 costs a quasi-Newton method many iterations for a small variance (InstEval's
         department, 0.07)."""
         theta = theta.copy()
-        beta = np.linalg.lstsq(self.X, self.y, rcond=None)[0]
+        try:  # least squares from the cross-products the criterion keeps (X has full rank)
+            beta = scipy.linalg.solve(self.XtX, self.Xty, assume_a="pos")
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            return theta
         r = self.y - self.X @ beta
         for term, block in zip(self.terms, self.blocks):
             if term.q != 1 or not np.all(term.Z[:, 0] == 1.0):
