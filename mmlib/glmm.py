@@ -355,6 +355,10 @@ class GlmerMod(FittedModel):
             crit.mode = "full"
         else:
             theta = crit.blocks[0].start_values()
+            # BFGS from a difference Hessian at the start: the fixed effects' and theta's
+            # curvatures differ by orders of magnitude, which cost L-BFGS 208 iterations on
+            # mod.mig.1 (476 evaluations) where BFGS so started takes 42 (166)
+            crit.start_hessian = True
         # stage 2: theta and beta together
         params, self.optinfo = crit.optimize(False, start=np.concatenate([theta, crit.beta]),
                                              optimizer=optimizer, maxiter=maxiter)
