@@ -33,6 +33,7 @@ from scipy import stats
 
 from . import arguments as check
 from . import design as dsg
+from .corstruct import CorStructError
 from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label,
@@ -205,8 +206,6 @@ class CorrelatedLMMCriterion(LMMCriterion):
     """
 
     def __init__(self, y, X, terms, cor, frame):
-        from .corstruct import CorStructError
-
         if len(terms) != 1:
             raise NotImplementedError("correlated errors are implemented for one grouping factor")
         term = terms[0]
@@ -833,9 +832,7 @@ def update(model: LinearMixedModel, random: str | dict | None = None, formula: s
     Other keyword ``options`` (``optimizer``, ``maxiter``, ``return_object``) are passed on.
     A nonlinear mixed model (``mmlib.nlmm.nlme``) takes ``random`` as in ``nlme()``.
     """
-    from .nlmm import NlmeFit  # nlmm builds on this module
-
-    if isinstance(model, NlmeFit):
+    if not isinstance(model, LinearMixedModel):  # an nlme fit (mmlib.nlmm builds on this module)
         return model.update(random=random, REML=REML, **options)
     REML = model.REML if REML is None else REML
     if isinstance(model, Lme):
