@@ -225,3 +225,11 @@ def test_reproduction_tables_keep_their_columns(browser, server):
         counts = browser.execute_script(
             "return Array.from(arguments[0].rows, r => r.cells.length);", table)
         assert set(counts) == {3}, counts
+
+
+def test_the_sidebar_lists_the_chapters_sections(browser, server):
+    """As in a Quarto book: every chapter, and the current chapter's sections under it."""
+    _open(browser, server + "chapters/01-hsb.html")
+    hrefs = [a.get_attribute("href") or "" for a in browser.find_elements("css selector", "#pst-primary-sidebar a")]
+    for target in ("#sec-hsb-examine", "#sec-hsb-lmer", "#sec-hsb-wald", "02-exercise.html", "04-coma.html"):
+        assert any(h.endswith(target) for h in hrefs), f"the sidebar has no link to {target}"
