@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from mmlib.corstruct import CorCAR1  # noqa: E402
 from mmlib.glmm import glmer  # noqa: E402
 from mmlib.lmm import lme, lmer  # noqa: E402
 from mmlib.nlmm import nlme  # noqa: E402
+from peers import median_time  # noqa: E402
 
 FIXED = "mathach ~ meanses*cses + sector*cses"
 LMM = {
@@ -135,16 +135,6 @@ def large_nlmm(m: int = 10000, k: int = 6, seed: int = 5) -> float:
     nlme("y ~ A + B*exp(-C*t)", frame, fixed={"A": "~ 1", "B": "~ 1", "C": "~ 1"}, random={"g": ["A ~ 1"]},
          start=[40, -10, 0.05])
     return time.perf_counter() - start
-
-
-def median_time(fn, reps: int) -> float:
-    fn()  # warm up
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def time_r(reps: int) -> dict[str, float] | None:

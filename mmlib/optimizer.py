@@ -275,17 +275,23 @@ class Minimizer:
         return best
 
 
-def forward_jacobian(grad, x, g0, h: float = 1e-5) -> np.ndarray:
-    """The Hessian as forward differences of an exact gradient (g0 = grad(x)), symmetrized:
-    error O(h) relative, enough for the chord steps of the polish."""
+def _jacobian(column, x, h: float) -> np.ndarray:
+    """The symmetrized matrix whose i-th column is ``column(e_i, step_i)``, with steps of
+    ``h`` relative to each element of x."""
     k = x.size
     H = np.empty((k, k))
     steps = h * np.maximum(1.0, np.abs(x))
     for i in range(k):
         e = np.zeros(k)
         e[i] = steps[i]
-        H[:, i] = (grad(x + e) - g0) / steps[i]
+        H[:, i] = column(e, steps[i])
     return (H + H.T) / 2
+
+
+def forward_jacobian(grad, x, g0, h: float = 1e-5) -> np.ndarray:
+    """The Hessian as forward differences of an exact gradient (g0 = grad(x)), symmetrized:
+    error O(h) relative, enough for the chord steps of the polish."""
+    return _jacobian(lambda e, step: (grad(x + e) - g0) / step, x, h)
 
 
 def central_jacobian(grad, x, h: float = 1e-3) -> np.ndarray:
@@ -296,14 +302,8 @@ def central_jacobian(grad, x, h: float = 1e-3) -> np.ndarray:
     Hessian (and the standard errors taken from it) is settled to about 1e-10, where a
     two-point difference leaves 1e-7 whatever its step.
     """
-    k = x.size
-    H = np.empty((k, k))
-    steps = h * np.maximum(1.0, np.abs(x))
-    for i in range(k):
-        e = np.zeros(k)
-        e[i] = steps[i]
-        H[:, i] = (grad(x - 2 * e) - 8 * grad(x - e) + 8 * grad(x + e) - grad(x + 2 * e)) / (12 * steps[i])
-    return (H + H.T) / 2
+    return _jacobian(lambda e, step: (grad(x - 2 * e) - 8 * grad(x - e) + 8 * grad(x + e)
+                                      - grad(x + 2 * e)) / (12 * step), x, h)
 
 
 def central_hessian(f, x, h: float = 1e-4) -> np.ndarray:
