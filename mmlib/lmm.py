@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.linalg
 import scipy.optimize
 from scipy import stats
+from scipy.linalg.lapack import dpotrf as potrf, dtrtrs as trtrs
 
 from . import arguments as check
 from . import design as dsg
@@ -69,11 +70,15 @@ def _profile(system, arg, XtX, Xty, yty, n, p, reml, extra_logdet=0.0) -> _Solut
     """
     try:
         logdet, cross_X, cross_y, yy, state = system.solve(arg)
-        RX = np.linalg.cholesky(XtX - cross_X)
     except np.linalg.LinAlgError:
         return _Solution(np.inf, None, None, np.nan, None)
-    cb = scipy.linalg.solve_triangular(RX, Xty - cross_y, lower=True, check_finite=False)
-    beta = scipy.linalg.solve_triangular(RX.T, cb, lower=False, check_finite=False)
+    # LAPACK directly: these p-by-p solves run at every evaluation, where scipy's checking
+    # wrappers cost more than the arithmetic
+    RX, info = potrf(XtX - cross_X, lower=1, clean=1)
+    if info != 0 or not np.all(np.isfinite(RX)):
+        return _Solution(np.inf, None, None, np.nan, None)
+    cb = trtrs(RX, Xty - cross_y, lower=1)[0]
+    beta = trtrs(RX, cb, lower=1, trans=1)[0]
     r2 = yty - yy - float(cb @ cb)
     if not r2 > 0:
         return _Solution(np.inf, beta, RX, r2, state)
