@@ -243,3 +243,37 @@ def test_lmlist_exactly_determined_group_has_coefficients_and_no_interval():
     for name, ours in fit.intervals().items():
         theirs = matrix(ref["intervals_pooled"][name])
         np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-10)  # NaN where R's is
+
+
+def _balanced_growth(seed, slope_sd=0.4):
+    rng = np.random.default_rng(seed)
+    groups, times = 25, np.arange(8.0)
+    g = np.repeat(np.arange(groups), times.size)
+    t = np.tile(times, groups)
+    b0, b1 = rng.normal(0, 1.5, groups), rng.normal(0, slope_sd, groups)
+    y = 10 + 0.8 * t + b0[g] + b1[g] * t + rng.normal(size=g.size)
+    return pd.DataFrame({"y": y, "t": t, "g": g.astype(str)})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_moment_starts_equal_reml_on_balanced_data(seed):
+    """The starts are moment estimators that equal REML on balanced data (when inside the
+    parameter space): Swamy's two-stage estimator for (t | g) where X = Z in every group, the
+    one-way ANOVA for (1 | g); so a start that is wrong in its algebra fails here."""
+    df = _balanced_growth(seed)
+    fit = lmer("y ~ t + (t | g)", df)
+    np.testing.assert_allclose(fit.criterion.start(), fit.theta, rtol=1e-7, atol=1e-9)
+    fit = lmer("y ~ 1 + (1 | g)", df)
+    np.testing.assert_allclose(fit.criterion.start(), fit.theta, rtol=1e-7)
+
+
+def test_two_stage_start_declines_where_a_variance_is_near_zero():
+    """No random slopes in the data: the moment estimate of their variance is negative, so
+    the start is lme4's (Lambda = I) and the fit still reaches the (boundary) optimum."""
+    df = _balanced_growth(5, slope_sd=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lmer("y ~ t + (t | g)", df)
+    assert fit.criterion._two_stage_start() is None
+    np.testing.assert_array_equal(fit.criterion.start(), [1.0, 0.0, 1.0])
+    assert fit.optinfo.converged
