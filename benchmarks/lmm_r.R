@@ -4,18 +4,8 @@
 suppressPackageStartupMessages({library(nlme); library(lme4)})
 args <- commandArgs(trailingOnly = TRUE)
 reps <- if (length(args) > 1) as.integer(args[2]) else 5L
-MathAchieve <- read.csv(file.path(args[1], "MathAchieve.csv"))
-MathAchSchool <- read.csv(file.path(args[1], "MathAchSchool.csv"))
-Bryk <- MathAchieve[, c("School", "SES", "MathAch")]
-names(Bryk) <- tolower(names(Bryk))
-mses <- with(Bryk, tapply(ses, school, mean))
-sector <- setNames(MathAchSchool$Sector, MathAchSchool$School)
-Bryk <- within(Bryk, {
-  meanses <- as.vector(mses[as.character(school)])
-  cses <- ses - meanses
-  sector <- factor(sector[as.character(school)], levels = c("Public", "Catholic"))
-  school <- factor(school)
-})
+data_dir <- args[1]
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))), "bryk.R"))
 fits <- list(
   "bryk.lme.1" = function() lme(mathach ~ meanses*cses + sector*cses, random = ~ cses | school, data = Bryk),
   "bryk.lme.2" = function() lme(mathach ~ meanses*cses + sector*cses, random = ~ 1 | school, data = Bryk),
