@@ -523,9 +523,24 @@ def group_codes(newdata: pd.DataFrame, group: str, levels: list[str]) -> np.ndar
     return np.array([index.get(lab, -1) for lab in labels], dtype=np.intp)
 
 
-def random_terms(formula: MixedFormula, frame: pd.DataFrame, fixed: FixedDesign | None = None) -> list[ReTerm]:
+def random_terms(formula: MixedFormula, frame: pd.DataFrame, fixed: FixedDesign | None = None,
+                 reorder: bool = False) -> list[ReTerm]:
     """One :class:`ReTerm` per random-effects term (``||`` splits a term into its columns): the
-    columns of ``(expr | g)`` are R's model matrix of ``~ expr``, coded as R codes it."""
+    columns of ``(expr | g)`` are R's model matrix of ``~ expr``, coded as R codes it.
+
+    ``reorder`` (lme4's ``reorder.terms``): when some term has more levels than one before it,
+    the terms are put in decreasing order of levels as lme4's ``mkReTrms`` does,
+    ``rev(order(nl))`` (so tied terms end in reverse order); theta, VarCorr and the summary
+    then list them as lme4 does."""
+    out = _random_terms(formula, frame)
+    levels = [t.m for t in out]
+    if reorder and any(b > a for a, b in zip(levels, levels[1:])):
+        ascending = sorted(range(len(out)), key=lambda k: levels[k])  # stable, as R's order()
+        out = [out[k] for k in reversed(ascending)]
+    return out
+
+
+def _random_terms(formula: MixedFormula, frame: pd.DataFrame) -> list[ReTerm]:
     out = []
     for term in formula.random:
         levels, codes = grouping_factor(frame, term.group)
@@ -547,11 +562,17 @@ def random_terms(formula: MixedFormula, frame: pd.DataFrame, fixed: FixedDesign 
     return out
 
 
-def check_grouping(reterms: list[ReTerm], n: int) -> None:
-    """Refuse groupings that cannot identify their variance components (as lme4 does)."""
+def check_grouping(reterms: list[ReTerm], n: int, residual: bool = True) -> None:
+    """Refuse groupings that cannot identify their variance components (as lme4 does).
+
+    ``residual=False`` (a GLMM, whose family has no residual variance): one level per
+    observation is allowed, as lme4 allows it (an observation-level effect for overdispersion).
+    """
     for t in reterms:
         if t.m < 2:
             raise DataError(f"grouping factor {t.group!r} has {t.m} level(s); a random effect needs at least 2")
+        if not residual:
+            continue
         if t.m >= n:
             raise DataError(f"grouping factor {t.group!r} has one observation per level "
                             f"({t.m} levels, {n} observations): its variance is not identifiable "

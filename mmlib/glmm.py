@@ -23,6 +23,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
 from scipy import special  # distribution functions; scipy.stats costs 0.5 s to import
 
 from . import arguments as check
@@ -32,10 +34,10 @@ from .covariance import VarCorr, lower_indices, theta_layout
 from .family import Family, family as make_family
 from .fitted import FittedModel
 from .formula import parse
-from .linalg import batched_backward, batched_cholesky, batched_forward
+from .linalg import Layout, SPDFactor, batched_backward, batched_cholesky, batched_forward
 from .optimizer import Minimizer, central_hessian, central_jacobian
 from .optsummary import ConvergenceWarning
-from .randomeffects import contributions, new_levels_error, re_form_groups
+from .randomeffects import contributions, new_levels_error, ranef_frames, re_form_groups
 
 
 class _Groups:
@@ -294,6 +296,269 @@ class GLMMCriterion(Minimizer):
         return -2.0 * float(total.sum())
 
 
+class CrossedGLMMCriterion(Minimizer):
+    """The Laplace deviance of a GLMM with several random-effects terms (crossed or nested,
+    scalar or vector-valued): PIRLS on the whole system.
+
+    Z Lambda is held by rows: each observation has K = sum_t q_t non-zeros, at columns
+    ``cols`` (n, K) that never change, so with values ``ZL`` (n, K) a product Z Lambda u is a
+    gather, Lambda'Z's a ``bincount``, and A = Lambda'Z'WZ Lambda + I one weighted ``bincount``
+    over the n K^2 pairs of a row, into a dense Q-by-Q array (a few hundred effects, as in
+    subjects-by-items designs, where the factor fills in anyway) or a sparse matrix for an
+    observation-level term's thousands (:class:`mmlib.linalg.SPDFactor`).
+
+    The gradient is exact for a canonical link when A is dense (see :meth:`laplace_gradient`,
+    the several-term form of :meth:`GLMMCriterion.laplace_gradient`), else central
+    differences. ``mode`` as :class:`GLMMCriterion`.
+    """
+
+    REML = False
+    nAGQ = 1
+
+    def __init__(self, y, trials, X, terms: list[dsg.ReTerm], fam: Family, offset=None):
+        self.y, self.trials, self.X, self.terms, self.family = y, trials, X, terms, fam
+        self.offset = np.zeros(len(y)) if offset is None else offset
+        self.n, self.p = X.shape
+        self.blocks = theta_layout([t.q for t in terms])
+        self.ntheta = sum(b.size for b in self.blocks)
+        self.layout = Layout(terms, self.blocks, self.n)
+        self.Q = Q = self.layout.Q
+        self.cols = np.column_stack([off + t.codes[:, None] * t.q + np.arange(t.q)[None, :]
+                                     for (off, _, _), t in zip(self.layout.offsets, terms)])
+        self.Zval = np.column_stack([t.Z for t in terms])
+        K = self.cols.shape[1]
+        self.pair_a, self.pair_b = (x.ravel() for x in np.meshgrid(np.arange(K), np.arange(K), indexing="ij"))
+        self.dense = Q <= SPDFactor.DENSE_LIMIT
+        cell_rows, cell_cols = self.cols[:, self.pair_a], self.cols[:, self.pair_b]
+        if self.dense:
+            self.cells = (cell_rows * Q + cell_cols).ravel()
+        else:
+            self.cell_rows, self.cell_cols = cell_rows.ravel(), cell_cols.ravel()
+        # theta element k of term t at (r, c) of its Lambda: for row i it is the entry of Lambda
+        # at (term offset + code_i q + r, ... + c), and multiplies Z_t[i, r]
+        self.theta_parts, at = [], 0  # at: the first of term t's K columns
+        for (off, _, q), t, block in zip(self.layout.offsets, terms, self.blocks):
+            r, c = lower_indices(q)
+            for k, (rr, cc) in enumerate(zip(r, c)):
+                self.theta_parts.append((block.start + k, at + rr, off + t.codes * q + cc))
+            at += q
+        self._llconst_sum = float(fam.loglik_constant(y, trials).sum())
+        self.mode = "theta"
+        self.u = np.zeros(Q)
+        eta0 = fam.link.linkfun(fam.initialize(y, trials))
+        self.beta = np.linalg.lstsq(X, eta0 - self.offset, rcond=None)[0]
+        self._last = None
+
+    @property
+    def analytic(self) -> bool:
+        return self.mode == "full" and self.family.canonical and self.dense
+
+    @property
+    def n_numeric(self):
+        return 0 if self.analytic else None
+
+    def lower_bounds(self) -> np.ndarray:
+        lb = np.concatenate([b.lower_bounds() for b in self.blocks])
+        return lb if self.mode == "theta" else np.concatenate([lb, np.full(self.p, -np.inf)])
+
+    def start(self) -> np.ndarray:
+        th = np.concatenate([b.start_values() for b in self.blocks])
+        return th if self.mode == "theta" else np.concatenate([th, self.beta])
+
+    def lambdas(self, params) -> list[np.ndarray]:
+        return [b.lower(params) for b in self.blocks]
+
+    def ZLambda(self, theta) -> np.ndarray:
+        """The values of Z Lambda by rows (n, K): term t's part of row i is Z_t[i] L_t."""
+        lams = self.lambdas(np.asarray(theta, dtype=float))
+        return np.column_stack([t.Z @ L for t, L in zip(self.terms, lams)])
+
+    def objective(self, params, reml: bool = False) -> float:
+        params = np.asarray(params, dtype=float)
+        beta = self.beta if self.mode == "theta" else params[self.ntheta:]
+        res = self.pirls(params, beta, self.u, update_beta=self.mode == "theta")
+        if res is None:
+            return np.inf
+        u, beta, pdev, logdet, _ = res
+        self.u = u
+        self._last = (self.mode, params.tobytes(), res)
+        if self.mode == "theta":
+            self.beta = beta
+        return pdev + logdet
+
+    def settled(self, params):
+        """The deviance in "full" mode as a function whose PIRLS always starts from the modes
+        at ``params`` and runs to rounding level: smooth enough for second differences."""
+        u0 = self.pirls(params, np.asarray(params)[self.ntheta:], self.u, update_beta=False)[0]
+
+        def deviance(x):
+            res = self.pirls(x, np.asarray(x)[self.ntheta:], u0, update_beta=False, tol=1e-15)
+            return np.inf if res is None else res[2] + res[3]
+        return deviance
+
+    def gradient(self, params, reml: bool = False) -> np.ndarray:
+        if self.analytic:
+            return self.laplace_gradient(params)
+        return self.numerical_gradient(params, reml, h=1e-4)
+
+    def _times(self, ZL, u) -> np.ndarray:  # Z Lambda u
+        return np.einsum("ik,ik->i", ZL, u[self.cols])
+
+    def _t_times(self, ZL, s) -> np.ndarray:  # (Z Lambda)' s
+        return np.bincount(self.cols.ravel(), weights=(ZL * s[:, None]).ravel(), minlength=self.Q)
+
+    def _eta(self, ZL, beta, u) -> np.ndarray:
+        return self.X @ beta + self.offset + self._times(ZL, u)
+
+    def _pdev(self, eta, u) -> float:
+        mu = self.family.link.linkinv(eta)
+        ll = float(self.family.loglik_kernel(self.y, mu, self.trials).sum()) + self._llconst_sum
+        return -2.0 * ll + float(u @ u)
+
+    def _weights(self, eta):
+        fam = self.family
+        mu, mu_eta = fam.link.linkinv(eta), fam.link.mu_eta(eta)
+        var = fam.variance(mu)
+        return self.trials * mu_eta ** 2 / var, self.trials * (self.y - mu) * mu_eta / var
+
+    def _system(self, ZL, w) -> SPDFactor:
+        """A = Lambda'Z'WZ Lambda + I from the pairs of each row's non-zeros."""
+        values = (w[:, None] * ZL[:, self.pair_a] * ZL[:, self.pair_b]).ravel()
+        Q = self.Q
+        if self.dense:
+            A = np.bincount(self.cells, weights=values, minlength=Q * Q).reshape(Q, Q)
+            A.ravel()[::Q + 1] += 1.0
+        else:
+            A = sp.csc_matrix((values, (self.cell_rows, self.cell_cols)), shape=(Q, Q)) + sp.identity(Q, format="csc")
+        return SPDFactor(A)
+
+    def pirls(self, theta, beta, u, update_beta: bool, tol: float = 1e-12, maxit: int = 200):
+        """Conditional modes (and beta, if ``update_beta``) by penalized IRLS with step halving,
+        as :meth:`GLMMCriterion.pirls`; returns u, beta, pdev, log|A| at the mode and
+        (the factor there, the weights, Z Lambda)."""
+        X = self.X
+        ZL = self.ZLambda(theta)
+        u = np.asarray(u, dtype=float).copy()
+        beta = np.asarray(beta, dtype=float).copy()
+        eta = self._eta(ZL, beta, u)
+        pdev = self._pdev(eta, u)
+        for _ in range(maxit):
+            w, s = self._weights(eta)
+            try:
+                factor = self._system(ZL, w)
+            except np.linalg.LinAlgError:
+                return None
+            gu = self._t_times(ZL, s) - u
+            if update_beta:
+                ZtWX = self._cross_X(ZL, w)
+                C, c = factor.solve(ZtWX), factor.solve(gu)
+                M = X.T @ (w[:, None] * X) - ZtWX.T @ C
+                try:
+                    dbeta = np.linalg.solve(M, X.T @ s - ZtWX.T @ c)
+                except np.linalg.LinAlgError:
+                    return None
+                du = c - C @ dbeta
+            else:
+                dbeta = np.zeros(self.p)
+                du = factor.solve(gu)
+            step = 1.0
+            for _half in range(30):
+                u_new, beta_new = u + step * du, beta + step * dbeta
+                eta_new = self._eta(ZL, beta_new, u_new)
+                pdev_new = self._pdev(eta_new, u_new)
+                if pdev_new <= pdev + 1e-10 * abs(pdev):
+                    break
+                step /= 2
+            else:
+                break
+            change = pdev - pdev_new
+            u, beta, eta, pdev = u_new, beta_new, eta_new, pdev_new
+            if change < tol * (abs(pdev) + 0.1) and step * np.max(np.abs(du), initial=0) < 1e-8:
+                break
+        w, _ = self._weights(eta)
+        try:
+            factor = self._system(ZL, w)
+        except np.linalg.LinAlgError:
+            return None
+        return u, beta, pdev, factor.logdet, (factor, w, ZL)
+
+    def _cross_X(self, ZL, w) -> np.ndarray:
+        """(Z Lambda)' W X, (Q, p)."""
+        out = np.zeros((self.Q, self.p))
+        for k in range(ZL.shape[1]):
+            for j in range(self.p):
+                out[:, j] += np.bincount(self.cols[:, k], weights=w * ZL[:, k] * self.X[:, j], minlength=self.Q)
+        return out
+
+    def laplace_gradient(self, params) -> np.ndarray:
+        """The exact gradient of the Laplace deviance in (theta, beta), canonical link, A dense.
+
+        :meth:`GLMMCriterion.laplace_gradient` with the sums over groups replaced by sums over
+        the non-zeros of Lambda: with h_i = (Z Lambda A^-1 Lambda'Z')_ii, c = w' h (w' = dw/d eta),
+        v = A^-1 Lambda'Z'c, and E_k = dLambda/dtheta_k (ones where theta_k sits in Lambda),
+          dD/dbeta    = X'(c - 2 s - W Z Lambda v)
+          dD/dtheta_k = u'E_k'Z'(c - 2 s) + 2 tr(A^-1 Lambda'Z'WZ E_k) + v'E_k'Z's - u'E_k'Z'WZ Lambda v,
+        each term a sum over the rows of the entries of Z that E_k touches.
+        """
+        params = np.asarray(params, dtype=float)
+        beta = params[self.ntheta:]
+        if self._last is not None and self._last[:2] == (self.mode, params.tobytes()):
+            res = self._last[2]
+        else:
+            res = self.pirls(params, beta, self.u, update_beta=False)
+        if res is None:
+            return np.full(params.size, np.nan)
+        u, _, _, _, (factor, w, ZL) = res
+        self.u = u
+        fam = self.family
+        eta = self._eta(ZL, beta, u)
+        mu = fam.link.linkinv(eta)
+        s = self.trials * (self.y - mu)
+        dw = self.trials * mu * (1 - mu) * (1 - 2 * mu) if fam.name == "binomial" else mu
+        Ainv = scipy.linalg.lapack.dpotri(factor.dense, lower=1)[0]
+        Ainv = np.tril(Ainv) + np.tril(Ainv, -1).T
+        cols = self.cols
+        # h_i = sum_ab ZL_ia ZL_ib Ainv[cols_ia, cols_ib]
+        h = np.einsum("ip,ip->i", (ZL[:, self.pair_a] * ZL[:, self.pair_b]),
+                      Ainv[cols[:, self.pair_a], cols[:, self.pair_b]])
+        c = dw * h
+        v = Ainv @ self._t_times(ZL, c)
+        ZLv = self._times(ZL, v)
+        g_beta = self.X.T @ (c - 2 * s - w * ZLv)
+        # per-row weights of the theta terms: Z_t[i, r] times u[c-col], v[c-col], ...
+        r1, r2 = c - 2 * s, w * ZLv
+        g_theta = np.zeros(self.ntheta)
+        for k, slot, ccol in self.theta_parts:
+            z = self.Zval[:, slot]
+            # (A^-1 Lambda'Z'WZ)[c, r] summed over rows: sum_i w_i z_ir (Z Lambda A^-1)[i, c]
+            ZLAinv_c = np.einsum("ia,ia->i", ZL, Ainv[cols, ccol[:, None]])
+            g_theta[k] += (float(np.sum(z * r1 * u[ccol])) + 2.0 * float(np.sum(w * z * ZLAinv_c))
+                           + float(np.sum(z * s * v[ccol])) - float(np.sum(z * r2 * u[ccol])))
+        return np.concatenate([g_theta, g_beta])
+
+    def at_optimum(self, params, beta):
+        """What the fit keeps: the spherical modes, the random effects per term, eta, the
+        covariance of beta given theta and the factor (for conditional variances)."""
+        u, _, _, _, (factor, w, ZL) = self.pirls(params, beta, self.u, update_beta=False)
+        lam = self.layout.lambda_matrix(np.asarray(params, dtype=float))
+        ZtWX = self._cross_X(ZL, w)
+        M = self.X.T @ (w[:, None] * self.X) - ZtWX.T @ factor.solve(ZtWX)
+        return u, self.layout.modes(lam, u), self._eta(ZL, beta, u), np.linalg.inv(M), factor
+
+    def conditional_covariances(self, params, factor) -> list[np.ndarray]:
+        """Lambda A^-1 Lambda' in per-group blocks, one array per term (lme4's condVar)."""
+        if self.Q > 8000:
+            raise NotImplementedError(f"conditional variances for {self.Q} random effects (more than 8000) "
+                                      "are not implemented")
+        lam = self.layout.lambda_matrix(np.asarray(params, dtype=float))
+        full = lam @ (lam @ factor.solve(np.eye(self.Q))).T
+        out = []
+        for off, m, q in self.layout.offsets:
+            idx = off + np.arange(m)[:, None] * q + np.arange(q)[None, :]
+            out.append(full[idx[:, :, None], idx[:, None, :]])
+        return out
+
+
 class GlmerMod(FittedModel):
     """A fitted GLMM: estimates, the optimization record, and R's methods on them."""
 
@@ -330,9 +595,12 @@ class GlmerMod(FittedModel):
         if argument is not None:
             self.offset += argument
         _check_finite(self.fixed)
-        self.reterms = dsg.random_terms(self.formula, self.frame, self.fixed)
-        if len(self.reterms) != 1:
-            raise NotImplementedError("glmer is implemented for one random-effects term")
+        self.reterms = dsg.random_terms(self.formula, self.frame, self.fixed, reorder=True)
+        if not self.reterms:
+            raise dsg.FormulaError(f"formula {self.formula.text!r} has no random-effects term; use a GLM instead")
+        if nAGQ > 1 and (len(self.reterms) > 1 or self.reterms[0].q > 1):
+            raise ValueError("nAGQ > 1 is only available for models with a single, scalar random-effects term "
+                             "(as in lme4); use nAGQ = 1 (Laplace)")
         for t in self.reterms:
             if not np.all(np.isfinite(t.Z)):
                 bad = [n for j, n in enumerate(t.names) if not np.all(np.isfinite(t.Z[:, j]))]
@@ -340,9 +608,12 @@ class GlmerMod(FittedModel):
                                     "(a negative value under sqrt()?)")
         self.X = self.fixed.X
         self.n, self.p = self.X.shape
-        dsg.check_grouping(self.reterms, self.n)
+        dsg.check_grouping(self.reterms, self.n, residual=False)
         self.nAGQ, self.optimizer = nAGQ, optimizer
-        crit = GLMMCriterion(self.y, self.trials, self.X, self.reterms[0], self.family, nAGQ, self.offset)
+        if len(self.reterms) == 1:
+            crit = GLMMCriterion(self.y, self.trials, self.X, self.reterms[0], self.family, nAGQ, self.offset)
+        else:
+            crit = CrossedGLMMCriterion(self.y, self.trials, self.X, self.reterms, self.family, self.offset)
         self.criterion = crit
         # stage 1: theta, with beta inside PIRLS (glmer's nAGQ = 0 stage) -- needed for a start
         # unless the exact gradient of stage 2 is available (canonical links, Laplace)
@@ -354,7 +625,7 @@ class GlmerMod(FittedModel):
             crit.objective(theta)
             crit.mode = "full"
         else:
-            theta = crit.blocks[0].start_values()
+            theta = np.concatenate([b.start_values() for b in crit.blocks])
             # BFGS from a difference Hessian at the start: the fixed effects' and theta's
             # curvatures differ by orders of magnitude, which cost L-BFGS 208 iterations on
             # mod.mig.1 (476 evaluations) where BFGS so started takes 42 (166)
@@ -370,18 +641,21 @@ class GlmerMod(FittedModel):
 
     def _finish(self, params):
         crit = self.criterion
-        lam = crit.lambdas(params)[0]
-        u, _, pdev, logdet, (L, w) = crit.pirls(lam, self.beta, crit.u, update_beta=False)
-        self.u, self._pirls_factor = u, L
-        self._b = [u @ lam.T]
-        eta = crit._eta(lam, self.beta, u)
+        if isinstance(crit, CrossedGLMMCriterion):
+            self.u, self._b, eta, self.vcov_conditional, self._pirls_factor = crit.at_optimum(params, self.beta)
+        else:
+            lam = crit.lambdas(params)[0]
+            u, _, pdev, logdet, (L, w) = crit.pirls(lam, self.beta, crit.u, update_beta=False)
+            self.u, self._pirls_factor = u, L
+            self._b = [u @ lam.T]
+            eta = crit._eta(lam, self.beta, u)
+            # covariance of beta given theta: the inverse Schur complement of the PIRLS system
+            q = crit.q
+            ZtWX = crit.groups.sums(w[:, None] * crit._ZX)
+            C = batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX.reshape(crit.m, q, self.p)))
+            M = self.X.T @ (w[:, None] * self.X) - np.tensordot(C, C, axes=([0, 1], [0, 1]))
+            self.vcov_conditional = np.linalg.inv(M)
         self.eta, self.mu = eta, self.family.link.linkinv(eta)
-        # covariance of beta given theta: the inverse Schur complement of the PIRLS system
-        q = crit.q
-        ZtWX = crit.groups.sums(w[:, None] * crit._ZX)
-        C = batched_forward(L, np.ascontiguousarray(lam.T @ ZtWX.reshape(crit.m, q, self.p)))
-        M = self.X.T @ (w[:, None] * self.X) - np.tensordot(C, C, axes=([0, 1], [0, 1]))
-        self.vcov_conditional = np.linalg.inv(M)
         self.sigma = 1.0
         self._convergence_check(params)
         # as lme4 (use.hessian = TRUE): the fixed effects' block of 2 H^-1, H the Hessian of the
@@ -413,6 +687,10 @@ class GlmerMod(FittedModel):
         g = crit.gradient(params)
         if crit.analytic:
             H = central_jacobian(crit.laplace_gradient, params)
+        elif isinstance(crit, CrossedGLMMCriterion):
+            # differences of a PIRLS solved from one start to its end (no warm-start noise), with
+            # steps where truncation (h^2 ~ 1e-6) and that noise (1e-12 / h^2) are both small
+            H = central_hessian(crit.settled(params), params, h=1e-3)
         else:
             H = central_hessian(crit.objective, params)
         crit.objective(params)
@@ -451,22 +729,25 @@ class GlmerMod(FittedModel):
         return self  # a GLMM is fitted by maximum likelihood already
 
     def VarCorr(self) -> VarCorr:
-        lam = self.criterion.lambdas(self.theta)[0]
-        t = self.reterms[0]
-        return VarCorr([t.group], [t.names], [lam @ lam.T], 1.0)
+        lams = self.criterion.lambdas(self.theta)
+        return VarCorr([t.group for t in self.reterms], [t.names for t in self.reterms],
+                       [lam @ lam.T for lam in lams], 1.0)
 
     def ranef(self, condVar: bool = False) -> dict[str, pd.DataFrame]:
         """Conditional modes of the random effects per grouping factor; ``condVar=True`` attaches
         lme4's conditional covariances, Lambda (Lambda'Z'WZ Lambda + I)^-1 Lambda' per group
         with W the GLM weights at the modes, as ``frame.attrs["condVar"]`` (groups, q, q)."""
-        t = self.reterms[0]
-        frame = pd.DataFrame(self._b[0], index=pd.Index(t.levels, name=t.group), columns=t.names)
+        covs = None
         if condVar:
-            lam = self.criterion.lambdas(np.concatenate([self.theta, self.beta]))[0]
-            C = batched_forward(self._pirls_factor, np.ascontiguousarray(
-                np.broadcast_to(lam.T, (t.m, t.q, t.q))))
-            frame.attrs["condVar"] = np.swapaxes(C, 1, 2) @ C
-        return {t.group: frame}
+            params = np.concatenate([self.theta, self.beta])
+            if isinstance(self.criterion, CrossedGLMMCriterion):
+                covs = self.criterion.conditional_covariances(params, self._pirls_factor)
+            else:
+                t, lam = self.reterms[0], self.criterion.lambdas(params)[0]
+                C = batched_forward(self._pirls_factor, np.ascontiguousarray(
+                    np.broadcast_to(lam.T, (t.m, t.q, t.q))))
+                covs = [np.swapaxes(C, 1, 2) @ C]
+        return ranef_frames(self.reterms, self._b, covs)
 
     def coef(self) -> dict[str, pd.DataFrame]:
         """Per-group coefficients: fixed effects plus the group's random effects (lme4's coef)."""

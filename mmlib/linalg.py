@@ -243,7 +243,7 @@ class BlockSystem:
 
 
 # ----------------------------------------------------------------------- several terms
-class _Layout:
+class Layout:
     """Z (sparse, one column per random effect) and where each theta element sits in Lambda."""
 
     def __init__(self, terms: list[dsg.ReTerm], blocks, n: int):
@@ -701,12 +701,47 @@ def _pair_count(Zat: sp.csr_matrix, q: int) -> int:
     return int((per_group * (per_group + 1) // 2).sum())
 
 
+class SPDFactor:
+    """log|A| and solves with a symmetric positive-definite A given sparse: LAPACK's dense
+    Cholesky up to ``DENSE_LIMIT`` rows (crossed designs fill in, so their factor is dense
+    anyway), else a sparse LU with a symmetric fill-reducing ordering and no row exchanges
+    (for an SPD matrix U's diagonal is then positive and its product is |A|)."""
+
+    DENSE_LIMIT = 1500
+
+    def __init__(self, A):
+        """From A sparse, or dense (an array, factored densely whatever its size)."""
+        if isinstance(A, np.ndarray) or A.shape[0] <= self.DENSE_LIMIT:
+            dense = A if isinstance(A, np.ndarray) else A.toarray()
+            factor, info = scipy.linalg.lapack.dpotrf(dense, lower=1, clean=1, overwrite_a=True)
+            if info != 0:
+                raise np.linalg.LinAlgError("the penalized system is not positive definite")
+            self.dense = factor
+            self.logdet = 2.0 * float(np.log(np.diag(factor)).sum())
+        else:
+            self.dense = None
+            try:
+                self.lu = spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                                    options={"SymmetricMode": True})
+            except RuntimeError as exc:  # "Factor is exactly singular"
+                raise np.linalg.LinAlgError(str(exc)) from None
+            diag = self.lu.U.diagonal()
+            if not np.all(diag > 0):
+                raise np.linalg.LinAlgError("the penalized system is not positive definite")
+            self.logdet = float(np.log(diag).sum())
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        if self.dense is not None:
+            return scipy.linalg.lapack.dpotrs(self.dense, B, lower=1)[0]
+        return self.lu.solve(np.asarray(B, dtype=float))
+
+
 class SparseSystem:
     """Several terms whose tail is too large to factor densely: a sparse LU of A."""
 
     def __init__(self, terms: list[dsg.ReTerm], X: np.ndarray, y: np.ndarray, blocks):
         n, self.p = X.shape
-        self.layout = _Layout(terms, blocks, n)
+        self.layout = Layout(terms, blocks, n)
         self.Q = self.layout.Q
         self.ZtZ = (self.layout.Z.T @ self.layout.Z).tocsc()
         self.ZtXy = np.asarray(self.layout.Z.T @ np.column_stack([X, y]))
@@ -719,10 +754,9 @@ class SparseSystem:
         lam = self.layout.lambda_matrix(theta)
         A = (lam.T @ self.ZtZ @ lam + sp.identity(self.Q, format="csc")).tocsc()
         B = np.asarray(lam.T @ self.ZtXy)
-        # SPD: an LU without row exchanges has U's diagonal positive, product = |A|
-        lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-        logdet = np.log(np.abs(lu.U.diagonal())).sum()
-        W = lu.solve(B)
+        factor = SPDFactor(A)
+        logdet = factor.logdet
+        W = factor.solve(B)
         BX, By = B[:, :self.p], B[:, self.p]
         WX, Wy = W[:, :self.p], W[:, self.p]
         return logdet, BX.T @ WX, BX.T @ Wy, float(By @ Wy), (lam, WX, Wy)
@@ -738,7 +772,7 @@ class SparseSystem:
 COVARIANCE_LIMIT = 8000  # random effects up to which A^-1 is formed densely for condVar
 
 
-def _dense_conditional_covariances(layout: _Layout, ZtZ, theta) -> list[np.ndarray]:
+def _dense_conditional_covariances(layout: Layout, ZtZ, theta) -> list[np.ndarray]:
     """The per-group diagonal blocks of Lambda A^-1 Lambda', one array per term."""
     if layout.Q > COVARIANCE_LIMIT:
         raise NotImplementedError(f"conditional variances for {layout.Q} random effects (more than "

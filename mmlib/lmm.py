@@ -37,7 +37,7 @@ from . import design as dsg
 from .corstruct import CorStructError
 from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
-from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label,
+from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
                             re_form_groups)
 from .formula import MixedFormula, parse, parse_lme
 from .linalg import BlockSystem, CrossedSystem, SparseSystem
@@ -412,7 +412,7 @@ class LinearMixedModel(FittedModel):
         self.n_dropped = frame.n_dropped
         self.y = dsg.response_vector(self.frame, formula.response)
         self.fixed = dsg.fixed_design(formula.fixed, self.frame)
-        self.reterms = dsg.random_terms(formula, self.frame, self.fixed)
+        self.reterms = dsg.random_terms(formula, self.frame, self.fixed, reorder=self.flavor == "lme4")
         if not self.reterms:
             raise dsg.FormulaError(f"formula {formula.text!r} has no random-effects term; "
                                    "use a linear model instead")
@@ -472,26 +472,12 @@ class LinearMixedModel(FittedModel):
         estimates, sigma^2 Lambda (Lambda'Z'Z Lambda + I)^-1 Lambda' in blocks per group, as
         ``frame.attrs["condVar"]``: an array (groups, q, q) in the frame's row and column order.
         """
-        out: dict[str, pd.DataFrame] = {}
         cov = self.criterion.conditional_covariances(self.theta) if condVar else None
-        for k, (term, b) in enumerate(zip(self.reterms, self._b)):
-            key = self._group_key(term.group)
-            labels = [nlme_label(lev) for lev in term.levels] if self.flavor == "nlme" else term.levels
-            frame = pd.DataFrame(b, index=pd.Index(labels, name=key), columns=term.names)
-            blocks = None if cov is None else self.sigma ** 2 * cov[k]
-            if key in out:  # a || term split into its columns: one frame, block-diagonal covariances
-                prev = out[key]
-                if blocks is not None:
-                    old = prev.attrs["condVar"]
-                    q0, q1 = old.shape[1], blocks.shape[1]
-                    joined = np.zeros((len(frame), q0 + q1, q0 + q1))
-                    joined[:, :q0, :q0], joined[:, q0:, q0:] = old, blocks
-                    blocks = joined
-                frame = pd.concat([prev, frame], axis=1)
-            if blocks is not None:
-                frame.attrs["condVar"] = blocks
-            out[key] = frame
-        return out
+        if cov is not None:
+            cov = [self.sigma ** 2 * blocks for blocks in cov]
+        labels = ((lambda levels: [nlme_label(lev) for lev in levels]) if self.flavor == "nlme"
+                  else (lambda levels: levels))
+        return ranef_frames(self.reterms, self._b, cov, self._group_key, labels)
 
     def _group_key(self, group: str) -> str:
         """How R names a grouping factor: nlme by its innermost factor, lme4 as written."""

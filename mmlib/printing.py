@@ -285,7 +285,7 @@ def _lme4_body(m, tables, fixed_formats, **varcorr) -> list[str]:
     sr = tables["scaled_residuals"]
     lines += ["", "Scaled residuals: ", _vector(sr, format_r(sr.to_numpy(), 4)), "", "Random effects:"]
     lines += _varcorr_lines(tables["random"], **varcorr)
-    groups = ", ".join(f"{g}, {k}" for g, k in m.ngroups.items())
+    groups = "; ".join(f"{g}, {k}" for g, k in m.ngroups.items())  # lme4: "id, 316; item, 24"
     lines += [f"Number of obs: {m.n}, groups:  {groups}", "", "Fixed effects:"]
     lines.append(_table(tables["fixed"], fixed_formats))
     if m.p > 1:

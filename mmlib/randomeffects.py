@@ -92,3 +92,28 @@ def new_levels_error(terms, newdata, contribs) -> str | None:
         return None
     return (f"new levels detected in newdata: {', '.join(dict.fromkeys(found))}; "
             "use allow_new_levels=True to predict them at the population level (random effects 0)")
+
+
+def ranef_frames(terms, modes, covariances=None, key=lambda group: group, labels=lambda levels: levels):
+    """One frame of conditional modes per grouping factor (rows: its levels), as ``ranef``;
+    the terms of a ``||`` split (one per column, same factor) are joined into one frame, and
+    conditional covariances (groups, q, q) per term, when given, are attached as
+    ``frame.attrs["condVar"]`` (block-diagonal across the joined terms)."""
+    out: dict[str, pd.DataFrame] = {}
+    for k, (term, b) in enumerate(zip(terms, modes)):
+        name = key(term.group)
+        frame = pd.DataFrame(b, index=pd.Index(labels(term.levels), name=name), columns=term.names)
+        blocks = None if covariances is None else covariances[k]
+        if name in out:
+            prev = out[name]
+            if blocks is not None:
+                old = prev.attrs["condVar"]
+                q0, q1 = old.shape[1], blocks.shape[1]
+                joined = np.zeros((len(frame), q0 + q1, q0 + q1))
+                joined[:, :q0, :q0], joined[:, q0:, q0:] = old, blocks
+                blocks = joined
+            frame = pd.concat([prev, frame], axis=1)
+        if blocks is not None:
+            frame.attrs["condVar"] = blocks
+        out[name] = frame
+    return out

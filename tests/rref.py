@@ -30,7 +30,8 @@ def frame(name: str, script: str = "issue12_reference") -> pd.DataFrame:
     for key, levels in meta["factor_levels"].items():
         dataset, column = key.split(".", 1)
         if dataset == name:
-            data[column] = pd.Categorical(data[column].astype(str), categories=levels)
+            # the scripts write numbers unquoted, so a level such as "308" may arrive as 308
+            data[column] = pd.Categorical(data[column].astype(str), categories=[str(lev) for lev in levels])
     return data
 
 

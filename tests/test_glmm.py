@@ -146,7 +146,7 @@ def test_many_observations_per_group_recover_the_truth():
 def test_agq_fit_and_summary():
     fit = glmer("y ~ x + (1 | g)", _sim(4), nAGQ=9)
     assert "nAGQ = 9" in repr(fit.summary())
-    with pytest.raises(ValueError, match="nAGQ > 1 needs a single scalar"):
+    with pytest.raises(ValueError, match="nAGQ > 1 is only available for models with a single, scalar"):
         glmer("y ~ x + (x | g)", _sim(4), nAGQ=5)
 
 
