@@ -296,6 +296,88 @@ class GLMMCriterion(Minimizer):
         return -2.0 * float(total.sum())
 
 
+class _DenseFactor:
+    """A^-1 applied and gathered for the several-term GLMM when A is held densely."""
+
+    def __init__(self, A: np.ndarray):
+        self.spd = SPDFactor(A)
+        self.logdet = self.spd.logdet
+        self._inverse = None
+
+    def solve(self, B):
+        return self.spd.solve(B)
+
+    def ainv(self, c1, c2):
+        """Entries of A^-1 at (c1, c2), arrays of columns."""
+        if self._inverse is None:
+            inverse = scipy.linalg.lapack.dpotri(self.spd.dense, lower=1)[0]
+            self._inverse = np.tril(inverse) + np.tril(inverse, -1).T
+        return self._inverse[c1, c2]
+
+
+class _SchurFactor:
+    """A with its largest scalar term eliminated: that term's block D is diagonal (each row
+    touches one of its levels), so with C its coupling to the other terms (the tail) and T the
+    tail's block, A^-1 comes from D and the dense Schur complement S = T - C'D^-1 C:
+    log|A| = log|D| + log|S|, and for the entries the gradient needs
+
+        A^-1[j, j] = 1/D_j + (C S^-1 C')_jj / D_j^2,  A^-1[j, c] = -(C S^-1)_jc / D_j,
+        A^-1[c, c'] = S^-1[c, c']     (j a level of the eliminated term, c, c' tail columns).
+
+    An observation-level term (grouseticks' 403 levels beside 181 others) leaves a tail of 181.
+    """
+
+    def __init__(self, crit, ZL, w):
+        za = ZL[:, crit.elim_slot]
+        self.crit = crit
+        self.D = np.bincount(crit.elim_codes, weights=w * za * za, minlength=crit.elim_m) + 1.0
+        tail = ZL[:, crit.tail_slots]
+        data = np.bincount(crit.coupling_index, weights=((w * za)[:, None] * tail).ravel(),
+                           minlength=crit.coupling_rows.size)
+        self.C = sp.csr_matrix((data, (crit.coupling_rows, crit.coupling_cols)), shape=(crit.elim_m, crit.t))
+        t = crit.t
+        values = (w[:, None] * tail[:, crit.tail_pair_a] * tail[:, crit.tail_pair_b]).ravel()
+        T = np.bincount(crit.tail_cells, weights=values, minlength=t * t).reshape(t, t)
+        T.ravel()[::t + 1] += 1.0
+        S = T - (self.C.T @ self.C.multiply(1.0 / self.D[:, None])).toarray()
+        self.S = SPDFactor(S)
+        self.logdet = float(np.log(self.D).sum()) + self.S.logdet
+        self._G = None
+
+    def solve(self, B):
+        crit = self.crit
+        B = np.asarray(B, dtype=float)
+        Ba, Bt = B[crit.elim_cols], B[crit.tail_cols]
+        Da = self.D if B.ndim == 1 else self.D[:, None]
+        xt = self.S.solve(Bt - self.C.T @ (Ba / Da))
+        out = np.empty_like(B)
+        out[crit.elim_cols] = (Ba - self.C @ xt) / Da
+        out[crit.tail_cols] = xt
+        return out
+
+    def ainv(self, c1, c2):
+        crit = self.crit
+        if self._G is None:
+            Sinv = scipy.linalg.lapack.dpotri(self.S.dense, lower=1)[0]
+            self._Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+            self._G = np.asarray(self.C @ self._Sinv)  # C S^-1 (levels x tail)
+            self._diag = 1.0 / self.D + np.asarray(self.C.multiply(self._G).sum(axis=1)).ravel() / self.D ** 2
+        j1, j2 = crit.elim_level[c1], crit.elim_level[c2]
+        t1, t2 = crit.tail_index[c1], crit.tail_index[c2]
+        out = np.empty(np.broadcast(c1, c2).shape)
+        both = (j1 >= 0) & (j2 >= 0)  # the same level: one eliminated column per row
+        out[both] = self._diag[np.broadcast_to(j1, out.shape)[both]]
+        mixed = (j1 >= 0) & (t2 >= 0)
+        j, c = np.broadcast_to(j1, out.shape)[mixed], np.broadcast_to(t2, out.shape)[mixed]
+        out[mixed] = -self._G[j, c] / self.D[j]
+        mixed = (t1 >= 0) & (j2 >= 0)
+        j, c = np.broadcast_to(j2, out.shape)[mixed], np.broadcast_to(t1, out.shape)[mixed]
+        out[mixed] = -self._G[j, c] / self.D[j]
+        tails = (t1 >= 0) & (t2 >= 0)
+        out[tails] = self._Sinv[np.broadcast_to(t1, out.shape)[tails], np.broadcast_to(t2, out.shape)[tails]]
+        return out
+
+
 class CrossedGLMMCriterion(Minimizer):
     """The Laplace deviance of a GLMM with several random-effects terms (crossed or nested,
     scalar or vector-valued): PIRLS on the whole system.
@@ -328,11 +410,18 @@ class CrossedGLMMCriterion(Minimizer):
         self.Zval = np.column_stack([t.Z for t in terms])
         K = self.cols.shape[1]
         self.pair_a, self.pair_b = (x.ravel() for x in np.meshgrid(np.arange(K), np.arange(K), indexing="ij"))
-        self.dense = Q <= SPDFactor.DENSE_LIMIT
+        # the structure of A: the largest scalar term eliminated (Schur) when it has most of the
+        # effects, else dense up to SPDFactor.DENSE_LIMIT effects, else a sparse LU
+        scalar = [k for k, t in enumerate(terms) if t.q == 1]
+        largest = max(scalar, key=lambda k: terms[k].m) if scalar else None
+        self.structure = ("schur" if largest is not None and terms[largest].m >= Q / 2 and Q > 200
+                          else "dense" if Q <= SPDFactor.DENSE_LIMIT else "sparse")
+        if self.structure == "schur":
+            self._schur_layout(largest)
         cell_rows, cell_cols = self.cols[:, self.pair_a], self.cols[:, self.pair_b]
-        if self.dense:
+        if self.structure == "dense":
             self.cells = (cell_rows * Q + cell_cols).ravel()
-        else:
+        elif self.structure == "sparse":
             self.cell_rows, self.cell_cols = cell_rows.ravel(), cell_cols.ravel()
         # theta element k of term t at (r, c) of its Lambda: for row i it is the entry of Lambda
         # at (term offset + code_i q + r, ... + c), and multiplies Z_t[i, r]
@@ -349,9 +438,33 @@ class CrossedGLMMCriterion(Minimizer):
         self.beta = np.linalg.lstsq(X, eta0 - self.offset, rcond=None)[0]
         self._last = None
 
+    def _schur_layout(self, k: int) -> None:
+        """What :class:`_SchurFactor` needs, analysed once: term k's slot in a row, its levels'
+        columns, the tail's columns, the coupling's pattern and the tail's cells."""
+        off, m, _ = self.layout.offsets[k]
+        self.elim_slot = sum(t.q for t in self.terms[:k])
+        self.elim_m = m
+        self.elim_codes = self.terms[k].codes
+        self.elim_cols = off + np.arange(m)
+        self.elim_level = np.full(self.Q, -1)
+        self.elim_level[self.elim_cols] = np.arange(m)
+        self.tail_cols = np.setdiff1d(np.arange(self.Q), self.elim_cols)
+        self.t = t = self.tail_cols.size
+        self.tail_index = np.full(self.Q, -1)
+        self.tail_index[self.tail_cols] = np.arange(t)
+        self.tail_slots = [s for s in range(self.cols.shape[1]) if s != self.elim_slot]
+        tcols = self.tail_index[self.cols[:, self.tail_slots]]
+        keys = (self.elim_codes[:, None].astype(np.int64) * t + tcols).ravel()
+        unique, self.coupling_index = np.unique(keys, return_inverse=True)
+        self.coupling_rows, self.coupling_cols = np.divmod(unique, t)
+        kt = len(self.tail_slots)
+        self.tail_pair_a, self.tail_pair_b = (x.ravel() for x in np.meshgrid(np.arange(kt), np.arange(kt),
+                                                                             indexing="ij"))
+        self.tail_cells = (tcols[:, self.tail_pair_a] * t + tcols[:, self.tail_pair_b]).ravel()
+
     @property
     def analytic(self) -> bool:
-        return self.mode == "full" and self.family.canonical and self.dense
+        return self.mode == "full" and self.family.canonical and self.structure != "sparse"
 
     @property
     def n_numeric(self):
@@ -421,16 +534,18 @@ class CrossedGLMMCriterion(Minimizer):
         var = fam.variance(mu)
         return self.trials * mu_eta ** 2 / var, self.trials * (self.y - mu) * mu_eta / var
 
-    def _system(self, ZL, w) -> SPDFactor:
-        """A = Lambda'Z'WZ Lambda + I from the pairs of each row's non-zeros."""
+    def _system(self, ZL, w):
+        """A = Lambda'Z'WZ Lambda + I from the pairs of each row's non-zeros, factored."""
+        if self.structure == "schur":
+            return _SchurFactor(self, ZL, w)
         values = (w[:, None] * ZL[:, self.pair_a] * ZL[:, self.pair_b]).ravel()
         Q = self.Q
-        if self.dense:
+        if self.structure == "dense":
             A = np.bincount(self.cells, weights=values, minlength=Q * Q).reshape(Q, Q)
             A.ravel()[::Q + 1] += 1.0
-        else:
-            A = sp.csc_matrix((values, (self.cell_rows, self.cell_cols)), shape=(Q, Q)) + sp.identity(Q, format="csc")
-        return SPDFactor(A)
+            return _DenseFactor(A)
+        return SPDFactor(sp.csc_matrix((values, (self.cell_rows, self.cell_cols)), shape=(Q, Q))
+                         + sp.identity(Q, format="csc"))
 
     def pirls(self, theta, beta, u, update_beta: bool, tol: float = 1e-12, maxit: int = 200):
         """Conditional modes (and beta, if ``update_beta``) by penalized IRLS with step halving,
@@ -515,14 +630,12 @@ class CrossedGLMMCriterion(Minimizer):
         mu = fam.link.linkinv(eta)
         s = self.trials * (self.y - mu)
         dw = self.trials * mu * (1 - mu) * (1 - 2 * mu) if fam.name == "binomial" else mu
-        Ainv = scipy.linalg.lapack.dpotri(factor.dense, lower=1)[0]
-        Ainv = np.tril(Ainv) + np.tril(Ainv, -1).T
         cols = self.cols
         # h_i = sum_ab ZL_ia ZL_ib Ainv[cols_ia, cols_ib]
         h = np.einsum("ip,ip->i", (ZL[:, self.pair_a] * ZL[:, self.pair_b]),
-                      Ainv[cols[:, self.pair_a], cols[:, self.pair_b]])
+                      factor.ainv(cols[:, self.pair_a], cols[:, self.pair_b]))
         c = dw * h
-        v = Ainv @ self._t_times(ZL, c)
+        v = factor.solve(self._t_times(ZL, c))
         ZLv = self._times(ZL, v)
         g_beta = self.X.T @ (c - 2 * s - w * ZLv)
         # per-row weights of the theta terms: Z_t[i, r] times u[c-col], v[c-col], ...
@@ -531,7 +644,7 @@ class CrossedGLMMCriterion(Minimizer):
         for k, slot, ccol in self.theta_parts:
             z = self.Zval[:, slot]
             # (A^-1 Lambda'Z'WZ)[c, r] summed over rows: sum_i w_i z_ir (Z Lambda A^-1)[i, c]
-            ZLAinv_c = np.einsum("ia,ia->i", ZL, Ainv[cols, ccol[:, None]])
+            ZLAinv_c = np.einsum("ia,ia->i", ZL, factor.ainv(cols, ccol[:, None]))
             g_theta[k] += (float(np.sum(z * r1 * u[ccol])) + 2.0 * float(np.sum(w * z * ZLAinv_c))
                            + float(np.sum(z * s * v[ccol])) - float(np.sum(z * r2 * u[ccol])))
         return np.concatenate([g_theta, g_beta])

@@ -181,3 +181,50 @@ def test_laplace_deviance_equals_the_dense_formula(fam_name, formula):
     lam = crit.layout.lambda_matrix(theta).toarray()
     dense = _dense_laplace(fr.y.to_numpy(), fixed.X, crit.layout.Z.toarray(), lam, beta, fam)
     np.testing.assert_allclose(crit.objective(np.r_[theta, beta]), dense, rtol=1e-10)
+
+
+def _obs_level_criterion(fam_name, seed=5):
+    """An observation-level effect beside a grouping (A's structure: the 250 observation-level
+    effects eliminated, a tail of 12)."""
+    rng = np.random.default_rng(seed)
+    n = 250
+    df = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 12, n).astype(str),
+                       "obs": np.arange(n).astype(str)})
+    eta = 0.3 + 0.4 * df.x + rng.normal(0, 0.6, 12)[df.g.astype(int)] + rng.normal(0, 0.5, n)
+    df["y"] = (rng.poisson(np.exp(eta)) if fam_name == "poisson" else rng.binomial(1, special.expit(eta))).astype(float)
+    f = parse("y ~ x + (1 | obs) + (1 | g)")
+    fr = dsg.model_frame(df, f).data
+    fixed = dsg.fixed_design(f.fixed, fr)
+    terms = dsg.random_terms(f, fr, fixed, reorder=True)
+    crit = CrossedGLMMCriterion(fr.y.to_numpy(), np.ones(len(fr)), fixed.X, terms, make_family(fam_name))
+    crit.mode = "full"
+    return crit, fr, fixed
+
+
+@pytest.mark.parametrize("fam_name", ["poisson", "binomial"])
+def test_eliminated_observation_level_term_equals_the_dense_formula(fam_name):
+    crit, fr, fixed = _obs_level_criterion(fam_name)
+    assert crit.structure == "schur"
+    theta, beta = np.array([0.5, 0.7]), np.array([0.2, 0.3])
+    lam = crit.layout.lambda_matrix(theta).toarray()
+    dense = _dense_laplace(fr.y.to_numpy(), fixed.X, crit.layout.Z.toarray(), lam, beta, make_family(fam_name))
+    np.testing.assert_allclose(crit.objective(np.r_[theta, beta]), dense, rtol=1e-10)
+
+
+@pytest.mark.parametrize("structure", ["schur", "dense"])
+def test_exact_gradient_equals_central_differences(structure):
+    if structure == "schur":
+        crit, *_ = _obs_level_criterion("poisson")
+        x = np.array([0.5, 0.7, 0.2, 0.3])
+    else:
+        data = frame("crossed_sim", "glmer_terms")
+        f = parse("y ~ x + cond + (x | subj) + (1 | item)")
+        fr = dsg.model_frame(data, f).data
+        fixed = dsg.fixed_design(f.fixed, fr)
+        crit = CrossedGLMMCriterion(fr.y.to_numpy(float), np.ones(len(fr)), fixed.X,
+                                    dsg.random_terms(f, fr, fixed, reorder=True), make_family("binomial"))
+        crit.mode = "full"
+        x = np.array([0.7, -0.2, 0.4, 0.5, -0.1, 0.5, 0.3])
+    assert crit.structure == structure and crit.analytic
+    np.testing.assert_allclose(crit.laplace_gradient(x), crit.numerical_gradient(x, False, h=1e-5),
+                               rtol=1e-6, atol=1e-5)
