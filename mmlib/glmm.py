@@ -307,8 +307,8 @@ class _DenseFactor:
     def solve(self, B):
         return self.spd.solve(B)
 
-    def ainv(self, c1, c2):
-        """Entries of A^-1 at (c1, c2), arrays of columns."""
+    def ainv(self, c1, c2, e1=False, e2=False):
+        """Entries of A^-1 at (c1, c2), arrays of columns (e1, e2: see :class:`_SchurFactor`)."""
         if self._inverse is None:
             inverse = scipy.linalg.lapack.dpotri(self.spd.dense, lower=1)[0]
             self._inverse = np.tril(inverse) + np.tril(inverse, -1).T
@@ -327,19 +327,28 @@ class _SchurFactor:
     An observation-level term (grouseticks' 403 levels beside 181 others) leaves a tail of 181.
     """
 
+    DENSE_COUPLING = 4_000_000  # levels x tail up to which C is held densely
+
     def __init__(self, crit, ZL, w):
         za = ZL[:, crit.elim_slot]
         self.crit = crit
         self.D = np.bincount(crit.elim_codes, weights=w * za * za, minlength=crit.elim_m) + 1.0
         tail = ZL[:, crit.tail_slots]
         data = np.bincount(crit.coupling_index, weights=((w * za)[:, None] * tail).ravel(),
-                           minlength=crit.coupling_rows.size)
-        self.C = sp.csr_matrix((data, (crit.coupling_rows, crit.coupling_cols)), shape=(crit.elim_m, crit.t))
+                           minlength=crit.coupling_cols.size)
         t = crit.t
+        if crit.elim_m * t <= self.DENSE_COUPLING:
+            self.C = np.zeros((crit.elim_m, t))
+            self.C[crit.coupling_rows, crit.coupling_cols] = data
+            CtDC = self.C.T @ (self.C / self.D[:, None])
+        else:  # the pattern is analysed once (np.unique sorts it row by row: CSR order)
+            self.C = sp.csr_matrix((data, crit.coupling_cols, crit.coupling_indptr), shape=(crit.elim_m, t))
+            scaled = sp.csr_matrix((data / self.D[crit.coupling_rows], crit.coupling_cols, crit.coupling_indptr),
+                                   shape=(crit.elim_m, t))
+            CtDC = (self.C.T @ scaled).toarray()
         values = (w[:, None] * tail[:, crit.tail_pair_a] * tail[:, crit.tail_pair_b]).ravel()
-        T = np.bincount(crit.tail_cells, weights=values, minlength=t * t).reshape(t, t)
-        T.ravel()[::t + 1] += 1.0
-        S = T - (self.C.T @ self.C.multiply(1.0 / self.D[:, None])).toarray()
+        S = np.bincount(crit.tail_cells, weights=values, minlength=t * t).reshape(t, t) - CtDC
+        S.ravel()[::t + 1] += 1.0
         self.S = SPDFactor(S)
         self.logdet = float(np.log(self.D).sum()) + self.S.logdet
         self._G = None
@@ -355,27 +364,22 @@ class _SchurFactor:
         out[crit.tail_cols] = xt
         return out
 
-    def ainv(self, c1, c2):
+    def ainv(self, c1, c2, e1: bool, e2: bool):
+        """Entries of A^-1 at columns (c1, c2) (arrays over rows), ``e1``/``e2`` saying whether
+        they are the eliminated term's (then, both, the same level: one per row)."""
         crit = self.crit
         if self._G is None:
             Sinv = scipy.linalg.lapack.dpotri(self.S.dense, lower=1)[0]
             self._Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
             self._G = np.asarray(self.C @ self._Sinv)  # C S^-1 (levels x tail)
-            self._diag = 1.0 / self.D + np.asarray(self.C.multiply(self._G).sum(axis=1)).ravel() / self.D ** 2
-        j1, j2 = crit.elim_level[c1], crit.elim_level[c2]
-        t1, t2 = crit.tail_index[c1], crit.tail_index[c2]
-        out = np.empty(np.broadcast(c1, c2).shape)
-        both = (j1 >= 0) & (j2 >= 0)  # the same level: one eliminated column per row
-        out[both] = self._diag[np.broadcast_to(j1, out.shape)[both]]
-        mixed = (j1 >= 0) & (t2 >= 0)
-        j, c = np.broadcast_to(j1, out.shape)[mixed], np.broadcast_to(t2, out.shape)[mixed]
-        out[mixed] = -self._G[j, c] / self.D[j]
-        mixed = (t1 >= 0) & (j2 >= 0)
-        j, c = np.broadcast_to(j2, out.shape)[mixed], np.broadcast_to(t1, out.shape)[mixed]
-        out[mixed] = -self._G[j, c] / self.D[j]
-        tails = (t1 >= 0) & (t2 >= 0)
-        out[tails] = self._Sinv[np.broadcast_to(t1, out.shape)[tails], np.broadcast_to(t2, out.shape)[tails]]
-        return out
+            CG = self.C * self._G if isinstance(self.C, np.ndarray) else self.C.multiply(self._G)
+            self._diag = 1.0 / self.D + np.asarray(CG.sum(axis=1)).ravel() / self.D ** 2
+        if e1 and e2:
+            return self._diag[crit.elim_level[c1]]
+        if e1 or e2:
+            j, c = (crit.elim_level[c1], crit.tail_index[c2]) if e1 else (crit.elim_level[c2], crit.tail_index[c1])
+            return -self._G[j, c] / self.D[j]
+        return self._Sinv[crit.tail_index[c1], crit.tail_index[c2]]
 
 
 class CrossedGLMMCriterion(Minimizer):
@@ -457,6 +461,7 @@ class CrossedGLMMCriterion(Minimizer):
         keys = (self.elim_codes[:, None].astype(np.int64) * t + tcols).ravel()
         unique, self.coupling_index = np.unique(keys, return_inverse=True)
         self.coupling_rows, self.coupling_cols = np.divmod(unique, t)
+        self.coupling_indptr = np.concatenate([[0], np.cumsum(np.bincount(self.coupling_rows, minlength=m))])
         kt = len(self.tail_slots)
         self.tail_pair_a, self.tail_pair_b = (x.ravel() for x in np.meshgrid(np.arange(kt), np.arange(kt),
                                                                              indexing="ij"))
@@ -631,9 +636,10 @@ class CrossedGLMMCriterion(Minimizer):
         s = self.trials * (self.y - mu)
         dw = self.trials * mu * (1 - mu) * (1 - 2 * mu) if fam.name == "binomial" else mu
         cols = self.cols
-        # h_i = sum_ab ZL_ia ZL_ib Ainv[cols_ia, cols_ib]
-        h = np.einsum("ip,ip->i", (ZL[:, self.pair_a] * ZL[:, self.pair_b]),
-                      factor.ainv(cols[:, self.pair_a], cols[:, self.pair_b]))
+        elim = [s == getattr(self, "elim_slot", -1) for s in range(cols.shape[1])]
+        # h_i = sum_ab ZL_ia ZL_ib Ainv[cols_ia, cols_ib], slot pair by slot pair
+        h = sum(ZL[:, a] * ZL[:, b] * factor.ainv(cols[:, a], cols[:, b], elim[a], elim[b])
+                for a, b in zip(self.pair_a, self.pair_b))
         c = dw * h
         v = factor.solve(self._t_times(ZL, c))
         ZLv = self._times(ZL, v)
@@ -644,7 +650,8 @@ class CrossedGLMMCriterion(Minimizer):
         for k, slot, ccol in self.theta_parts:
             z = self.Zval[:, slot]
             # (A^-1 Lambda'Z'WZ)[c, r] summed over rows: sum_i w_i z_ir (Z Lambda A^-1)[i, c]
-            ZLAinv_c = np.einsum("ia,ia->i", ZL, factor.ainv(cols, ccol[:, None]))
+            ZLAinv_c = sum(ZL[:, a] * factor.ainv(cols[:, a], ccol, elim[a], elim[slot])
+                           for a in range(cols.shape[1]))
             g_theta[k] += (float(np.sum(z * r1 * u[ccol])) + 2.0 * float(np.sum(w * z * ZLAinv_c))
                            + float(np.sum(z * s * v[ccol])) - float(np.sum(z * r2 * u[ccol])))
         return np.concatenate([g_theta, g_beta])
