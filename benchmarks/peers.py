@@ -103,6 +103,57 @@ def crossed(reps: int) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("fit")
 
 
+GLMER_ROWS = {  # name: (data file under tests/r/data, formula, family, nAGQ, what glmm is given)
+    "VerbAgg, r2 ~ btype + situ + mode + (1|id) + (1|item), binomial": (
+        "VerbAgg", "r2 ~ btype + situ + mode + (1 | id) + (1 | item)", "binomial", 1, "verbagg"),
+    "grouseticks, TICKS ~ YEAR + HEIGHTc + (1|BROOD) + (1|INDEX) + (1|LOCATION), Poisson": (
+        "grouseticks", "TICKS ~ YEAR + HEIGHTc + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", "poisson", 1, "grouse"),
+    "VerbAgg, r2 ~ btype + situ + mode + (1|id), binomial, nAGQ = 9": (
+        "VerbAgg", "r2 ~ btype + situ + mode + (1 | id)", "binomial", 9, "agq9"),
+}
+
+
+def glmer_terms(reps: int) -> pd.DataFrame:
+    """GLMMs with several random-effects terms (crossed; an observation-level effect) and
+    adaptive quadrature: mmlib, glmm and lme4 (default controls) on lme4's VerbAgg and
+    grouseticks, with each engine's log-likelihood."""
+    import warnings
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from rref import frame
+
+    from mmlib import glmer
+
+    glmm = _glmm()
+    data_dir = ROOT / "tests" / "r" / "data"
+    r = _rscript("glmer_terms_r.R", str(data_dir), str(reps)) if shutil.which("Rscript") else None
+    rows = []
+    for name, (dataset, formula, family, nagq, key) in GLMER_ROWS.items():
+        data = frame(dataset, "glmer_terms")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = glmer(formula, data, family=family, nAGQ=nagq)
+            row = {"fit": name, "mmlib s": median_time(lambda: glmer(formula, data, family=family, nAGQ=nagq), reps),
+                   "mmlib logLik": fit.loglik}
+        if glmm is not None:
+            cols = {c: (data[c] == "Y").to_numpy(float) if c == "r2" else
+                    data[c].astype(str).to_numpy() if isinstance(data[c].dtype, pd.CategoricalDtype)
+                    else data[c].to_numpy(float) for c in data.columns}
+            try:
+                theirs = glmm.fit(cols, formula, family, nagq=nagq)
+                row["glmm s"] = median_time(lambda: glmm.fit(cols, formula, family, nagq=nagq), reps)
+                row["glmm / mmlib"] = row["glmm s"] / row["mmlib s"]
+                row["glmm logLik"] = theirs.loglik
+            except Exception as exc:  # noqa: BLE001 - report what glmm cannot fit
+                print(f"glmm: {name} not timed ({type(exc).__name__}: {exc})")
+        if r:
+            row["lme4 s"] = r[f"{key}_s"]
+            row["lme4 / mmlib"] = r[f"{key}_s"] / row["mmlib s"]
+            row["lme4 logLik"] = r[f"{key}_logLik"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("fit")
+
+
 def _rscript(script: str, *args: str) -> dict | None:
     done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -196,6 +247,9 @@ def report(reps: int) -> None:
     print("\nCrossed random effects, REML (median of "
           f"{reps} after a warm-up; the criteria show the engines reach the same optimum)")
     print(crossed(reps).to_string(float_format=lambda v: f"{v:.4g}"))
+    print("\nGLMMs with several random-effects terms, and adaptive quadrature (median of "
+          f"{reps} after a warm-up; lme4 with its default controls)")
+    print(glmer_terms(reps).to_string(float_format=lambda v: f"{v:.6g}"))
     print("\ny ~ x + (x | g), 10^7 rows in 1,000 groups, each engine in a fresh process")
     print(large().to_string(float_format=lambda v: f"{v:.3g}"))
     fresh = fresh_process()
