@@ -327,7 +327,7 @@ class _SchurFactor:
     An observation-level term (grouseticks' 403 levels beside 181 others) leaves a tail of 181.
     """
 
-    DENSE_COUPLING = 4_000_000  # levels x tail up to which C is held densely
+    DENSE_COUPLING = 4_000_000  # levels x tail up to which C may be held densely
 
     def __init__(self, crit, ZL, w):
         za = ZL[:, crit.elim_slot]
@@ -337,7 +337,8 @@ class _SchurFactor:
         data = np.bincount(crit.coupling_index, weights=((w * za)[:, None] * tail).ravel(),
                            minlength=crit.coupling_cols.size)
         t = crit.t
-        if crit.elim_m * t <= self.DENSE_COUPLING:
+        size = crit.elim_m * t
+        if size <= self.DENSE_COUPLING and crit.coupling_cols.size > 0.05 * size:  # small and not sparse
             self.C = np.zeros((crit.elim_m, t))
             self.C[crit.coupling_rows, crit.coupling_cols] = data
             CtDC = self.C.T @ (self.C / self.D[:, None])
@@ -718,6 +719,8 @@ class GlmerMod(FittedModel):
         self.reterms = dsg.random_terms(self.formula, self.frame, self.fixed, reorder=True)
         if not self.reterms:
             raise dsg.FormulaError(f"formula {self.formula.text!r} has no random-effects term; use a GLM instead")
+        if nAGQ > 25:
+            raise ValueError(f"nAGQ = {nAGQ}: at most 25 quadrature nodes (as in lme4)")
         if nAGQ > 1 and (len(self.reterms) > 1 or self.reterms[0].q > 1):
             raise ValueError("nAGQ > 1 is only available for models with a single, scalar random-effects term "
                              "(as in lme4); use nAGQ = 1 (Laplace)")
@@ -731,12 +734,23 @@ class GlmerMod(FittedModel):
         dsg.check_grouping(self.reterms, self.n, residual=False)
         self.nAGQ, self.optimizer = nAGQ, optimizer
         if len(self.reterms) == 1:
-            crit = GLMMCriterion(self.y, self.trials, self.X, self.reterms[0], self.family, nAGQ, self.offset)
+            crit = GLMMCriterion(self.y, self.trials, self.X, self.reterms[0], self.family, max(nAGQ, 1),
+                                 self.offset)
         else:
             crit = CrossedGLMMCriterion(self.y, self.trials, self.X, self.reterms, self.family, self.offset)
         self.criterion = crit
         # stage 1: theta, with beta inside PIRLS (glmer's nAGQ = 0 stage) -- needed for a start
         # unless the exact gradient of stage 2 is available (canonical links, Laplace)
+        if nAGQ == 0:  # lme4's fast first stage only: theta optimized, beta inside PIRLS
+            crit.mode = "theta"
+            theta, self.optinfo = crit.optimize(False, optimizer=optimizer, maxiter=maxiter)
+            crit.objective(theta)
+            crit.mode = "full"
+            self.theta, self.beta = theta, crit.beta.copy()
+            params = np.concatenate([theta, self.beta])
+            self.deviance_value = crit.objective(params)  # the Laplace deviance there, as lme4 reports it
+            self._finish(params, hessian=False)
+            return
         crit.mode = "full"
         info1 = None
         if not crit.analytic:
@@ -759,7 +773,10 @@ class GlmerMod(FittedModel):
         self.deviance_value = crit.objective(params)
         self._finish(params)
 
-    def _finish(self, params):
+    def _finish(self, params, hessian: bool = True):
+        """The modes, eta and the fixed effects' covariance at the estimates: lme4's, from the
+        Hessian in (theta, beta) (``use.hessian = TRUE``), or for nAGQ = 0 (``hessian=False``,
+        where lme4 has no Hessian) beta's covariance given theta."""
         crit = self.criterion
         if isinstance(crit, CrossedGLMMCriterion):
             self.u, self._b, eta, self.vcov_conditional, self._pirls_factor = crit.at_optimum(params, self.beta)
@@ -777,6 +794,11 @@ class GlmerMod(FittedModel):
             self.vcov_conditional = np.linalg.inv(M)
         self.eta, self.mu = eta, self.family.link.linkinv(eta)
         self.sigma = 1.0
+        if not hessian:
+            self.hessian, self.max_grad, self.max_grad_component = None, None, None
+            self._vcov = self.vcov_conditional
+            self.optinfo.warn()
+            return
         self._convergence_check(params)
         # as lme4 (use.hessian = TRUE): the fixed effects' block of 2 H^-1, H the Hessian of the
         # deviance in (theta, beta), which also carries the uncertainty of theta
@@ -1011,7 +1033,11 @@ def _check_finite(fixed: dsg.FixedDesign) -> None:
 def glmer(formula: str, data: pd.DataFrame, family: str = "binomial", link: str | None = None,
           nAGQ: int = 1, optimizer: str = "L-BFGS-B", data_name: str | None = None,
           maxiter: int = 1000, weights=None, offset=None) -> GlmerMod:
-    """Fit a GLMM as ``lme4::glmer(formula, data, family)`` (Laplace, or AGQ with ``nAGQ > 1``).
+    """Fit a GLMM as ``lme4::glmer(formula, data, family)``: the Laplace approximation
+    (``nAGQ=1``), adaptive Gauss-Hermite quadrature with up to 25 nodes for one scalar
+    random-effects term (``nAGQ > 1``), or lme4's fast first stage alone (``nAGQ=0``: theta
+    optimized with beta found inside PIRLS, beta's covariance given theta). Any number of
+    random-effects terms, crossed or nested, scalar or vector-valued, ``||``.
 
     ``offset()`` in the formula or ``offset=`` (an expression of the data's columns such as
     ``"log(expected)"``, or values) is a known part of the linear predictor; ``weights=`` gives
@@ -1020,7 +1046,7 @@ def glmer(formula: str, data: pd.DataFrame, family: str = "binomial", link: str 
     from .lmm import OPTIMIZERS
 
     return GlmerMod(check.text("formula", formula), check.frame(data), family, link,
-                    check.count("nAGQ", nAGQ), check.choice("optimizer", optimizer, OPTIMIZERS), data_name,
+                    check.count("nAGQ", nAGQ, minimum=0), check.choice("optimizer", optimizer, OPTIMIZERS), data_name,
                     check.count("maxiter", maxiter), weights, offset)
 
 
