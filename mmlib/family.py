@@ -1,4 +1,5 @@
-"""GLM families and links for ``glmer``: binomial (logit, probit, cloglog) and Poisson (log).
+"""GLM families and links for ``glmer``: binomial (logit, probit, cloglog, cauchit) and Poisson
+(log, sqrt, identity).
 
 Each family gives the inverse link, its derivative d mu / d eta, the variance function and
 the conditional log-likelihood, which is all penalized iteratively reweighted least squares
@@ -28,6 +29,12 @@ class Link:
             return np.log(-np.log1p(-mu))
         if self.name == "log":
             return np.log(mu)
+        if self.name == "cauchit":
+            return np.tan(np.pi * (mu - 0.5))
+        if self.name == "sqrt":
+            return np.sqrt(mu)
+        if self.name == "identity":
+            return np.asarray(mu, dtype=float)
         raise ValueError(f"unknown link {self.name!r}")
 
     def linkinv(self, eta):
@@ -39,6 +46,12 @@ class Link:
             return np.clip(-np.expm1(-np.exp(np.minimum(eta, 700))), _EPS, 1 - _EPS)
         if self.name == "log":
             return np.exp(np.minimum(eta, 700))
+        if self.name == "cauchit":
+            return np.clip(0.5 + np.arctan(eta) / np.pi, _EPS, 1 - _EPS)
+        if self.name == "sqrt":
+            return eta * eta
+        if self.name == "identity":
+            return np.asarray(eta, dtype=float)
         raise ValueError(f"unknown link {self.name!r}")
 
     def mu_eta(self, eta):
@@ -52,6 +65,12 @@ class Link:
             return np.maximum(e * np.exp(-e), _EPS)
         if self.name == "log":
             return np.maximum(np.exp(np.minimum(eta, 700)), _EPS)
+        if self.name == "cauchit":
+            return np.maximum(1.0 / (np.pi * (1.0 + eta * eta)), _EPS)
+        if self.name == "sqrt":
+            return np.maximum(2.0 * eta, _EPS)
+        if self.name == "identity":
+            return np.ones_like(eta, dtype=float)
         raise ValueError(f"unknown link {self.name!r}")
 
 
@@ -109,11 +128,15 @@ class Family:
         return y + 0.1
 
 
-LINKS = {"binomial": ("logit", "probit", "cloglog"), "poisson": ("log",)}
+LINKS = {"binomial": ("logit", "probit", "cloglog", "cauchit"), "poisson": ("log", "sqrt", "identity")}
+SCALE_FAMILIES = ("Gamma", "gaussian", "inverse.gaussian")
 
 
 def family(name: str, link: str | None = None) -> Family:
-    """``binomial(link = "logit")`` or ``poisson(link = "log")``."""
+    """``binomial(link = "logit")`` or ``poisson(link = "log")`` (and their other links)."""
+    if name in SCALE_FAMILIES:
+        raise NotImplementedError(f"family {name!r} (a family with a scale parameter) is not implemented in "
+                                  "glmer; binomial and poisson are (for gaussian use lmer)")
     if name not in LINKS:
         raise ValueError(f"unknown family {name!r}; families are {', '.join(LINKS)}")
     link = link or LINKS[name][0]

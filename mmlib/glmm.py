@@ -932,6 +932,44 @@ class GlmerMod(FittedModel):
         """Observations less the parameters (fixed effects and covariance parameters)."""
         return self.n - self.n_params
 
+    def confint(self, level: float = 0.95, method: str = "Wald") -> pd.DataFrame:
+        """lme4's ``confint(fit, method = "Wald")``: estimate -/+ z_(1 - alpha/2) SE for each fixed
+        effect; the covariance parameters (``.sig01``, ...) have no Wald interval (NaN, as lme4's NA)."""
+        if method != "Wald":
+            raise NotImplementedError(f"confint(method={method!r}) for glmer fits; method='Wald' is implemented")
+        if not 0 < level < 1:
+            raise ValueError(f"level must be between 0 and 1, not {level!r}")
+        z = float(special.ndtri(0.5 + level / 2))
+        labels = [f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"]
+        sig = [f".sig{k + 1:02d}" for k in range(self.criterion.ntheta)]
+        se = self.se.to_numpy()
+        bounds = np.vstack([np.full((len(sig), 2), np.nan), np.column_stack([self.beta - z * se, self.beta + z * se])])
+        return pd.DataFrame(bounds, index=sig + self.coef_names, columns=labels)
+
+    def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
+        """Responses simulated from the fitted model, as lme4's ``simulate`` (``re.form = NA``):
+        new random effects b = Lambda u with u ~ N(0, I) for each simulation, then y from the
+        family at mu = g^-1(X beta + Z b + offset). Columns ``sim_1``, ...; a binomial response
+        is given as the fit holds it (the proportion of successes of its trials), a Poisson one
+        as counts. ``seed`` seeds numpy's generator (R's draws are not reproduced)."""
+        nsim = check.count("nsim", nsim)
+        rng = np.random.default_rng(seed)
+        lams = self.criterion.lambdas(self.theta)
+        base = self.X @ self.beta + self.offset
+        out = {}
+        for k in range(nsim):
+            eta = base.copy()
+            for term, lam in zip(self.reterms, lams):
+                b = rng.standard_normal((term.m, term.q)) @ lam.T
+                eta += np.einsum("nq,nq->n", term.Z, b[term.codes])
+            mu = self.family.link.linkinv(eta)
+            if self.family.name == "binomial":
+                y = rng.binomial(self.trials.astype(np.int64), np.clip(mu, 0.0, 1.0)) / self.trials
+            else:
+                y = rng.poisson(mu).astype(float)
+            out[f"sim_{k + 1}"] = y
+        return pd.DataFrame(out, index=self.frame.index)
+
     def coef_table(self) -> pd.DataFrame:
         z = self.beta / self.se.to_numpy()
         return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(), "z value": z,
@@ -1018,8 +1056,14 @@ def _response(frame: pd.DataFrame, response: str, fam: Family, weighted: bool = 
     if isinstance(value, rexpr.Factor):
         raise dsg.DataError(f"Poisson response {response!r} is a factor; it must be counts")
     y = np.asarray(value, dtype=float)
-    if np.any(y < 0) or np.any(y != np.round(y)):
-        raise dsg.DataError(f"Poisson response {response!r} must be non-negative counts")
+    if np.any(y < 0):
+        raise dsg.DataError(f"Poisson response {response!r} must be non-negative counts "
+                            f"({int(np.sum(y < 0))} negative values)")
+    fractional = y != np.round(y)
+    if fractional.any():  # R's dpois warns "non-integer x" and goes on
+        warnings.warn(f"Poisson response {response!r} has {int(fractional.sum())} non-integer value(s) "
+                      f"(e.g. {y[fractional][0]:g}): the likelihood is evaluated at them, as R does",
+                      UserWarning, stacklevel=4)
     return y, np.ones_like(y)
 
 

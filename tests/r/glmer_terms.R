@@ -97,11 +97,17 @@ fits$verbagg_nagq0 <- list(data = "VerbAgg", family = "binomial", nAGQ = 0,
   formula = "r2 ~ btype + situ + mode + (1 | id) + (1 | item)")
 fits$verbagg_agq9 <- list(data = "VerbAgg", family = "binomial", nAGQ = 9,
   formula = "r2 ~ btype + situ + mode + (1 | id)")
+## 11, 12. other links: cauchit on two crossed terms, the square-root link for counts
+fits$cauchit_crossed <- list(data = "crossed_sim", family = "binomial", link = "cauchit",
+  formula = "y ~ x + cond + (1 | subj) + (1 | item)")
+fits$poisson_sqrt <- list(data = "crossed_sim", family = "poisson", link = "sqrt",
+  formula = "count ~ x + (1 | subj) + (1 | item)")
 
 frames <- list(VerbAgg = va, grouseticks = gt, cbpp_obs = cb, crossed_sim = sim, nested_sim = ne)
 for (name in names(fits)) {
   spec <- fits[[name]]
-  fam <- if (spec$family == "poisson") poisson() else binomial(link = if (is.null(spec$link)) "logit" else spec$link)
+  fam <- if (spec$family == "poisson") poisson(link = if (is.null(spec$link)) "log" else spec$link) else
+    binomial(link = if (is.null(spec$link)) "logit" else spec$link)
   d <- read.csv(out$meta$data[[spec$data]])
   for (key in names(out$meta$factor_levels)) {
     parts <- strsplit(key, ".", fixed = TRUE)[[1]]
