@@ -148,7 +148,9 @@ class BlockSystem:
         """Accumulate the per-group sums in one pass over the observations."""
         codes, Z, m = term.codes, term.Z, term.m
         ZtZ = dsg.group_crossprod(codes, m, Z)
-        ZtXy = dsg.group_crossprod(codes, m, Z, np.column_stack([X, y]))
+        # X and y apart: an n-by-(p + 1) copy of [X y] would be the fit's peak memory
+        ZtXy = np.concatenate([dsg.group_crossprod(codes, m, Z, X), dsg.group_crossprod(codes, m, Z, y[:, None])],
+                              axis=2)
         return cls(ZtZ, ZtXy)
 
     def _left(self, lam: np.ndarray, M: np.ndarray) -> np.ndarray:
