@@ -95,7 +95,8 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
         why = {c: int(frame[c].isna().sum()) for c in variables if frame[c].isna().any()}
         warnings.warn(f"{dropped} row(s) with missing values dropped "
                       f"({', '.join(f'{c}: {k}' for c, k in why.items())})", stacklevel=3)
-    frame = frame[complete]
+    if dropped:
+        frame = frame[complete]
     if len(frame) == 0:
         raise DataError("no complete rows are left after dropping missing values")
     return ModelFrame(frame, dropped, variables)

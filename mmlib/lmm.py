@@ -145,8 +145,9 @@ class LMMCriterion(Minimizer):
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
             return None
         r = self.y - self.X @ beta
-        S = dsg.group_crossprod(term.codes, term.m, term.Z)
-        Zr = dsg.group_crossprod(term.codes, term.m, term.Z, r[:, None])[:, :, 0]
+        # the per-group sums the one-term system keeps: Z_g'Z_g, and Z_g'r_g = Z_g'y_g - Z_g'X_g beta
+        S = self.system.S.transpose(2, 0, 1)
+        Zr = (self.system.ZXy[:, self.p] - beta @ self.system.ZXy[:, :self.p]).T
         n_g = np.bincount(term.codes, minlength=term.m)
         scale = np.einsum("gii->g", S) / q
         fits = (n_g > q) & (np.linalg.det(S / np.maximum(scale, 1e-300)[:, None, None]) > 1e-8)
