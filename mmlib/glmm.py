@@ -54,6 +54,25 @@ class _Groups:
         return np.add.reduceat(v, self.starts, axis=0)
 
 
+def _pirls_step(eta_at, pdev_at, u, beta, eta, du, dbeta, pdev, tol):
+    """One PIRLS update with lme4's step halving: the first of the steps 1, 1/2, 1/4, ... along
+    (du, dbeta) that does not raise the penalized deviance beyond rounding. Returns u, beta,
+    eta, pdev after it and whether to stop: converged (the deviance changed by less than
+    ``tol`` relative and u by less than 1e-8), or no step found in thirty halvings (then the
+    point is unchanged)."""
+    step = 1.0
+    for _half in range(30):
+        u_new, beta_new = u + step * du, beta + step * dbeta
+        eta_new = eta_at(u_new, beta_new)
+        pdev_new = pdev_at(eta_new, u_new)
+        if pdev_new <= pdev + 1e-10 * abs(pdev):
+            converged = (pdev - pdev_new < tol * (abs(pdev_new) + 0.1)
+                         and step * np.max(np.abs(du), initial=0) < 1e-8)
+            return u_new, beta_new, eta_new, pdev_new, converged
+        step /= 2
+    return u, beta, eta, pdev, True
+
+
 class GLMMCriterion(Minimizer):
     """The Laplace (or AGQ) deviance of a GLMM with one grouping factor.
 
@@ -243,19 +262,9 @@ class GLMMCriterion(Minimizer):
             else:
                 dbeta = np.zeros(p)
                 du = batched_backward(L, batched_forward(L, gu[:, :, None]))[:, :, 0]
-            step = 1.0
-            for _half in range(30):
-                u_new, beta_new = u + step * du, beta + step * dbeta
-                eta_new = self._eta(lam, beta_new, u_new)
-                pdev_new = self._pdev(eta_new, u_new)
-                if pdev_new <= pdev + 1e-10 * abs(pdev):
-                    break
-                step /= 2
-            else:
-                break
-            change = pdev - pdev_new
-            u, beta, eta, pdev = u_new, beta_new, eta_new, pdev_new
-            if change < tol * (abs(pdev) + 0.1) and step * np.max(np.abs(du), initial=0) < 1e-8:
+            u, beta, eta, pdev, stop = _pirls_step(lambda uu, bb: self._eta(lam, bb, uu), self._pdev,
+                                                   u, beta, eta, du, dbeta, pdev, tol)
+            if stop:
                 break
         # the factor at the mode, with the weights there
         mu = fam.link.linkinv(eta)
@@ -582,19 +591,9 @@ class CrossedGLMMCriterion(Minimizer):
             else:
                 dbeta = np.zeros(self.p)
                 du = factor.solve(gu)
-            step = 1.0
-            for _half in range(30):
-                u_new, beta_new = u + step * du, beta + step * dbeta
-                eta_new = self._eta(ZL, beta_new, u_new)
-                pdev_new = self._pdev(eta_new, u_new)
-                if pdev_new <= pdev + 1e-10 * abs(pdev):
-                    break
-                step /= 2
-            else:
-                break
-            change = pdev - pdev_new
-            u, beta, eta, pdev = u_new, beta_new, eta_new, pdev_new
-            if change < tol * (abs(pdev) + 0.1) and step * np.max(np.abs(du), initial=0) < 1e-8:
+            u, beta, eta, pdev, stop = _pirls_step(lambda uu, bb: self._eta(ZL, bb, uu), self._pdev,
+                                                   u, beta, eta, du, dbeta, pdev, tol)
+            if stop:
                 break
         w, _ = self._weights(eta)
         try:
