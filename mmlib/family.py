@@ -1,5 +1,6 @@
-"""GLM families and links for ``glmer``: binomial (logit, probit, cloglog, cauchit) and Poisson
-(log, sqrt, identity).
+"""GLM families and links for ``glmer``: binomial (logit, probit, cloglog, cauchit), Poisson
+(log, sqrt, identity), and the families with a scale parameter, Gamma (inverse, log, identity)
+and inverse Gaussian (1/mu^2, inverse, identity, log).
 
 Each family gives the inverse link, its derivative d mu / d eta, the variance function and
 the conditional log-likelihood, which is all penalized iteratively reweighted least squares
@@ -35,6 +36,10 @@ class Link:
             return np.sqrt(mu)
         if self.name == "identity":
             return np.asarray(mu, dtype=float)
+        if self.name == "inverse":
+            return 1.0 / mu
+        if self.name == "1/mu^2":
+            return 1.0 / (mu * mu)
         raise ValueError(f"unknown link {self.name!r}")
 
     def linkinv(self, eta):
@@ -52,6 +57,10 @@ class Link:
             return eta * eta
         if self.name == "identity":
             return np.asarray(eta, dtype=float)
+        if self.name == "inverse":
+            return 1.0 / eta
+        if self.name == "1/mu^2":
+            return 1.0 / np.sqrt(eta)
         raise ValueError(f"unknown link {self.name!r}")
 
     def mu_eta(self, eta):
@@ -71,6 +80,10 @@ class Link:
             return np.maximum(2.0 * eta, _EPS)
         if self.name == "identity":
             return np.ones_like(eta, dtype=float)
+        if self.name == "inverse":  # decreasing links: d mu / d eta < 0, as R's
+            return -1.0 / (eta * eta)
+        if self.name == "1/mu^2":
+            return -1.0 / (2.0 * eta ** 1.5)
         raise ValueError(f"unknown link {self.name!r}")
 
 
@@ -81,11 +94,21 @@ class Family:
 
     @property
     def canonical(self) -> bool:
+        """Canonical for the exact Laplace gradient, which is written for a unit scale."""
         return (self.name, self.link.name) in (("binomial", "logit"), ("poisson", "log"))
+
+    @property
+    def scale(self) -> bool:
+        """Whether the family has a dispersion parameter (estimated, not 1)."""
+        return self.name in ("Gamma", "inverse.gaussian")
 
     def variance(self, mu):
         if self.name == "binomial":
             return np.maximum(mu * (1 - mu), _EPS)
+        if self.name == "Gamma":
+            return mu * mu
+        if self.name == "inverse.gaussian":
+            return mu ** 3
         return np.maximum(mu, _EPS)
 
     def loglik(self, y, mu, trials):
@@ -100,6 +123,10 @@ class Family:
             k = np.rint(y * trials)
             mu = np.clip(mu, _EPS, 1 - _EPS)
             return special.xlogy(k, mu) + special.xlogy(trials - k, 1 - mu)
+        if self.name == "Gamma":  # at unit dispersion: -2 times it is the deviance plus a constant
+            return -np.log(mu) - y / mu
+        if self.name == "inverse.gaussian":
+            return -(y - mu) ** 2 / (2.0 * y * mu * mu)
         mu = np.maximum(mu, _EPS)
         return special.xlogy(y, mu) - mu
 
@@ -108,7 +135,25 @@ class Family:
         if self.name == "binomial":
             k = np.rint(y * trials)
             return special.gammaln(trials + 1) - special.gammaln(k + 1) - special.gammaln(trials - k + 1)
+        if self.name == "Gamma":
+            return np.zeros_like(y)
+        if self.name == "inverse.gaussian":
+            return -0.5 * np.log(2 * np.pi * y ** 3)
         return -special.gammaln(y + 1)
+
+    def aic(self, y, mu, weights) -> float:
+        """R's ``family$aic``: -2 log-likelihood (+ 2 for an estimated dispersion), which lme4's
+        Laplace deviance uses; for Gamma and inverse Gaussian the dispersion is the deviance
+        over the number of observations (R's rule)."""
+        if not self.scale:
+            return -2.0 * float(self.loglik(y, mu, weights).sum())
+        n = float(np.sum(weights))
+        disp = float(np.sum(self.deviance_residuals(y, mu, weights) ** 2)) / n  # (they carry the weights)
+        if self.name == "Gamma":
+            shape = 1.0 / disp
+            logf = ((shape - 1) * np.log(y) - y / (mu * disp) - shape * np.log(mu * disp) - special.gammaln(shape))
+            return -2.0 * float(np.sum(weights * logf)) + 2.0
+        return float(np.sum(weights * (np.log(disp * 2 * np.pi) + 1)) + 3 * np.sum(np.log(y) * weights)) + 2.0
 
     def deviance_residuals(self, y, mu, trials):
         """sign(y - mu) sqrt(d_i), d_i each observation's contribution to the deviance, as R's
@@ -116,6 +161,10 @@ class Family:
         if self.name == "binomial":
             mu = np.clip(mu, _EPS, 1 - _EPS)
             d = 2 * trials * (special.xlogy(y, y / mu) + special.xlogy(1 - y, (1 - y) / (1 - mu)))
+        elif self.name == "Gamma":
+            d = -2 * trials * (np.log(y / mu) - (y - mu) / mu)
+        elif self.name == "inverse.gaussian":
+            d = trials * (y - mu) ** 2 / (y * mu * mu)
         else:
             mu = np.maximum(mu, _EPS)
             d = 2 * (special.xlogy(y, y / mu) - (y - mu))
@@ -125,18 +174,20 @@ class Family:
         """Starting means, as R's ``family$initialize``."""
         if self.name == "binomial":
             return (trials * y + 0.5) / (trials + 1)
+        if self.scale:
+            return np.asarray(y, dtype=float)
         return y + 0.1
 
 
-LINKS = {"binomial": ("logit", "probit", "cloglog", "cauchit"), "poisson": ("log", "sqrt", "identity")}
-SCALE_FAMILIES = ("Gamma", "gaussian", "inverse.gaussian")
+LINKS = {"binomial": ("logit", "probit", "cloglog", "cauchit"), "poisson": ("log", "sqrt", "identity"),
+         "Gamma": ("inverse", "log", "identity"), "inverse.gaussian": ("1/mu^2", "inverse", "identity", "log")}
 
 
 def family(name: str, link: str | None = None) -> Family:
-    """``binomial(link = "logit")`` or ``poisson(link = "log")`` (and their other links)."""
-    if name in SCALE_FAMILIES:
-        raise NotImplementedError(f"family {name!r} (a family with a scale parameter) is not implemented in "
-                                  "glmer; binomial and poisson are (for gaussian use lmer)")
+    """R's families by name, ``binomial(link = "logit")`` and the others of ``LINKS``, the first
+    link of each being R's default."""
+    if name == "gaussian":
+        raise NotImplementedError("family 'gaussian' in glmer: use lmer (a linear mixed model)")
     if name not in LINKS:
         raise ValueError(f"unknown family {name!r}; families are {', '.join(LINKS)}")
     link = link or LINKS[name][0]

@@ -54,6 +54,15 @@ class _Groups:
         return np.add.reduceat(v, self.starts, axis=0)
 
 
+def _laplace(fam: Family, y, trials, eta, u, pdev, logdet) -> float:
+    """The Laplace deviance at the modes: pdev + log|A| for a family without a dispersion;
+    with one (Gamma, inverse Gaussian), lme4's: the family's ``aic`` (-2 log-likelihood at the
+    dispersion deviance / n, plus 2) + |u|^2 + log|A|, the modes being those of the deviance
+    at unit dispersion (lme4's PIRLS)."""
+    value = pdev + logdet if not fam.scale else fam.aic(y, fam.link.linkinv(eta), trials) + float(np.sum(u * u)) + logdet
+    return value if np.isfinite(value) else np.inf
+
+
 def _pirls_step(eta_at, pdev_at, u, beta, eta, du, dbeta, pdev, tol):
     """One PIRLS update with lme4's step halving: the first of the steps 1, 1/2, 1/4, ... along
     (du, dbeta) that does not raise the penalized deviance beyond rounding. Returns u, beta,
@@ -137,6 +146,8 @@ class GLMMCriterion(Minimizer):
             self.beta = beta
         if self.nAGQ > 1:
             return self.agq(lam, beta, u)
+        if self.family.scale:
+            return _laplace(self.family, self.y, self.trials, self._eta(lam, beta, u), u, pdev, logdet)
         return pdev + logdet
 
     def gradient(self, params, reml: bool = False) -> np.ndarray:
@@ -152,6 +163,22 @@ class GLMMCriterion(Minimizer):
     @property
     def n_numeric(self):
         return 0 if self.analytic else None
+
+    def settled(self, params):
+        """The deviance in "full" mode as a function whose PIRLS always starts from the modes
+        at ``params`` and runs to rounding level: smooth enough for second differences."""
+        lam0 = self.blocks[0].lower(np.asarray(params, dtype=float))
+        u0 = self.pirls(lam0, np.asarray(params)[self.ntheta:], self.u, update_beta=False)[0]
+
+        def deviance(x):
+            lam, beta = self.blocks[0].lower(np.asarray(x, dtype=float)), np.asarray(x)[self.ntheta:]
+            res = self.pirls(lam, beta, u0, update_beta=False, tol=1e-15)
+            if res is None:
+                return np.inf
+            if self.nAGQ > 1:
+                return self.agq(lam, beta, res[0])
+            return _laplace(self.family, self.y, self.trials, self._eta(lam, beta, res[0]), res[0], res[2], res[3])
+        return deviance
 
     def laplace_gradient(self, params) -> np.ndarray:
         """The exact gradient of the Laplace deviance in (theta, beta), for a canonical link.
@@ -231,6 +258,12 @@ class GLMMCriterion(Minimizer):
         Z, X, fam, q, p = self.term.Z, self.X, self.family, self.q, self.p
         eta = self._eta(lam, beta, u)
         pdev = self._pdev(eta, u)
+        if not np.isfinite(pdev):  # the previous modes are outside the link's domain here
+            u = np.zeros_like(u)
+            eta = self._eta(lam, beta, u)
+            pdev = self._pdev(eta, u)
+            if not np.isfinite(pdev):
+                return None
         eye = np.eye(q)
         for _ in range(maxit):
             mu = fam.link.linkinv(eta)
@@ -507,11 +540,13 @@ class CrossedGLMMCriterion(Minimizer):
         res = self.pirls(params, beta, self.u, update_beta=self.mode == "theta")
         if res is None:
             return np.inf
-        u, beta, pdev, logdet, _ = res
+        u, beta, pdev, logdet, extra = res
         self.u = u
         self._last = (self.mode, params.tobytes(), res)
         if self.mode == "theta":
             self.beta = beta
+        if self.family.scale:
+            return _laplace(self.family, self.y, self.trials, self._eta(extra[2], beta, u), u, pdev, logdet)
         return pdev + logdet
 
     def settled(self, params):
@@ -520,8 +555,11 @@ class CrossedGLMMCriterion(Minimizer):
         u0 = self.pirls(params, np.asarray(params)[self.ntheta:], self.u, update_beta=False)[0]
 
         def deviance(x):
-            res = self.pirls(x, np.asarray(x)[self.ntheta:], u0, update_beta=False, tol=1e-15)
-            return np.inf if res is None else res[2] + res[3]
+            beta = np.asarray(x)[self.ntheta:]
+            res = self.pirls(x, beta, u0, update_beta=False, tol=1e-15)
+            if res is None:
+                return np.inf
+            return _laplace(self.family, self.y, self.trials, self._eta(res[4][2], beta, res[0]), res[0], res[2], res[3])
         return deviance
 
     def gradient(self, params, reml: bool = False) -> np.ndarray:
@@ -572,6 +610,12 @@ class CrossedGLMMCriterion(Minimizer):
         beta = np.asarray(beta, dtype=float).copy()
         eta = self._eta(ZL, beta, u)
         pdev = self._pdev(eta, u)
+        if not np.isfinite(pdev):  # the previous modes are outside the link's domain here
+            u = np.zeros_like(u)
+            eta = self._eta(ZL, beta, u)
+            pdev = self._pdev(eta, u)
+            if not np.isfinite(pdev):
+                return None
         for _ in range(maxit):
             w, s = self._weights(eta)
             try:
@@ -720,6 +764,8 @@ class GlmerMod(FittedModel):
             raise dsg.FormulaError(f"formula {self.formula.text!r} has no random-effects term; use a GLM instead")
         if nAGQ > 25:
             raise ValueError(f"nAGQ = {nAGQ}: at most 25 quadrature nodes (as in lme4)")
+        if nAGQ > 1 and self.family.scale:
+            raise ValueError(f"nAGQ > 1 for the {self.family.name} family is not implemented; use nAGQ = 1 (Laplace)")
         if nAGQ > 1 and (len(self.reterms) > 1 or self.reterms[0].q > 1):
             raise ValueError("nAGQ > 1 is only available for models with a single, scalar random-effects term "
                              "(as in lme4); use nAGQ = 1 (Laplace)")
@@ -793,6 +839,9 @@ class GlmerMod(FittedModel):
             self.vcov_conditional = np.linalg.inv(M)
         self.eta, self.mu = eta, self.family.link.linkinv(eta)
         self.sigma = 1.0
+        if self.family.scale:  # lme4's sqrt(pwrss / n): Pearson chi-square plus |u|^2, over n
+            pearson = float(np.sum(self.trials * (self.y - self.mu) ** 2 / self.family.variance(self.mu)))
+            self.sigma = float(np.sqrt((pearson + float(np.sum(self.u ** 2))) / self.n))
         if not hessian:
             self.hessian, self.max_grad, self.max_grad_component = None, None, None
             self._vcov = self.vcov_conditional
@@ -828,7 +877,7 @@ class GlmerMod(FittedModel):
         g = crit.gradient(params)
         if crit.analytic:
             H = central_jacobian(crit.laplace_gradient, params)
-        elif isinstance(crit, CrossedGLMMCriterion):
+        elif isinstance(crit, CrossedGLMMCriterion) or crit.family.scale:
             # differences of a PIRLS solved from one start to its end (no warm-start noise), with
             # steps where truncation (h^2 ~ 1e-6) and that noise (1e-12 / h^2) are both small
             H = central_hessian(crit.settled(params), params, h=1e-3)
@@ -860,7 +909,8 @@ class GlmerMod(FittedModel):
 
     @property
     def n_params(self) -> int:
-        return self.p + self.criterion.ntheta
+        """Fixed effects and covariance parameters, and the dispersion where the family has one."""
+        return self.p + self.criterion.ntheta + int(self.family.scale)
 
     @property
     def ngroups(self):
@@ -870,9 +920,11 @@ class GlmerMod(FittedModel):
         return self  # a GLMM is fitted by maximum likelihood already
 
     def VarCorr(self) -> VarCorr:
+        """The random effects' covariances, sigma^2 Lambda Lambda' (sigma = 1 without a dispersion;
+        with one, lme4 scales them by it and adds the Residual row)."""
         lams = self.criterion.lambdas(self.theta)
         return VarCorr([t.group for t in self.reterms], [t.names for t in self.reterms],
-                       [lam @ lam.T for lam in lams], 1.0)
+                       [self.sigma ** 2 * lam @ lam.T for lam in lams], self.sigma)
 
     def ranef(self, condVar: bool = False) -> dict[str, pd.DataFrame]:
         """Conditional modes of the random effects per grouping factor; ``condVar=True`` attaches
@@ -888,6 +940,8 @@ class GlmerMod(FittedModel):
                 C = batched_forward(self._pirls_factor, np.ascontiguousarray(
                     np.broadcast_to(lam.T, (t.m, t.q, t.q))))
                 covs = [np.swapaxes(C, 1, 2) @ C]
+        if self.family.scale and covs is not None:  # the conditional variances carry the dispersion
+            covs = [self.sigma ** 2 * c for c in covs]
         return ranef_frames(self.reterms, self._b, covs)
 
     def coef(self) -> dict[str, pd.DataFrame]:
@@ -971,7 +1025,9 @@ class GlmerMod(FittedModel):
 
     def coef_table(self) -> pd.DataFrame:
         z = self.beta / self.se.to_numpy()
-        return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(), "z value": z,
+        # lme4 heads the ratio "t value" for a family with a dispersion, its p-value still normal
+        return pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se.to_numpy(),
+                             "t value" if self.family.scale else "z value": z,
                              "Pr(>|z|)": 2 * special.ndtr(-np.abs(z))}, index=self.coef_names)
 
     def pearson_residuals(self) -> np.ndarray:
@@ -1051,6 +1107,11 @@ def _response(frame: pd.DataFrame, response: str, fam: Family, weighted: bool = 
                 raise dsg.DataError(f"binomial response {response!r} has values outside "
                                     f"{'[0, 1]' if weighted else '{0, 1}'} (e.g. {y[bad][:3].tolist()}); use "
                                     "cbind(successes, failures) for counts, or a proportion with weights= (trials)")
+        return y, np.ones_like(y)
+    if fam.scale:
+        y = np.asarray(value, dtype=float) if not isinstance(value, rexpr.Factor) else None
+        if y is None or np.any(~(y > 0)):
+            raise dsg.DataError(f"{fam.name} response {response!r} must be positive numbers")
         return y, np.ones_like(y)
     if isinstance(value, rexpr.Factor):
         raise dsg.DataError(f"Poisson response {response!r} is a factor; it must be counts")

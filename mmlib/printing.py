@@ -407,13 +407,14 @@ class GlmerSummary:
 
     def __init__(self, model):
         self.model = model
-        q = np.quantile(model.pearson_residuals(), [0, 0.25, 0.5, 0.75, 1])
+        # lme4's residuals(type = "pearson", scaled = TRUE): divided by sigma (1 without a dispersion)
+        q = np.quantile(model.pearson_residuals() / model.sigma, [0, 0.25, 0.5, 0.75, 1])
         vc = model.VarCorr().frame()
         self.tables = {
             "fit": pd.Series({"AIC": model.aic, "BIC": model.bic, "logLik": model.loglik,
                               "deviance": -2 * model.loglik, "df.resid": model.n - model.n_params}),
             "scaled_residuals": pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"]),
-            "random": vc[vc.Groups != "Residual"].reset_index(drop=True),
+            "random": (vc if model.family.scale else vc[vc.Groups != "Residual"]).reset_index(drop=True),
             "fixed": model.coef_table(),
             "corr": model.corr_fixef(),
         }
@@ -429,8 +430,8 @@ class GlmerSummary:
         texts = [format_r([v], 4)[0] for v in fit.iloc[:4]] + [str(int(fit["df.resid"]))]
         lines.append(_vector(fit, texts))
         formats = {"Estimate": ("fixed", 4), "Std. Error": ("fixed", 4), "z value": ("fixed", 2),
-                   "Pr(>|z|)": ("pvalue4",)}
-        return "\n".join(lines + _lme4_body(m, self.tables, formats, var_digits=5, residual=False))
+                   "t value": ("fixed", 2), "Pr(>|z|)": ("pvalue4",)}
+        return "\n".join(lines + _lme4_body(m, self.tables, formats, var_digits=5, residual=m.family.scale))
 
 
 class NlmeSummary(LmeSummary):

@@ -3,6 +3,7 @@
 Known values: tests/r/glmer_terms.R (R 4.2.2, lme4 1.1-31, bobyqa rhoend = 1e-12,
 tolPwrss = 1e-12), e.g.
   glmer(r2 ~ btype + situ + mode + (1 | id) + (1 | item), VerbAgg, binomial, control = gctl)
+and the Gamma and inverse Gaussian families (lme4's Laplace deviance with the family's aic()),
 on lme4's VerbAgg, grouseticks and cbpp and on simulated crossed and nested designs
 (tests/r/data/). Properties: the Laplace deviance equals a dense brute-force Laplace on
 small crossed data; the exact gradient equals central differences.
@@ -78,17 +79,20 @@ def test_where_lme4_stops_short_we_are_at_a_better_point_of_its_criterion(name):
 def test_variance_components_in_lme4s_order(name):
     ref, fit = REF[name], _fit(name)
     vc = fit.VarCorr().frame()
-    vc = vc[vc.Groups != "Residual"]
+    vc = vc if fit.family.scale else vc[vc.Groups != "Residual"]  # a dispersion is lme4's Residual row
     vc = vc.assign(Groups=vc.Groups.replace("", np.nan).ffill())  # a term's later rows leave it blank
     # R's JSON writer unboxes one-row columns: a single term's lists arrive as scalars
     rv = {key: value if isinstance(value, list) else [value] for key, value in ref["varcorr"].items()}
     variances = [k for k, b in enumerate(rv["var2"]) if b is None]  # lme4's rows of correlations have var2
     groups = [rv["grp"][k].split(".")[0] for k in variances]  # lme4 numbers a || term's parts: subj, subj.1
     assert list(vc.Groups) == groups
-    assert list(vc.Name) == [rv["var1"][k] for k in variances]
+    assert list(vc.Name) == [rv["var1"][k] or "" for k in variances]  # R's NA for the Residual row
     np.testing.assert_allclose(vc["Std.Dev."].to_numpy(dtype=float), [rv["sdcor"][k] for k in variances],
                                rtol=1e-4, atol=1e-5)
     assert fit.ngroups == {g: int(k) for g, k in ref["ngrps"].items()}
+    if fit.family.scale:  # lme4's sigma, and its Residual row
+        np.testing.assert_allclose(fit.sigma, ref["sigma"], rtol=1e-5)
+        np.testing.assert_allclose(fit.VarCorr().frame().Variance.iloc[-1], ref["sigma"] ** 2, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if _converged(n)])
@@ -247,8 +251,10 @@ def test_bad_input_is_refused_by_name():
     data["none"] = 0
     with pytest.raises(dsg.DataError, match="no trials"):
         glmer("cbind(none, none) ~ x + (1 | subj) + (1 | item)", data, family="binomial")
-    with pytest.raises(NotImplementedError, match="scale parameter"):
-        glmer("count ~ x + (1 | subj) + (1 | item)", data, family="Gamma")
+    with pytest.raises(dsg.DataError, match="Gamma response 'neg' must be positive"):
+        glmer("neg ~ x + (1 | subj) + (1 | item)", data, family="Gamma")
+    with pytest.raises(NotImplementedError, match="use lmer"):
+        glmer("count ~ x + (1 | subj) + (1 | item)", data, family="gaussian")
     with pytest.raises(ValueError, match="at most 25"):
         glmer("y ~ x + (1 | subj)", data, family="binomial", nAGQ=30)
 

@@ -25,7 +25,8 @@ rec <- function(fit) {
        ngrps = as.list(ngrps(fit)),
        ranef = list(grpvar = as.character(re$grpvar), term = as.character(re$term), grp = as.character(re$grp),
                          condval = re$condval, condsd = re$condsd),
-       fitted_head = head(unname(fitted(fit)), 6), summary = capture.output(print(summary(fit))))
+       fitted_head = head(unname(fitted(fit)), 6), sigma = sigma(fit),
+       summary = capture.output(print(summary(fit))))
 }
 ## lme4's standard errors come from a central-difference Hessian with steps of 1e-4 of its
 ## deviance function, whose PIRLS stops where its relative tolerance lets it: that function's
@@ -102,12 +103,30 @@ fits$cauchit_crossed <- list(data = "crossed_sim", family = "binomial", link = "
   formula = "y ~ x + cond + (1 | subj) + (1 | item)")
 fits$poisson_sqrt <- list(data = "crossed_sim", family = "poisson", link = "sqrt",
   formula = "count ~ x + (1 | subj) + (1 | item)")
+## 13-15. families with a scale parameter (lme4: the Laplace deviance with the family's aic(),
+## whose dispersion is deviance / n; sigma = sqrt((Pearson chi-square + |u|^2) / n))
+set.seed(1617)
+ga <- expand.grid(subj = factor(seq_len(40)), item = factor(seq_len(12)))
+ga$x <- round(rnorm(nrow(ga)), 4)
+ga$y <- round(rgamma(nrow(ga), shape = 4, rate = 4 / exp(1 + 0.3 * ga$x + rnorm(40, sd = 0.4)[ga$subj] +
+                                                         rnorm(12, sd = 0.3)[ga$item])), 5)
+ga$yig <- round(1 / sqrt(1 / exp(2 * (0.5 + 0.2 * ga$x + rnorm(40, sd = 0.3)[ga$subj]))) *
+                  exp(rnorm(nrow(ga), sd = 0.3)), 5)
+save(ga, "gamma_sim")
+fits$gamma_log <- list(data = "gamma_sim", family = "Gamma", link = "log",
+  formula = "y ~ x + (1 | subj) + (1 | item)")
+fits$gamma_inverse <- list(data = "gamma_sim", family = "Gamma", link = "inverse",  # no covariate: 1/mu > 0
+  formula = "y ~ 1 + (1 | subj)")
+fits$invgauss_log <- list(data = "gamma_sim", family = "inverse.gaussian", link = "log",
+  formula = "yig ~ x + (1 | subj)")
 
 frames <- list(VerbAgg = va, grouseticks = gt, cbpp_obs = cb, crossed_sim = sim, nested_sim = ne)
 for (name in names(fits)) {
   spec <- fits[[name]]
-  fam <- if (spec$family == "poisson") poisson(link = if (is.null(spec$link)) "log" else spec$link) else
-    binomial(link = if (is.null(spec$link)) "logit" else spec$link)
+  fam <- switch(spec$family,
+    poisson = poisson(link = if (is.null(spec$link)) "log" else spec$link),
+    binomial = binomial(link = if (is.null(spec$link)) "logit" else spec$link),
+    Gamma = Gamma(link = spec$link), inverse.gaussian = inverse.gaussian(link = spec$link))
   d <- read.csv(out$meta$data[[spec$data]])
   for (key in names(out$meta$factor_levels)) {
     parts <- strsplit(key, ".", fixed = TRUE)[[1]]
