@@ -569,6 +569,14 @@ def check_grouping(reterms: list[ReTerm], n: int, residual: bool = True) -> None
     ``residual=False`` (a GLMM, whose family has no residual variance): one level per
     observation is allowed, as lme4 allows it (an observation-level effect for overdispersion).
     """
+    seen: dict = {}
+    for t in reterms:
+        for name in t.names:  # the same effect of one factor in two terms is not identifiable
+            if (t.group, name) in seen:
+                raise FormulaError(f"random-effects terms ({seen[t.group, name]} | {t.group}) and ({t.expr} | {t.group}) "
+                                   f"both give {t.group} the effect {name}: their variances are not identifiable; "
+                                   "write it in one term")
+            seen[t.group, name] = t.expr
     for t in reterms:
         if t.m < 2:
             raise DataError(f"grouping factor {t.group!r} has {t.m} level(s); a random effect needs at least 2")

@@ -123,12 +123,13 @@ class Family:
             k = np.rint(y * trials)
             mu = np.clip(mu, _EPS, 1 - _EPS)
             return special.xlogy(k, mu) + special.xlogy(trials - k, 1 - mu)
+        # the other families: ``trials`` holds the prior weights (1 without weights=)
         if self.name == "Gamma":  # at unit dispersion: -2 times it is the deviance plus a constant
-            return -np.log(mu) - y / mu
+            return trials * (-np.log(mu) - y / mu)
         if self.name == "inverse.gaussian":
-            return -(y - mu) ** 2 / (2.0 * y * mu * mu)
+            return -trials * (y - mu) ** 2 / (2.0 * y * mu * mu)
         mu = np.maximum(mu, _EPS)
-        return special.xlogy(y, mu) - mu
+        return trials * (special.xlogy(y, mu) - mu)
 
     def loglik_constant(self, y, trials):
         """log C(n, k) for binomial, -log(y!) for Poisson: the part of ``loglik`` free of mu."""
@@ -138,8 +139,8 @@ class Family:
         if self.name == "Gamma":
             return np.zeros_like(y)
         if self.name == "inverse.gaussian":
-            return -0.5 * np.log(2 * np.pi * y ** 3)
-        return -special.gammaln(y + 1)
+            return -0.5 * trials * np.log(2 * np.pi * y ** 3)
+        return -trials * special.gammaln(y + 1)
 
     def aic(self, y, mu, weights) -> float:
         """R's ``family$aic``: -2 log-likelihood (+ 2 for an estimated dispersion), which lme4's
@@ -167,7 +168,7 @@ class Family:
             d = trials * (y - mu) ** 2 / (y * mu * mu)
         else:
             mu = np.maximum(mu, _EPS)
-            d = 2 * (special.xlogy(y, y / mu) - (y - mu))
+            d = 2 * trials * (special.xlogy(y, y / mu) - (y - mu))
         return np.sign(y - mu) * np.sqrt(np.maximum(d, 0.0))
 
     def initialize(self, y, trials):

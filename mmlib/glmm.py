@@ -211,7 +211,7 @@ class GLMMCriterion(Minimizer):
         if fam.name == "binomial":
             dw = self.trials * mu * (1 - mu) * (1 - 2 * mu)
         else:
-            dw = mu
+            dw = self.trials * mu  # w = trials mu for Poisson (trials: the prior weights)
         Linv = batched_forward(L, np.broadcast_to(np.eye(q), L.shape).copy())
         Ainv = np.swapaxes(Linv, 1, 2) @ Linv
         P = lam @ Ainv @ lam.T  # Lambda A^-1 Lambda', per group
@@ -678,7 +678,7 @@ class CrossedGLMMCriterion(Minimizer):
         eta = self._eta(ZL, beta, u)
         mu = fam.link.linkinv(eta)
         s = self.trials * (self.y - mu)
-        dw = self.trials * mu * (1 - mu) * (1 - 2 * mu) if fam.name == "binomial" else mu
+        dw = self.trials * mu * (1 - mu) * (1 - 2 * mu) if fam.name == "binomial" else self.trials * mu  # d(w)/d(eta), w = trials mu
         cols = self.cols
         elim = [s == getattr(self, "elim_slot", -1) for s in range(cols.shape[1])]
         # h_i = sum_ab ZL_ia ZL_ib Ainv[cols_ia, cols_ib], slot pair by slot pair
@@ -741,15 +741,13 @@ class GlmerMod(FittedModel):
         self.y, self.trials = _response(self.frame, self.formula.response, self.family, weights is not None)
         self.weights = dsg.argument_values(data, self.frame, weights, "weights")
         if self.weights is not None:
-            if self.family.name != "binomial":
-                raise NotImplementedError("prior weights are implemented for binomial GLMMs (the number of "
-                                          "trials of a proportion), not for " + self.family.name)
             if np.any(self.weights <= 0):
                 raise dsg.DataError("weights must be positive")
-            # binomial: a proportion with weights = its number of trials (R's form)
+            # binomial: a proportion with weights = its number of trials (R's form); the other
+            # families: prior weights multiplying each observation's log-likelihood, as in R
             self.trials = self.trials * self.weights
             bad = np.abs(self.y * self.trials - np.round(self.y * self.trials)) > 1e-8
-            if bad.any():
+            if self.family.name == "binomial" and bad.any():
                 warnings.warn(f"non-integer #successes in a binomial glm! ({int(bad.sum())} rows: the "
                               "proportions times the weights are not whole numbers)", UserWarning, stacklevel=3)
         self.fixed = dsg.fixed_design(self.formula.fixed, self.frame)

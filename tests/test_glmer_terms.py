@@ -33,7 +33,7 @@ def _fit(name):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _FITS[name] = glmer(spec["formula"], frame(spec["data"], "glmer_terms"), family=spec["family"],
-                                link=spec.get("link"), nAGQ=spec.get("nAGQ", 1))
+                                link=spec.get("link"), nAGQ=spec.get("nAGQ", 1), weights=spec.get("weights"))
     return _FITS[name]
 
 
@@ -276,3 +276,38 @@ def test_wald_intervals_and_simulation():
     assert abs(props.mean() - fit.y.mean()) < 4 * props.std() / np.sqrt(200) + 0.01
     counts = _fit("poisson_offset").simulate(seed=2).to_numpy()
     assert np.all(counts == np.round(counts)) and np.all(counts >= 0)
+
+
+def test_one_effect_in_two_terms_of_a_factor_is_refused():
+    from mmlib.formula import FormulaError
+
+    data = frame("crossed_sim", "glmer_terms")
+    with pytest.raises(FormulaError, match=r"\(1 \| subj\) and \(x \| subj\) both give subj the effect \(Intercept\)"):
+        glmer("y ~ x + (1 | subj) + (x | subj)", data, family="binomial")
+
+
+def test_quadrature_with_one_node_is_the_laplace_approximation():
+    fit = _fit("verbagg_agq9")
+    crit = fit.criterion
+    lam = crit.blocks[0].lower(fit.theta)
+    laplace = crit.settled(np.r_[fit.theta, fit.beta])  # nAGQ = 9 there; one node below
+    crit.nAGQ = 1
+    try:
+        one_node = crit.agq(lam, fit.beta, crit.u)
+    finally:
+        crit.nAGQ = 9
+    crit.nAGQ = 1
+    try:
+        value = laplace(np.r_[fit.theta, fit.beta])
+    finally:
+        crit.nAGQ = 9
+    np.testing.assert_allclose(one_node, value, rtol=1e-10)
+
+
+def test_exact_gradient_with_prior_weights_equals_central_differences():
+    """Prior weights scale the working weights' derivative too (w = weight mu for Poisson)."""
+    crit, fr, fixed = _obs_level_criterion("poisson")
+    crit.trials = np.linspace(0.5, 2.0, len(fr))
+    x = np.array([0.5, 0.7, 0.2, 0.3])
+    np.testing.assert_allclose(crit.laplace_gradient(x), crit.numerical_gradient(x, False, h=1e-5),
+                               rtol=1e-6, atol=1e-5)

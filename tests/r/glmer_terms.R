@@ -112,6 +112,7 @@ ga$y <- round(rgamma(nrow(ga), shape = 4, rate = 4 / exp(1 + 0.3 * ga$x + rnorm(
                                                          rnorm(12, sd = 0.3)[ga$item])), 5)
 ga$yig <- round(1 / sqrt(1 / exp(2 * (0.5 + 0.2 * ga$x + rnorm(40, sd = 0.3)[ga$subj]))) *
                   exp(rnorm(nrow(ga), sd = 0.3)), 5)
+ga$x2 <- round(1 + (seq_len(nrow(ga)) %% 3) / 2, 1)  # weights 1, 1.5, 2
 save(ga, "gamma_sim")
 fits$gamma_log <- list(data = "gamma_sim", family = "Gamma", link = "log",
   formula = "y ~ x + (1 | subj) + (1 | item)")
@@ -119,6 +120,12 @@ fits$gamma_inverse <- list(data = "gamma_sim", family = "Gamma", link = "inverse
   formula = "y ~ 1 + (1 | subj)")
 fits$invgauss_log <- list(data = "gamma_sim", family = "inverse.gaussian", link = "log",
   formula = "yig ~ x + (1 | subj)")
+## 16, 17. prior weights outside the binomial family (each observation's log-likelihood times
+## its weight, as R's family$aic)
+fits$poisson_weights <- list(data = "crossed_sim", family = "poisson", weights = "expo",
+  formula = "count ~ x + (1 | subj) + (1 | item)")
+fits$gamma_weights <- list(data = "gamma_sim", family = "Gamma", link = "log", weights = "x2",
+  formula = "y ~ x + (1 | subj)")
 
 frames <- list(VerbAgg = va, grouseticks = gt, cbpp_obs = cb, crossed_sim = sim, nested_sim = ne)
 for (name in names(fits)) {
@@ -133,8 +140,9 @@ for (name in names(fits)) {
     if (parts[1] == spec$data) d[[parts[2]]] <- factor(d[[parts[2]]], levels = out$meta$factor_levels[[key]])
   }
   nagq <- if (is.null(spec$nAGQ)) 1 else spec$nAGQ
+  d$.w <- if (is.null(spec$weights)) 1 else d[[spec$weights]]
   t <- system.time(fit <- glmer(as.formula(spec$formula), data = d, family = fam, nAGQ = nagq,
-                                control = gctl))[["elapsed"]]
+                                weights = .w, control = gctl))[["elapsed"]]
   r <- rec(fit)
   r$se_numderiv <- if (nagq == 1) numderiv_se(fit) else r$se  # the Laplace stage-2 deviance only
   r$lme4_messages <- as.list(fit@optinfo$conv$lme4$messages)
