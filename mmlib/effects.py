@@ -43,6 +43,7 @@ class Effect:
 
     def __init__(self, focal: list[str], model, xlevels: dict | None = None, confidence: float = 0.95,
                  transformation=None):
+        focal = [focal] if isinstance(focal, str) else list(focal)  # R's Effect("x", m) names one
         frame = model.frame
         missing = [v for v in focal if v not in frame.columns]
         if missing:

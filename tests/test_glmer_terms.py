@@ -311,3 +311,12 @@ def test_exact_gradient_with_prior_weights_equals_central_differences():
     x = np.array([0.5, 0.7, 0.2, 0.3])
     np.testing.assert_allclose(crit.laplace_gradient(x), crit.numerical_gradient(x, False, h=1e-5),
                                rtol=1e-6, atol=1e-5)
+
+
+def test_effect_of_a_several_term_glmm():
+    from mmlib.effects import Effect
+
+    fit = _fit("slope_crossed")
+    one, listed = Effect("x", fit), Effect(["x"], fit)
+    pd.testing.assert_frame_equal(one.frame, listed.frame)
+    assert len(one.frame) == 5 and np.all(np.diff(one.frame.iloc[:, 1]) > 0)  # x's effect is positive
