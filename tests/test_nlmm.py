@@ -203,3 +203,36 @@ def test_nlme_accessors_agree_with_each_other(wong_mod_1):
     np.testing.assert_allclose(fit.resid(), fit.y - fit.fitted())
     np.testing.assert_allclose(fit.resid(type="pearson"), fit.std_residuals())
     np.testing.assert_allclose(fit.resid(level=0), fit.y - fit.fitted(level=0))
+
+
+NLME_REML = {  # tests/r/nlme_reml.R: the models nlme fitted (its data in tests/r/data/)
+    "loblolly": ("Loblolly", "Seed", "height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age)", ["Asym ~ 1"],
+                 [103, -8.5, -3.3]),
+    "loblolly2": ("Loblolly", "Seed", "height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age)", ["Asym ~ 1", "lrc ~ 1"],
+                  [103, -8.5, -3.3]),
+    "orange": ("Orange", "Tree", "circumference ~ Asym / (1 + exp((xmid - age) / scal))", ["Asym ~ 1"],
+               [192, 728, 353]),
+}
+
+
+@pytest.mark.parametrize("name", list(NLME_REML))
+@pytest.mark.parametrize("method", ["ML", "REML"])
+def test_ml_and_reml_are_nlmes(name, method):
+    """nlme's REML for a nonlinear model: the ML fixed effects and relative covariance, every
+    variance times N / (N - p), the REML criterion of the linearized model as log-likelihood."""
+    import json
+
+    from rref import ROOT
+
+    ref = json.loads((ROOT / "tests" / "r" / "nlme_reml.json").read_text())[f"{name}_{method}"]
+    dataset, group, model, random, start = NLME_REML[name]
+    data = pd.read_csv(ROOT / "tests" / "r" / "data" / f"{dataset}.csv")
+    data[group] = data[group].astype(str)
+    params = ["Asym", "R0", "lrc"] if dataset == "Loblolly" else ["Asym", "xmid", "scal"]
+    fit = nlme(model, data, {p: "~ 1" for p in params}, {group: random}, start, method=method)
+    np.testing.assert_allclose(fit.beta, ref["fixef"], rtol=2e-6)
+    np.testing.assert_allclose(fit.sigma, ref["sigma"], rtol=2e-6)
+    np.testing.assert_allclose(fit.loglik, ref["logLik"], atol=2e-6)
+    np.testing.assert_allclose(fit.se.to_numpy(), ref["se"], rtol=1e-5)
+    cov = fit.VarCorr().covariances[0]
+    np.testing.assert_allclose(cov.ravel(), ref["varcov"], rtol=2e-5)
