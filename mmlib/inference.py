@@ -31,13 +31,16 @@ def pval_corrected(chisq: float, df: int) -> float:
 
 
 # ------------------------------------------------------------------------ LR tests
-def anova(*models, names: list[str] | None = None, refit: bool = True) -> RTable:
-    """Likelihood-ratio tests between nested fits, as ``anova(m1, m2, ...)`` in R."""
+def anova(*models, names: list[str] | None = None, refit: bool = True, type: str = "sequential") -> RTable:
+    """Likelihood-ratio tests between nested fits, as ``anova(m1, m2, ...)`` in R; for one
+    ``lme`` fit, nlme's F tests of its fixed-effect terms (``type="sequential"`` or ``"marginal"``)."""
     from .lmm import Lme
     from .nlmm import NlmeFit
 
+    if len(models) == 1 and isinstance(models[0], Lme):
+        return _anova_lme_terms(models[0], type)
     if len(models) < 2:
-        raise ValueError("anova needs at least two models to compare")
+        raise ValueError("anova needs at least two models to compare (or one lme fit, for its F tests)")
     names = list(names) if names is not None else [f"Model {i + 1}" for i in range(len(models))]
     if len(names) != len(models):
         raise ValueError(f"{len(models)} models but {len(names)} names")
@@ -47,6 +50,38 @@ def anova(*models, names: list[str] | None = None, refit: bool = True) -> RTable
     if all(isinstance(m, (Lme, NlmeFit)) for m in models):
         return _anova_nlme(models, names)
     return _anova_lme4(models, names, refit)
+
+
+def _anova_lme_terms(model, type: str) -> RTable:
+    """nlme's ``anova(fit)``: an F test for each fixed-effect term, on the containment rule's
+    denominator df (:meth:`Lme.term_df`).
+
+    With V = sigma^2 (R'R)^-1 the fixed effects' covariance (R upper triangular, in column
+    order) and c = R beta / sigma, a term's sequential (type I) F is the mean of c^2 over its
+    columns: each is tested given the terms before it, as in a linear model's QR. The marginal F
+    is beta_t' V_tt^-1 beta_t / k_t, the term tested given all the others. For an ML fit sigma
+    is the REML-like sigma sqrt(N / (N - p)) (nlme's ``adjustSigma = TRUE``).
+    """
+    if type not in ("sequential", "marginal"):
+        raise ValueError(f"type must be 'sequential' or 'marginal', not {type!r}")
+    sigma = model.sigma * (np.sqrt(model.n / (model.n - model.p)) if not model.REML else 1.0)
+    vcov = model._vcov * (sigma / model.sigma) ** 2
+    R = np.linalg.cholesky(np.linalg.inv(vcov) * sigma ** 2).T  # V = sigma^2 (R'R)^-1
+    c = R @ model.beta / sigma
+    den = model.term_df()
+    assign = model.fixed.assign if model.fixed.has_intercept else model.fixed.assign - 1
+    rows = {}
+    for t, term in enumerate(model.fixed.terms):
+        cols = np.flatnonzero(assign == t)
+        k = cols.size
+        if type == "sequential":
+            F = float(np.sum(c[cols] ** 2)) / k
+        else:
+            b = model.beta[cols]
+            F = float(b @ np.linalg.solve(vcov[np.ix_(cols, cols)], b)) / k
+        rows[term] = {"numDF": k, "denDF": int(den[term]), "F-value": F, "p-value": special.fdtrc(k, den[term], F)}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    return RTable(frame, formats={"numDF": ("int",), "denDF": ("int",), "F-value": ("zap", 7), "p-value": ("pval4", 2)})
 
 
 def _anova_nlme(models, names) -> RTable:

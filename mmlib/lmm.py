@@ -746,6 +746,24 @@ class Lme(LinearMixedModel):
         stratum's degrees of freedom are its number of units less those of the stratum
         outside it, less the columns estimated there; the intercept takes the largest.
         """
+        where, df = self._containment()
+        out = np.where(where >= 0, df[np.maximum(where, 0)], df.max())
+        return pd.Series(out.astype(int), index=self.coef_names, name="DF")
+
+    def term_df(self) -> pd.Series:
+        """nlme's denominator df of each fixed-effect term (``fixDF$terms``): that of the innermost
+        stratum in which one of its columns is estimated (the intercept: the largest)."""
+        where, df = self._containment()
+        out = {}
+        for t, term in enumerate(self.fixed.terms):
+            cols = np.flatnonzero(self.fixed.assign == t) if self.fixed.has_intercept else \
+                np.flatnonzero(self.fixed.assign == t + 1)
+            s = where[cols].max() if cols.size else -1
+            out[term] = int(df[s] if s >= 0 else df.max())
+        return pd.Series(out, name="denDF")
+
+    def _containment(self):
+        """Each column's stratum by the containment rule (-1: the intercept) and each stratum's df."""
         levels = [t for t in self.reterms if t.q]
         groups = []
         for t in levels:
@@ -773,8 +791,7 @@ class Lme(LinearMixedModel):
             df[s] -= 1
         if intercept:
             df[0] -= 1
-        out = np.where(where >= 0, df[np.maximum(where, 0)], df.max())
-        return pd.Series(out.astype(int), index=self.coef_names, name="DF")
+        return where, df
 
     def coef_table(self) -> pd.DataFrame:
         """nlme's table; for an ML fit the standard errors use the REML-like residual scale,

@@ -173,3 +173,38 @@ def test_kenward_roger_equals_the_dense_computation(q, seed):
         np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(kr.W, W, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(kr.PhiA, PhiA, rtol=1e-8, atol=1e-12)
+
+
+def _lme_anova_data(name):
+    from rref import frame
+
+    if name.startswith("orth"):
+        return frame("Orthodont")
+    return frame("Oats")
+
+
+LME_ANOVA = {  # tests/r/lme_anova.R
+    "orth_intercept": ("distance ~ age * Sex", "~ 1 | Subject", "REML"),
+    "orth_slope": ("distance ~ age * Sex", "~ age | Subject", "REML"),
+    "orth_ML": ("distance ~ age * Sex", "~ 1 | Subject", "ML"),
+    "oats_nested": ("yield ~ nitro * Variety", "~ 1 | Block/Variety", "REML"),
+}
+
+
+@pytest.mark.parametrize("name", list(LME_ANOVA))
+@pytest.mark.parametrize("type_", ["sequential", "marginal"])
+def test_anova_of_one_lme_fit_is_nlmes(name, type_):
+    import json
+
+    from mmlib.inference import anova
+    from mmlib.lmm import lme
+    from rref import ROOT
+
+    ref = json.loads((ROOT / "tests" / "r" / "lme_anova.json").read_text())[name][type_]
+    fixed, random, method = LME_ANOVA[name]
+    fit = lme(fixed, _lme_anova_data(name), random=random, method=method)
+    table = anova(fit, type=type_).frame
+    assert list(table.index) == ref["terms"]
+    assert table.numDF.tolist() == ref["numDF"] and table.denDF.tolist() == ref["denDF"]
+    np.testing.assert_allclose(table["F-value"], ref["F"], rtol=1e-6)
+    np.testing.assert_allclose(table["p-value"], ref["p"], rtol=1e-5, atol=1e-12)
