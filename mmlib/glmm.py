@@ -63,6 +63,17 @@ def _laplace(fam: Family, y, trials, eta, u, pdev, logdet) -> float:
     return value if np.isfinite(value) else np.inf
 
 
+def _pirls_start(eta_at, pdev_at, u, beta):
+    """Where PIRLS starts: the previous modes, or zero where those leave the link's domain
+    (an inverse link's eta <= 0); None when neither gives a finite penalized deviance."""
+    for start in (u, np.zeros_like(u)):
+        eta = eta_at(start, beta)
+        pdev = pdev_at(eta, start)
+        if np.isfinite(pdev):
+            return start, eta, pdev
+    return None
+
+
 def _pirls_step(eta_at, pdev_at, u, beta, eta, du, dbeta, pdev, tol):
     """One PIRLS update with lme4's step halving: the first of the steps 1, 1/2, 1/4, ... along
     (du, dbeta) that does not raise the penalized deviance beyond rounding. Returns u, beta,
@@ -256,14 +267,10 @@ class GLMMCriterion(Minimizer):
         Schur complement.  Returns u, beta, pdev, log|A| at the mode, and the factor.
         """
         Z, X, fam, q, p = self.term.Z, self.X, self.family, self.q, self.p
-        eta = self._eta(lam, beta, u)
-        pdev = self._pdev(eta, u)
-        if not np.isfinite(pdev):  # the previous modes are outside the link's domain here
-            u = np.zeros_like(u)
-            eta = self._eta(lam, beta, u)
-            pdev = self._pdev(eta, u)
-            if not np.isfinite(pdev):
-                return None
+        start = _pirls_start(lambda uu, bb: self._eta(lam, bb, uu), self._pdev, u, beta)
+        if start is None:
+            return None
+        u, eta, pdev = start
         eye = np.eye(q)
         for _ in range(maxit):
             mu = fam.link.linkinv(eta)
@@ -608,14 +615,10 @@ class CrossedGLMMCriterion(Minimizer):
         ZL = self.ZLambda(theta)
         u = np.asarray(u, dtype=float).copy()
         beta = np.asarray(beta, dtype=float).copy()
-        eta = self._eta(ZL, beta, u)
-        pdev = self._pdev(eta, u)
-        if not np.isfinite(pdev):  # the previous modes are outside the link's domain here
-            u = np.zeros_like(u)
-            eta = self._eta(ZL, beta, u)
-            pdev = self._pdev(eta, u)
-            if not np.isfinite(pdev):
-                return None
+        start = _pirls_start(lambda uu, bb: self._eta(ZL, bb, uu), self._pdev, u, beta)
+        if start is None:
+            return None
+        u, eta, pdev = start
         for _ in range(maxit):
             w, s = self._weights(eta)
             try:
