@@ -35,6 +35,7 @@ from scipy.linalg.lapack import dpotrf as potrf, dtrtrs as trtrs
 from . import arguments as check
 from . import design as dsg
 from .corstruct import CorStructError
+from .varfunc import VarFixed, VarFunc, Weighted
 from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
@@ -400,14 +401,17 @@ class LinearMixedModel(FittedModel):
 
     def __init__(self, formula: MixedFormula, data: pd.DataFrame, REML: bool = True,
                  optimizer: str = "L-BFGS-B", data_name: str | None = None, start=None,
-                 maxiter: int = 1000, correlation=None, weights=None, offset=None):
+                 maxiter: int = 1000, correlation=None, weights=None, offset=None, variance=None):
         self.formula = formula
         self.REML = bool(REML)
         self.data_name = data_name or "data"
         self._data = data
-        self.correlation = correlation
+        self.correlation, self.variance = correlation, variance
+        # what the criterion whitens by: the correlation, and a variance function's g first (nlme)
+        structure = Weighted(variance, correlation) if variance is not None else correlation
+        self._structure = structure
         self._arguments = {"weights": weights, "offset": offset}
-        extra = tuple(correlation.variables()) if correlation is not None else ()
+        extra = tuple(structure.variables()) if structure is not None else ()
         frame = dsg.model_frame(data, formula, extra=extra + dsg.argument_variables(weights, offset))
         self.frame = frame.data
         self.n_dropped = frame.n_dropped
@@ -437,12 +441,12 @@ class LinearMixedModel(FittedModel):
             y, X, extra_logdet = y * sw, X * sw[:, None], -float(np.log(self.weights).sum())
             terms = [dsg.ReTerm(t.group, t.levels, t.codes, t.Z * sw[:, None], t.names, t.expr, t.spec)
                      for t in self.reterms]
-        if correlation is None:
+        if structure is None:
             self.criterion = LMMCriterion(y, X, terms, extra_logdet)
         elif self.weights is not None:
             raise NotImplementedError("prior weights with a correlation structure are not implemented")
         else:
-            self.criterion = CorrelatedLMMCriterion(y, X, terms, correlation, self.frame)
+            self.criterion = CorrelatedLMMCriterion(y, X, terms, structure, self.frame)
         self.optimizer, self.maxiter = optimizer, maxiter
         theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer,
                                                       maxiter=maxiter)
@@ -531,7 +535,15 @@ class LinearMixedModel(FittedModel):
         """The correlation structure's parameters on their natural scale (e.g. Phi)."""
         if self.correlation is None:
             return np.array([])
-        return self.correlation.to_natural(self.theta[self.criterion.ntheta:])
+        k = self.criterion.ntheta
+        return self.correlation.to_natural(self.theta[k:k + self.correlation.n_params])
+
+    def variance_weights(self) -> np.ndarray:
+        """g_i, each row's error standard deviation relative to sigma (1 without a variance
+        function): nlme's ``1 / varWeights``."""
+        if self.variance is None:
+            return np.ones(self.n)
+        return self._structure.g(self.theta[self.criterion.ntheta:])
 
     def deviance(self, REML: bool | None = None) -> float:
         """-2 log-likelihood of an ML fit; ``REML=False`` gives the ML deviance at a REML fit's
@@ -673,6 +685,8 @@ class LinearMixedModel(FittedModel):
     def profile_correlation(self, values) -> pd.DataFrame:
         """The criterion profiled over the correlation parameter: for each value (natural
         scale), the covariance parameters are re-optimized; returns value and log-likelihood."""
+        if self.variance is not None:
+            raise NotImplementedError("profile_correlation with a variance function is not implemented")
         if self.correlation is None:
             raise ValueError("the model has no correlation structure to profile")
         rows, start = [], self.theta[:self.criterion.ntheta]
@@ -804,8 +818,8 @@ class Lme(LinearMixedModel):
                             index=self.coef_names)
 
     def std_residuals(self) -> np.ndarray:
-        """Standardized within-group residuals, (y - fitted at the innermost level) / sigma."""
-        return (self.y - self.fitted().to_numpy()) / self.sigma
+        """Standardized within-group residuals, (y - fitted at the innermost level) / (sigma g)."""
+        return (self.y - self.fitted().to_numpy()) / (self.sigma * self.variance_weights())
 
     def resid(self, type: str = "response", level: int | list[int] | None = None):
         """nlme's residuals at ``level`` (see :meth:`fitted`): ``"response"`` y - fitted,
@@ -817,10 +831,12 @@ class Lme(LinearMixedModel):
         r = super().resid("response", level)
         if type == "response":
             return r
-        r = r / self.sigma
+        g = self.variance_weights()
+        r = r.div(self.sigma * g, axis=0) if isinstance(r, pd.DataFrame) else r / (self.sigma * g)
         if type == "normalized" and self.correlation is not None:
             cor = self.correlation
-            u = self.theta[self.criterion.ntheta:]
+            k = self.criterion.ntheta
+            u = self.theta[k:k + cor.n_params]
             if isinstance(r, pd.DataFrame):
                 return r.apply(lambda col: pd.Series(self._whiten(cor, u, col.to_numpy()), index=r.index))
             r = pd.Series(self._whiten(cor, u, r.to_numpy()), index=r.index, name="resid")
@@ -856,13 +872,20 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, optimizer: str = "
 
 def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
         optimizer: str = "L-BFGS-B", data_name: str | None = None, maxiter: int = 1000,
-        correlation=None, return_object: bool = False) -> Lme:
+        correlation=None, return_object: bool = False, weights=None) -> Lme:
     """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``.
 
     ``correlation`` takes a within-group error-correlation structure (``mmlib.corstruct``,
-    e.g. ``CorCAR1("~ age | subject")``).  A fit that does not converge raises
-    :class:`ConvergenceError` unless ``return_object=True``.
+    e.g. ``CorCAR1("~ age | subject")``); ``weights`` a variance function (``mmlib.varfunc``,
+    e.g. ``VarIdent("~ 1 | Sex")``, ``VarPower("~ age")``), or a one-sided formula ``"~ v"`` for
+    nlme's ``varFixed``.  A fit that does not converge raises :class:`ConvergenceError` unless
+    ``return_object=True``.
     """
+    if isinstance(weights, str):
+        weights = VarFixed(weights)
+    if weights is not None and not isinstance(weights, VarFunc):
+        raise TypeError(f"weights must be a variance function (mmlib.varfunc: VarIdent, VarPower, VarExp, VarFixed) "
+                        f"or a formula '~ v', not {type(weights).__name__}")
     check.choice("method", method, ("REML", "ML"))
     formula = parse_lme(check.text("fixed", fixed), check.text("random", random))
     if "offset(" in formula.fixed.replace(" ", ""):
@@ -870,7 +893,7 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
     fit = Lme(formula, check.frame(data), REML=(method == "REML"),
               optimizer=check.choice("optimizer", optimizer, OPTIMIZERS), data_name=data_name,
               maxiter=check.count("maxiter", maxiter), correlation=correlation,
-              return_object=check.flag("return_object", return_object))
+              return_object=check.flag("return_object", return_object), variance=weights)
     fit.random_text = random.strip()
     return fit
 
@@ -893,6 +916,8 @@ def update(model: LinearMixedModel, random: str | dict | None = None, formula: s
         cor = model.correlation if correlation is _KEEP else correlation
         if cor is not None:
             cor = type(cor)(cor.form, cor.value)  # a fresh structure for the new fit
+        if model.variance is not None and "weights" not in options:
+            options["weights"] = type(model.variance)(model.variance.form)
         settings = {"optimizer": model.optimizer, "maxiter": model.maxiter, **options}
         return lme(fixed, model._data, random or model.random_text, method="REML" if REML else "ML",
                    data_name=model.data_name, correlation=cor, **settings)

@@ -377,7 +377,10 @@ class LmeSummary:
             value = m.cor_params[0]
             lines += ["", f"Correlation Structure: {cor.name}", f" Formula: ~{_deparse(cor.form.split('~', 1)[1])} ",
                       " Parameter estimate(s):", f"{cor.parameter:>6} ", f"{format_r([value], 4)[0]} "]
-        lines += ["", f"Fixed effects: {m.formula.response} ~ {_deparse_rhs(m)} "]
+        if m.variance is not None:  # nlme: no blank line before the block after a correlation, none after it
+            k = m.criterion.ntheta + (m.correlation.n_params if m.correlation is not None else 0)
+            lines += ([] if m.correlation is not None else [""]) + m.variance.describe(m.theta[k:])
+        lines += ([] if m.variance is not None else [""]) + [f"Fixed effects: {m.formula.response} ~ {_deparse_rhs(m)} "]
         lines.append(_table(self.tables["fixed"], {"Value": ("zap", 5), "Std.Error": ("zap", 4), "DF": ("int",),
                                                    "t-value": ("zap", 4), "p-value": ("fixed", 4)}))
         if m.p > 1:

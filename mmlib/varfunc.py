@@ -1,0 +1,255 @@
+"""Variance functions for ``lme`` (nlme's ``varFunc`` classes, Pinheiro & Bates 2000, sec. 5.2).
+
+The errors have variance ``sigma^2 g_i^2``, g_i a function of a covariate v_i, of a stratum s_i
+(``form="~ v | s"``), and of parameters estimated with the rest by (RE)ML. ``lme`` divides each
+row of the model by g_i before the correlation structure's whitening (the errors' covariance
+in a group is ``sigma^2 G R G``, G = diag(g)), and the criterion gains log|G^2| = 2 sum log g_i.
+
+* :class:`VarIdent`: ``g = delta_s``, one standard-deviation ratio per stratum, 1 for nlme's
+  reference stratum (the stratum of the first observation in the data sorted by group);
+* :class:`VarPower`: ``g = |v|^delta``; :class:`VarExp`: ``g = exp(delta v)`` (one delta per
+  stratum with ``| s``);
+* :class:`VarFixed`: ``g = sqrt(v)``, nothing estimated (nlme's ``varFixed(~ v)``).
+
+The optimizer sees nlme's unconstrained parameters: log(delta) for VarIdent, delta itself for
+VarPower and VarExp.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from .corstruct import CorStruct
+
+
+class VarFuncError(ValueError):
+    """A variance function that does not fit the data: a missing column, one stratum, ..."""
+
+
+class VarFunc:
+    """Base class: ``form = "~ v | s"`` (either part optional, as the subclass needs)."""
+
+    structure = "variance function"
+    needs_covariate = True
+
+    def __init__(self, form: str = "~ 1"):
+        match = re.fullmatch(r"\s*~\s*([\w.]+|1)\s*(?:\|\s*([\w.]+)\s*)?", form)
+        if not match:
+            raise VarFuncError(f"form {form!r} must be '~ covariate', '~ covariate | stratum' or '~ 1 | stratum'")
+        self.form = form.strip()
+        self.covariate = None if match.group(1) == "1" else match.group(1)
+        self.stratum = match.group(2)
+        if self.needs_covariate and self.covariate is None:
+            raise VarFuncError(f"{type(self).__name__} needs a variance covariate: form '~ v' (got {form!r})")
+
+    def variables(self) -> list[str]:
+        return [v for v in (self.covariate, self.stratum) if v]
+
+    def set_data(self, frame: pd.DataFrame, order: np.ndarray) -> None:
+        """The covariate and strata of the rows; ``order`` is the rows sorted by group (nlme's
+        order, which decides VarIdent's reference stratum)."""
+        for col in self.variables():
+            if col not in frame.columns:
+                raise VarFuncError(f"variance function form {self.form!r} names column {col!r}, which is not in the data")
+        if self.covariate:
+            col = frame[self.covariate]
+            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                raise VarFuncError(f"variance covariate {self.covariate!r} must be numeric (it is {col.dtype})")
+            self.v = col.to_numpy(dtype=float)
+        if self.stratum:
+            col = frame[self.stratum]
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                labels = [str(c) for c in col.cat.categories]
+                codes = col.cat.codes.to_numpy()
+            else:
+                uniq, codes = np.unique(col.astype(str).to_numpy(), return_inverse=True)
+                labels = [str(u) for u in uniq]
+            used = np.flatnonzero(np.bincount(codes, minlength=len(labels)))
+            codes = np.searchsorted(used, codes)
+            labels = [labels[k] for k in used]
+            # nlme's strata in order of appearance in the group-sorted data
+            first = np.full(len(labels), len(codes))
+            np.minimum.at(first, codes[order], np.arange(len(order)))
+            rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+            self.strata, self.s = [labels[k] for k in np.argsort(first, kind="stable")], rank[codes]
+        else:
+            self.strata, self.s = [""], np.zeros(len(frame), dtype=int)
+        self._check()
+
+    def _check(self) -> None:
+        pass
+
+    n_params = 0
+
+    def start(self) -> np.ndarray:
+        return np.zeros(self.n_params)
+
+    def to_natural(self, u) -> np.ndarray:
+        return np.asarray(u, dtype=float)
+
+    def g(self, u) -> np.ndarray:
+        raise NotImplementedError
+
+    def estimates(self, u) -> pd.Series:
+        """The parameter estimates as nlme prints them."""
+        raise NotImplementedError
+
+    def describe(self, u) -> list[str]:
+        """nlme's "Variance function:" block."""
+        lines = ["Variance function:", f" Structure: {self.structure}", f" Formula: ~{self._form_text()} "]
+        if self.n_params:
+            lines.append(" Parameter estimates:")
+            from .printing import _vector, format_r
+
+            est = self.estimates(u)
+            lines.append(_vector(est, format_r(est.to_numpy(), 7)))
+        return lines
+
+    def _form_text(self) -> str:
+        rhs = self.form.split("~", 1)[1].strip()
+        return re.sub(r"\s*\|\s*", " | ", rhs)
+
+
+class VarIdent(VarFunc):
+    """nlme's ``varIdent(form = ~ 1 | s)``: a standard deviation per stratum, relative to the
+    reference stratum's."""
+
+    structure = "Different standard deviations per stratum"
+    needs_covariate = False
+
+    def __init__(self, form: str = "~ 1 | stratum"):
+        super().__init__(form)
+        if self.stratum is None or self.covariate is not None:
+            raise VarFuncError(f"VarIdent's form is '~ 1 | stratum' (got {form!r})")
+
+    def _check(self) -> None:
+        if len(self.strata) < 2:
+            raise VarFuncError(f"VarIdent: stratum variable {self.stratum!r} has a single level ({self.strata[0]}); "
+                               "there is no ratio to estimate")
+
+    @property
+    def n_params(self) -> int:
+        return len(self.strata) - 1
+
+    def g(self, u) -> np.ndarray:
+        delta = np.concatenate([[1.0], np.exp(np.asarray(u, dtype=float))])
+        return delta[self.s]
+
+    def to_natural(self, u) -> np.ndarray:
+        return np.exp(np.asarray(u, dtype=float))
+
+    def estimates(self, u) -> pd.Series:
+        return pd.Series(np.concatenate([[1.0], self.to_natural(u)]), index=self.strata)
+
+
+class _CovariateFunc(VarFunc):
+    """A delta per stratum applied to the covariate (VarPower, VarExp)."""
+
+    parameter = "power"
+
+    @property
+    def n_params(self) -> int:
+        return len(self.strata)
+
+    def estimates(self, u) -> pd.Series:
+        index = [self.parameter] if not self.stratum else self.strata
+        return pd.Series(np.asarray(u, dtype=float), index=index)
+
+    def describe(self, u) -> list[str]:
+        lines = super().describe(u)
+        if self.stratum:
+            lines[1] += ", different strata"
+        return lines
+
+
+class VarPower(_CovariateFunc):
+    """nlme's ``varPower(form = ~ v)``: g = |v|^delta."""
+
+    structure = "Power of variance covariate"
+
+    def _check(self) -> None:
+        if np.any(self.v == 0):
+            raise VarFuncError(f"VarPower: covariate {self.covariate!r} has {int(np.sum(self.v == 0))} zero value(s), "
+                               "where |v|^delta is 0 or undefined; shift it or use VarExp")
+
+    def g(self, u) -> np.ndarray:
+        return np.abs(self.v) ** np.asarray(u, dtype=float)[self.s]
+
+
+class VarExp(_CovariateFunc):
+    """nlme's ``varExp(form = ~ v)``: g = exp(delta v)."""
+
+    structure = "Exponential of variance covariate"
+    parameter = "expon"
+
+    def g(self, u) -> np.ndarray:
+        return np.exp(np.asarray(u, dtype=float)[self.s] * self.v)
+
+
+class VarFixed(VarFunc):
+    """nlme's ``varFixed(~ v)``: g = sqrt(v), the variance proportional to a known v > 0."""
+
+    structure = "fixed weights"
+
+    def __init__(self, form: str = "~ v"):
+        super().__init__(form)
+        if self.stratum:
+            raise VarFuncError(f"VarFixed takes no stratum (got {form!r})")
+
+    def _check(self) -> None:
+        if not np.all(self.v > 0):
+            raise VarFuncError(f"VarFixed: covariate {self.covariate!r} must be positive "
+                               f"({int(np.sum(~(self.v > 0)))} value(s) are not)")
+
+    def g(self, u) -> np.ndarray:
+        return np.sqrt(self.v)
+
+
+class Weighted:
+    """A variance function with an optional correlation structure, seen by the criterion as one
+    structure (``mmlib.lmm.CorrelatedLMMCriterion``): its parameters are the correlation's then
+    the variance function's, and a group's rows are divided by g before the correlation's
+    whitening."""
+
+    def __init__(self, varfunc: VarFunc, correlation: CorStruct | None = None):
+        self.varfunc, self.cor = varfunc, correlation
+        self.layout = correlation if correlation is not None else CorStruct("~ 1")
+        self.group = correlation.group if correlation is not None else None
+        self.n_cor = correlation.n_params if correlation is not None else 0
+
+    @property
+    def n_params(self) -> int:
+        return self.n_cor + self.varfunc.n_params
+
+    def variables(self) -> list[str]:
+        return list(dict.fromkeys((self.cor.variables() if self.cor is not None else []) + self.varfunc.variables()))
+
+    def set_data(self, frame: pd.DataFrame, codes: np.ndarray, m: int) -> None:
+        self.layout.set_data(frame, codes, m)
+        self.codes, self.position = self.layout.codes, self.layout.position
+        self.varfunc.set_data(frame, np.argsort(codes, kind="stable"))
+
+    def pad(self, values: np.ndarray) -> np.ndarray:
+        return self.layout.pad(values)
+
+    def start(self) -> np.ndarray:
+        return np.concatenate([self.cor.start() if self.cor is not None else [], self.varfunc.start()])
+
+    def g(self, u) -> np.ndarray:
+        return self.varfunc.g(np.asarray(u, dtype=float)[self.n_cor:])
+
+    def whiten(self, u: np.ndarray, padded: np.ndarray) -> tuple[np.ndarray, float]:
+        g = self.g(u)
+        if not np.all(np.isfinite(g) & (g > 0)):
+            raise np.linalg.LinAlgError("the variance function gives a zero or non-finite standard deviation")
+        G = np.ones(padded.shape[:2])
+        G[self.codes, self.position] = g
+        W = padded / G[:, :, None]
+        logdet = 2.0 * float(np.log(g).sum())
+        if self.cor is not None:
+            W, extra = self.cor.whiten(np.asarray(u, dtype=float)[:self.n_cor], W)
+            logdet += extra
+        return W, logdet
