@@ -111,8 +111,30 @@ def parse(formula: str) -> MixedFormula:
     return MixedFormula(response, _normalize(fixed_rhs), tuple(random), deparse(formula))
 
 
-def parse_lme(fixed: str, random: str) -> MixedFormula:
-    """nlme's ``lme(fixed = y ~ x, random = ~ x | g)``."""
+def parse_lme(fixed: str, random) -> MixedFormula:
+    """nlme's ``lme(fixed = y ~ x, random = ~ x | g)``; ``random`` may also be a pdMat class
+    with its group (``PdDiag("~ age | Subject")``) or ``{group: formula or pdMat}`` for one level."""
+    if not isinstance(random, str):
+        if isinstance(random, dict):
+            if len(random) != 1:
+                raise NotImplementedError(f"random effects at {len(random)} grouping levels with their own formulas "
+                                          f"({', '.join(map(str, random))}) are not implemented; one level is, or "
+                                          "nested levels with one formula ('~ 1 | a/b')")
+            (group, spec), = random.items()
+            expr, correlated = (spec.expr, spec.correlated) if hasattr(spec, "correlated") else (
+                _one_sided(spec), True)
+            if getattr(spec, "group", None) not in (None, group):
+                raise FormulaError(f"random={{{group!r}: {spec!r}}} names two groups")
+        elif hasattr(random, "correlated"):
+            if random.group is None:
+                raise FormulaError(f"{random!r} needs its grouping factor: write {type(random).__name__}"
+                                   f"('~ {random.expr} | group') or random={{'group': {random!r}}}")
+            expr, correlated, group = random.expr, random.correlated, random.group
+        else:
+            raise TypeError(f"random must be a formula '~ x | g', a pdMat (PdDiag, PdSymm) or a dict, "
+                            f"not {type(random).__name__}")
+        base = parse(fixed)
+        return MixedFormula(base.response, base.fixed, (RandomTerm(expr.strip(), group, correlated),), base.text)
     if "~" not in random:
         raise FormulaError(f"random formula {random!r} must be one-sided, as ~ x | g")
     rhs = random.split("~", 1)[1]
@@ -120,6 +142,13 @@ def parse_lme(fixed: str, random: str) -> MixedFormula:
     if base.random:
         raise FormulaError("lme takes random effects in `random`, not in the fixed formula")
     return MixedFormula(base.response, base.fixed, tuple(parse_bar(rhs, lme4=False)), base.text)
+
+
+def _one_sided(formula: str) -> str:
+    if "~" not in formula or "|" in formula:
+        raise FormulaError(f"a random-effects formula for one level is one-sided without a group, as '~ age' "
+                           f"(got {formula!r})")
+    return formula.split("~", 1)[1].strip()
 
 
 def _normalize(rhs: str) -> str:

@@ -887,14 +887,14 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
         raise TypeError(f"weights must be a variance function (mmlib.varfunc: VarIdent, VarPower, VarExp, VarFixed) "
                         f"or a formula '~ v', not {type(weights).__name__}")
     check.choice("method", method, ("REML", "ML"))
-    formula = parse_lme(check.text("fixed", fixed), check.text("random", random))
+    formula = parse_lme(check.text("fixed", fixed), check.text("random", random) if isinstance(random, str) else random)
     if "offset(" in formula.fixed.replace(" ", ""):
         raise dsg.FormulaError("offset() terms are not supported by lme (as in nlme); use lmer for an offset")
     fit = Lme(formula, check.frame(data), REML=(method == "REML"),
               optimizer=check.choice("optimizer", optimizer, OPTIMIZERS), data_name=data_name,
               maxiter=check.count("maxiter", maxiter), correlation=correlation,
               return_object=check.flag("return_object", return_object), variance=weights)
-    fit.random_text = random.strip()
+    fit.random_text = random.strip() if isinstance(random, str) else random
     return fit
 
 

@@ -347,6 +347,8 @@ class LmeSummary:
         term = m.reterms[0]
         lines += ["", "Random effects:", f" Formula: ~{_deparse(m.formula.random[0].expr)} | {term.group}"]
         rnd = self.tables["random"]
+        if not m.formula.random[0].correlated:  # nlme's pdDiag
+            lines.append(" Structure: Diagonal")
         if term.q == 1:
             names = list(rnd.index)
             texts = format_r(rnd["StdDev"].to_numpy(), 4)

@@ -1,11 +1,7 @@
 ## Variance functions in lme (issue 17): nlme 3.1-162, tight controls, on the project's copy of
 ## nlme's Orthodont (tests/r/data/Orthodont.csv; Subject levels sorted, Sex Male then Female).
 ##   Rscript tests/r/lme_varfunc.R > tests/r/lme_varfunc.txt 2>&1   (writes tests/r/lme_varfunc.json)
-suppressPackageStartupMessages({library(nlme); library(jsonlite)})
-orth <- read.csv("tests/r/data/Orthodont.csv")
-orth$Sex <- factor(orth$Sex, levels = c("Male", "Female"))
-orth$Subject <- factor(orth$Subject, levels = sort(unique(orth$Subject), method = "radix"))
-ctl <- lmeControl(msTol = 1e-12, tolerance = 1e-12, msMaxIter = 1000, maxIter = 1000, niterEM = 100)
+source("tests/r/orthodont_nlme.R")  # orth, ctl
 fits <- list(
   ident = lme(distance ~ age * Sex, random = ~ 1 | Subject, weights = varIdent(form = ~ 1 | Sex), data = orth, control = ctl),
   ident_ML = lme(distance ~ age * Sex, random = ~ 1 | Subject, weights = varIdent(form = ~ 1 | Sex), data = orth,
