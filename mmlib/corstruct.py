@@ -9,7 +9,11 @@ by group and never through an n-by-n matrix.
 
 Structures here: :class:`CorCAR1` (continuous-time AR(1), ``phi^|s|`` for times s apart),
 :class:`CorAR1` (discrete AR(1) in the order of the observations), :class:`CorCompSymm`
-(compound symmetry) and :class:`CorExp` (exponential spatial correlation in one dimension).
+(compound symmetry) and nlme's spatial family in one dimension (the distance d between two
+observations' positions, the range parameter rho > 0 estimated on the log scale):
+:class:`CorExp` exp(-d / rho), :class:`CorGaus` exp(-(d / rho)^2), :class:`CorLin`
+(1 - d / rho) for d < rho, :class:`CorRatio` 1 / (1 + (d / rho)^2), :class:`CorSpher`
+1 - 1.5 (d / rho) + 0.5 (d / rho)^3 for d < rho (Pinheiro & Bates 2000, Table 5.2).
 """
 
 from __future__ import annotations
@@ -228,3 +232,40 @@ class CorExp(CorStruct):
 
     def _correlation(self, rng):
         return np.exp(-self.lags / rng)
+
+
+class CorGaus(CorExp):
+    """Gaussian spatial correlation ``exp(-(d / range)^2)``."""
+
+    name = "Gaussian spatial correlation"
+
+    def _correlation(self, rng):
+        return np.exp(-(self.lags / rng) ** 2)
+
+
+class CorLin(CorExp):
+    """Linear spatial correlation ``1 - d / range``, zero beyond the range."""
+
+    name = "Linear spatial correlation"
+
+    def _correlation(self, rng):
+        return np.maximum(1.0 - self.lags / rng, 0.0)
+
+
+class CorRatio(CorExp):
+    """Rational quadratic spatial correlation ``1 / (1 + (d / range)^2)``."""
+
+    name = "Rational quadratic spatial correlation"
+
+    def _correlation(self, rng):
+        return 1.0 / (1.0 + (self.lags / rng) ** 2)
+
+
+class CorSpher(CorExp):
+    """Spherical spatial correlation ``1 - 1.5 (d / range) + 0.5 (d / range)^3``, zero beyond it."""
+
+    name = "Spherical spatial correlation"
+
+    def _correlation(self, rng):
+        r = np.minimum(self.lags / rng, 1.0)
+        return 1.0 - 1.5 * r + 0.5 * r ** 3

@@ -1,5 +1,7 @@
 """Correlated within-group errors: the pre-whitened criterion against brute force, and bad input."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,3 +135,25 @@ def test_grouping_must_match_the_random_effects():
 def test_form_must_be_one_sided():
     with pytest.raises(CorStructError, match="must be"):
         CorCAR1("age | subject")
+
+
+@pytest.mark.parametrize("name", ["exp", "gaus", "lin", "ratio", "spher"])
+def test_spatial_structures_are_nlmes(name):
+    """tests/r/lme_spatial.R: lme(weight ~ Time * Diet, random = ~ Time | Rat, correlation =
+    corXxx(value = 10, form = ~ Time | Rat), BodyWeight) with nlme 3.1-162, tight controls."""
+    import json
+
+    from mmlib.corstruct import CorExp, CorGaus, CorLin, CorRatio, CorSpher
+    from rref import ROOT
+
+    ref = json.loads((ROOT / "tests" / "r" / "lme_spatial.json").read_text())[name]
+    cls = {"exp": CorExp, "gaus": CorGaus, "lin": CorLin, "ratio": CorRatio, "spher": CorSpher}[name]
+    bw = pd.read_csv(ROOT / "tests" / "r" / "data" / "BodyWeight.csv").astype({"Rat": str, "Diet": str})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lme("weight ~ Time * Diet", bw, random="~ Time | Rat", correlation=cls("~ Time | Rat", value=10))
+    np.testing.assert_allclose(fit.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(fit.cor_params, [ref["range"]], rtol=1e-5)
+    np.testing.assert_allclose(fit.beta, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(fit.sigma, ref["sigma"], rtol=1e-5)
+    assert fit.summary() and cls.name in repr(fit.summary())
