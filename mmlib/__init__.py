@@ -2,11 +2,13 @@
 
 ``import mmlib`` gives the fitting functions and what they return:
 
-* ``lmer``, ``glmer`` (lme4), ``lme``, ``nlme``, ``lmList`` (nlme), ``update``;
+* ``lmer``, ``glmer`` (lme4), ``lme``, ``nlme``, ``gls``, ``lmList`` (nlme), ``update``;
 * ``anova``, ``Anova`` (car, with Kenward-Roger F tests), ``compare_coefs``, ``pval_corrected``,
   ``KenwardRoger``;
 * ``effect``, ``all_effects``, ``plot_effects`` (effects);
-* the within-group correlation structures ``CorCAR1``, ``CorAR1``, ``CorCompSymm``, ``CorExp``;
+* the within-group correlation structures ``CorCAR1``, ``CorAR1``, ``CorCompSymm``, ``CorExp``,
+  ``CorGaus``, ``CorLin``, ``CorRatio``, ``CorSpher``; the variance functions ``VarIdent``,
+  ``VarPower``, ``VarExp``, ``VarFixed``; the pdMat classes ``PdSymm``, ``PdDiag``;
 * ``datasets`` (the appendix's data), the result classes and the warnings and errors fits raise.
 
 The submodules stay importable (``mmlib.lmm``, ``mmlib.glmm``, ...). Helpers written for the
@@ -15,24 +17,28 @@ book itself (its display settings, the published-number checker, its schematic f
 """
 
 from . import datasets
-from .corstruct import CorAR1, CorCAR1, CorCompSymm, CorExp, CorStructError
+from .corstruct import CorAR1, CorCAR1, CorCompSymm, CorExp, CorGaus, CorLin, CorRatio, CorSpher, CorStructError
 from .design import DataError, model_matrix
 from .effects import Effect, all_effects, effect, plot_effects
 from .formula import FormulaError
 from .glmm import GlmerMod, glmer
+from .gls import GlsFit, gls
 from .inference import Anova, KenwardRoger, anova, compare_coefs, pval_corrected
 from .lmlist import LmList, lmList
 from .lmm import ConvergenceError, LinearMixedModel, Lme, LmerMod, lme, lmer, update
 from .nlmm import NlmeError, NlmeFit, nlme
 from .optsummary import ConvergenceWarning, SingularFitWarning
+from .pdmat import PdDiag, PdSymm
+from .varfunc import VarExp, VarFixed, VarFuncError, VarIdent, VarPower
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "lmer", "glmer", "lme", "nlme", "lmList", "update", "anova", "Anova", "KenwardRoger", "compare_coefs",
+    "lmer", "glmer", "lme", "nlme", "gls", "lmList", "update", "anova", "Anova", "KenwardRoger", "compare_coefs",
     "pval_corrected", "effect", "all_effects", "plot_effects", "Effect", "model_matrix",
-    "CorCAR1", "CorAR1", "CorCompSymm", "CorExp", "datasets",
-    "LinearMixedModel", "LmerMod", "Lme", "GlmerMod", "NlmeFit", "LmList",
+    "CorCAR1", "CorAR1", "CorCompSymm", "CorExp", "CorGaus", "CorLin", "CorRatio", "CorSpher",
+    "VarIdent", "VarPower", "VarExp", "VarFixed", "PdSymm", "PdDiag", "datasets",
+    "LinearMixedModel", "LmerMod", "Lme", "GlmerMod", "NlmeFit", "GlsFit", "LmList",
     "ConvergenceWarning", "SingularFitWarning", "ConvergenceError", "DataError", "FormulaError", "NlmeError",
-    "CorStructError",
+    "CorStructError", "VarFuncError",
 ]

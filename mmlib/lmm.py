@@ -35,7 +35,7 @@ from scipy.linalg.lapack import dpotrf as potrf, dtrtrs as trtrs
 from . import arguments as check
 from . import design as dsg
 from .corstruct import CorStructError
-from .varfunc import VarFixed, VarFunc, Weighted
+from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
 from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
@@ -394,7 +394,7 @@ class ConvergenceError(RuntimeError):
             "(which can reach a boundary), or return_object=True to inspect the last iterate.")
 
 
-class LinearMixedModel(FittedModel):
+class LinearMixedModel(StructuredErrors, FittedModel):
     """A fitted linear mixed model: the estimates and everything R's methods give from them."""
 
     flavor = "lme4"
@@ -531,19 +531,9 @@ class LinearMixedModel(FittedModel):
         return self.p + len(self.theta) + 1
 
     @property
-    def cor_params(self) -> np.ndarray:
-        """The correlation structure's parameters on their natural scale (e.g. Phi)."""
-        if self.correlation is None:
-            return np.array([])
-        k = self.criterion.ntheta
-        return self.correlation.to_natural(self.theta[k:k + self.correlation.n_params])
-
-    def variance_weights(self) -> np.ndarray:
-        """g_i, each row's error standard deviation relative to sigma (1 without a variance
-        function): nlme's ``1 / varWeights``."""
-        if self.variance is None:
-            return np.ones(self.n)
-        return self._structure.g(self.theta[self.criterion.ntheta:])
+    def structure_params(self) -> np.ndarray:
+        """The correlation's and the variance function's unconstrained parameters."""
+        return self.theta[self.criterion.ntheta:]
 
     def deviance(self, REML: bool | None = None) -> float:
         """-2 log-likelihood of an ML fit; ``REML=False`` gives the ML deviance at a REML fit's

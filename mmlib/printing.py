@@ -318,22 +318,68 @@ def _varcorr_lines(frame: pd.DataFrame, var_digits: int = 5, residual: bool = Tr
     return out
 
 
+def _nlme_tables(model, std_residuals) -> dict:
+    """The blocks every nlme summary has: fit statistics, coefficients, their correlation, and
+    the quartiles of the standardized residuals."""
+    q = np.quantile(std_residuals, [0, 0.25, 0.5, 0.75, 1])
+    return {"fit": pd.Series({"AIC": model.aic, "BIC": model.bic, "logLik": model.loglik}),
+            "fixed": model.coef_table(), "corr": model.corr_fixef(),
+            "std_residuals": pd.Series(q, index=["Min", "Q1", "Med", "Q3", "Max"])}
+
+
+def _structure_lines(m, params) -> list[str]:
+    """nlme's "Correlation Structure:" and "Variance function:" blocks (``params``: the
+    correlation's unconstrained parameters, then the variance function's); no blank line
+    between them, as nlme prints them."""
+    lines = []
+    if m.correlation is not None:
+        cor = m.correlation
+        lines += ["", f"Correlation Structure: {cor.name}", f" Formula: ~{_deparse(cor.form.split('~', 1)[1])} ",
+                  " Parameter estimate(s):", f"{cor.parameter:>6} ", f"{format_r([m.cor_params[0]], 4)[0]} "]
+    if m.variance is not None:
+        k = m.correlation.n_params if m.correlation is not None else 0
+        lines += ([] if m.correlation is not None else [""]) + m.variance.describe(params[k:])
+    return lines
+
+
+class GlsSummary:
+    """``summary(gls fit)`` in nlme's layout; ``tables`` holds every block as a DataFrame."""
+
+    def __init__(self, model):
+        self.model = model
+        self.tables = _nlme_tables(model, model.resid("pearson").to_numpy())
+
+    def __repr__(self) -> str:
+        m = self.model
+        fit = self.tables["fit"]
+        lines = [f"Generalized least squares fit by {m.method}", f"  Model: {m.formula.text} ",
+                 f"  Data: {m.data_name} ", _vector(fit, [format_r([v], 4)[0] for v in fit]).replace(" \n", "\n")]
+        if m.n_dropped:
+            lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
+        lines += _structure_lines(m, m.params)
+        lines += ["", "Coefficients:", _table(self.tables["fixed"], {"Value": ("zap", 5), "Std.Error": ("zap", 4),
+                                                                     "t-value": ("zap", 4), "p-value": ("fixed", 4)})]
+        if m.p > 1:
+            lines += ["", " Correlation: ", _lower_corr(self.tables["corr"], None)]
+        sr = self.tables["std_residuals"]
+        lines += ["", "Standardized residuals:", _vector(sr, format_r(sr.to_numpy(), 6)), "",
+                  f"Residual standard error: {format_r([m.sigma], 7)[0]} ",
+                  f"Degrees of freedom: {m.n} total; {m.n - m.p} residual"]
+        return "\n".join(lines)
+
+
 class LmeSummary:
     """``summary(lme fit)`` in nlme's layout; ``tables`` holds every block as a DataFrame."""
 
     def __init__(self, model):
         self.model = model
         vc = model.VarCorr()
-        q = np.quantile(model.std_residuals(), [0, 0.25, 0.5, 0.75, 1])
         sd = [np.sqrt(np.diag(c)) for c in vc.covariances]
         self.tables = {
-            "fit": pd.Series({"AIC": model.aic, "BIC": model.bic, "logLik": model.loglik}),
+            **_nlme_tables(model, model.std_residuals()),
             "random": pd.DataFrame({"StdDev": np.concatenate(sd + [[model.sigma]])},
                                    index=[n for names in vc.names for n in names] + ["Residual"]),
             "random_corr": pd.DataFrame(vc.correlation(0), index=vc.names[0], columns=vc.names[0]),
-            "fixed": model.coef_table(),
-            "corr": model.corr_fixef(),
-            "std_residuals": pd.Series(q, index=["Min", "Q1", "Med", "Q3", "Max"]),
         }
 
     def __repr__(self) -> str:
@@ -374,14 +420,7 @@ class LmeSummary:
                         cells.append(labels[i])
                 body.append(name.ljust(nw) + " " + sdt[i].ljust(sw) + " " + " ".join(c.ljust(6) for c in cells))
             lines += [head] + [b.rstrip() for b in body]
-        if m.correlation is not None:
-            cor = m.correlation
-            value = m.cor_params[0]
-            lines += ["", f"Correlation Structure: {cor.name}", f" Formula: ~{_deparse(cor.form.split('~', 1)[1])} ",
-                      " Parameter estimate(s):", f"{cor.parameter:>6} ", f"{format_r([value], 4)[0]} "]
-        if m.variance is not None:  # nlme: no blank line before the block after a correlation, none after it
-            k = m.criterion.ntheta + (m.correlation.n_params if m.correlation is not None else 0)
-            lines += ([] if m.correlation is not None else [""]) + m.variance.describe(m.theta[k:])
+        lines += _structure_lines(m, m.theta[m.criterion.ntheta:])
         lines += ([] if m.variance is not None else [""]) + [f"Fixed effects: {m.formula.response} ~ {_deparse_rhs(m)} "]
         lines.append(_table(self.tables["fixed"], {"Value": ("zap", 5), "Std.Error": ("zap", 4), "DF": ("int",),
                                                    "t-value": ("zap", 4), "p-value": ("fixed", 4)}))

@@ -253,3 +253,22 @@ class Weighted:
             W, extra = self.cor.whiten(np.asarray(u, dtype=float)[:self.n_cor], W)
             logdet += extra
         return W, logdet
+
+
+class StructuredErrors:
+    """Mixin for fits with ``correlation``, ``variance`` and ``_structure`` (lme, gls) and their
+    unconstrained parameters ``structure_params`` (the correlation's, then the variance function's)."""
+
+    @property
+    def cor_params(self) -> np.ndarray:
+        """The correlation structure's parameters on their natural scale (e.g. Phi)."""
+        if self.correlation is None:
+            return np.array([])
+        return self.correlation.to_natural(self.structure_params[:self.correlation.n_params])
+
+    def variance_weights(self) -> np.ndarray:
+        """g_i, each row's error standard deviation relative to sigma (1 without a variance
+        function): nlme's ``1 / varWeights``."""
+        if self.variance is None:
+            return np.ones(self.n)
+        return self._structure.g(self.structure_params)
