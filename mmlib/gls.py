@@ -153,6 +153,10 @@ class GlsFit(StructuredErrors, FittedModel):
     def structure_params(self) -> np.ndarray:
         return self.params
 
+    def term_df(self) -> pd.Series:
+        """The denominator df of every term's F test: n - p (nlme's ``anova.gls``)."""
+        return pd.Series({term: self.n - self.p for term in self.fixed.terms}, name="denDF")
+
     def fitted(self) -> pd.Series:
         return pd.Series(self.X @ self.beta, index=self.frame.index, name="fitted")
 

@@ -37,7 +37,9 @@ def anova(*models, names: list[str] | None = None, refit: bool = True, type: str
     from .lmm import Lme
     from .nlmm import NlmeFit
 
-    if len(models) == 1 and isinstance(models[0], Lme):
+    from .gls import GlsFit
+
+    if len(models) == 1 and isinstance(models[0], (Lme, GlsFit)):
         return _anova_lme_terms(models[0], type)
     if len(models) < 2:
         raise ValueError("anova needs at least two models to compare (or one lme fit, for its F tests)")
@@ -62,9 +64,12 @@ def _anova_lme_terms(model, type: str) -> RTable:
     is beta_t' V_tt^-1 beta_t / k_t, the term tested given all the others. For an ML fit sigma
     is the REML-like sigma sqrt(N / (N - p)) (nlme's ``adjustSigma = TRUE``).
     """
+    from .gls import GlsFit
+
     if type not in ("sequential", "marginal"):
         raise ValueError(f"type must be 'sequential' or 'marginal', not {type!r}")
-    sigma = model.sigma * (np.sqrt(model.n / (model.n - model.p)) if not model.REML else 1.0)
+    gls = isinstance(model, GlsFit)  # its covariance already uses RSS / (n - p)
+    sigma = model.sigma * (np.sqrt(model.n / (model.n - model.p)) if not (model.REML or gls) else 1.0)
     vcov = model._vcov * (sigma / model.sigma) ** 2
     R = np.linalg.cholesky(np.linalg.inv(vcov) * sigma ** 2).T  # V = sigma^2 (R'R)^-1
     c = R @ model.beta / sigma
@@ -81,7 +86,10 @@ def _anova_lme_terms(model, type: str) -> RTable:
             F = float(b @ np.linalg.solve(vcov[np.ix_(cols, cols)], b)) / k
         rows[term] = {"numDF": k, "denDF": int(den[term]), "F-value": F, "p-value": special.fdtrc(k, den[term], F)}
     frame = pd.DataFrame.from_dict(rows, orient="index")
-    return RTable(frame, formats={"numDF": ("int",), "denDF": ("int",), "F-value": ("zap", 7), "p-value": ("pval4", 2)})
+    formats = {"numDF": ("int",), "denDF": ("int",), "F-value": ("zap", 7), "p-value": ("pval4", 2)}
+    if gls:  # nlme prints gls's one denominator df above the table
+        return RTable(frame.drop(columns="denDF"), heading=[f"Denom. DF: {model.n - model.p} "], formats=formats)
+    return RTable(frame, formats=formats)
 
 
 def _anova_nlme(models, names) -> RTable:

@@ -70,3 +70,18 @@ def test_summary_and_refusals():
         gls("distance ~ age + (1 | Subject)", frame("Orthodont"))
     with pytest.raises(TypeError, match="variance function"):
         gls("distance ~ age", frame("Orthodont"), weights=2)
+
+
+@pytest.mark.parametrize("name", ["compsymm", "ar1_ML"])
+@pytest.mark.parametrize("type_", ["sequential", "marginal"])
+def test_anova_of_one_gls_fit_is_nlmes(name, type_):
+    from mmlib import anova
+
+    ref = json.loads((ROOT / "tests" / "r" / "gls_anova.json").read_text())[name]
+    model, data, cor, weights, method = CASES[name]
+    table = anova(gls(model, data(), correlation=cor(), weights=weights(), method=method), type=type_)
+    assert table.heading == [f"Denom. DF: {ref['denDF']} "]
+    assert list(table.frame.index) == ref[type_]["terms"]
+    # rho is flat at the optimum (logLik agrees to 1e-11, rho to 1e-6): F to 1e-5
+    np.testing.assert_allclose(table.frame["F-value"], ref[type_]["F"], rtol=1e-5)
+    np.testing.assert_allclose(table.frame["p-value"], ref[type_]["p"], rtol=1e-4, atol=1e-12)

@@ -24,3 +24,13 @@ for (name in names(fits)) {
   cat("\n==", name, "\n"); print(summary(f))
 }
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/gls.json")
+## anova() of one gls fit: nlme's F tests on n - p denominator df, sequential and marginal
+tab <- function(a) list(terms = rownames(a), numDF = a$numDF, F = a[["F-value"]], p = a[["p-value"]])
+out2 <- list()
+for (name in c("compsymm", "ar1_ML")) {
+  f <- fits[[name]]
+  out2[[name]] <- list(sequential = tab(anova(f)), marginal = tab(anova(f, type = "marginal")),
+                       denDF = f$dims$N - f$dims$p)
+  cat("\n== anova", name, "\n"); print(anova(f)); print(anova(f, type = "marginal"))
+}
+writeLines(toJSON(out2, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/gls_anova.json")
