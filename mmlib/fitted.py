@@ -33,6 +33,23 @@ class FittedModel:
         sd = np.sqrt(np.diag(self._vcov))
         return pd.DataFrame(self._vcov / np.outer(sd, sd), index=self.coef_names, columns=self.coef_names)
 
+    def wald_confint(self, level: float, method: str, n_cov: int, sigma: bool) -> pd.DataFrame:
+        """lme4's ``confint(fit, method = "Wald")``: estimate -/+ z_(1 - alpha/2) SE for each
+        fixed effect; the ``n_cov`` covariance parameters (``.sig01``, ...) and ``.sigma`` have no
+        Wald interval (NaN, as lme4's NA)."""
+        if method != "Wald":
+            raise NotImplementedError(f"confint(method={method!r}); method='Wald' is implemented")
+        if not 0 < level < 1:
+            raise ValueError(f"level must be between 0 and 1, not {level!r}")
+        from scipy import special
+
+        z = float(special.ndtri(0.5 + level / 2))
+        labels = [f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"]
+        rows = [f".sig{k + 1:02d}" for k in range(n_cov)] + ([".sigma"] if sigma else [])
+        se = self.se.to_numpy()
+        bounds = np.vstack([np.full((len(rows), 2), np.nan), np.column_stack([self.beta - z * se, self.beta + z * se])])
+        return pd.DataFrame(bounds, index=rows + list(self.coef_names), columns=labels)
+
     @property
     def loglik(self) -> float:
         return -0.5 * self.deviance_value

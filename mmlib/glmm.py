@@ -987,18 +987,8 @@ class GlmerMod(FittedModel):
         return self.n - self.n_params
 
     def confint(self, level: float = 0.95, method: str = "Wald") -> pd.DataFrame:
-        """lme4's ``confint(fit, method = "Wald")``: estimate -/+ z_(1 - alpha/2) SE for each fixed
-        effect; the covariance parameters (``.sig01``, ...) have no Wald interval (NaN, as lme4's NA)."""
-        if method != "Wald":
-            raise NotImplementedError(f"confint(method={method!r}) for glmer fits; method='Wald' is implemented")
-        if not 0 < level < 1:
-            raise ValueError(f"level must be between 0 and 1, not {level!r}")
-        z = float(special.ndtri(0.5 + level / 2))
-        labels = [f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"]
-        sig = [f".sig{k + 1:02d}" for k in range(self.criterion.ntheta)]
-        se = self.se.to_numpy()
-        bounds = np.vstack([np.full((len(sig), 2), np.nan), np.column_stack([self.beta - z * se, self.beta + z * se])])
-        return pd.DataFrame(bounds, index=sig + self.coef_names, columns=labels)
+        """lme4's ``confint(fit, method = "Wald")`` (see :meth:`FittedModel.wald_confint`)."""
+        return self.wald_confint(level, method, self.criterion.ntheta, self.family.scale)
 
     def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
         """Responses simulated from the fitted model, as lme4's ``simulate`` (``re.form = NA``):

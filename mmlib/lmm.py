@@ -709,6 +709,11 @@ class LinearMixedModel(StructuredErrors, FittedModel):
 class LmerMod(LinearMixedModel):
     """A fit by :func:`lmer` (lme4's conventions)."""
 
+    def confint(self, level: float = 0.95, method: str = "Wald") -> pd.DataFrame:
+        """lme4's ``confint(fit, method = "Wald")`` (see :meth:`FittedModel.wald_confint`); the
+        profile intervals are not implemented."""
+        return self.wald_confint(level, method, self.criterion.ntheta, True)
+
     def resid(self, type: str = "response", scaled: bool = False) -> pd.Series:
         """lme4's residuals: for an unweighted linear mixed model the response, working,
         Pearson and deviance residuals are all y - fitted (Pearson and deviance residuals are

@@ -277,3 +277,18 @@ def test_two_stage_start_declines_where_a_variance_is_near_zero():
     assert fit.criterion._two_stage_start() is None
     np.testing.assert_array_equal(fit.criterion.start(), [1.0, 0.0, 1.0])
     assert fit.optinfo.converged
+
+
+def test_wald_intervals_are_lme4s():
+    """tests/r/confint_wald.R: lme4's rows (.sig01-.sig03, .sigma NA) and estimate -/+ z SE
+    (238.02914, 264.78107 for the intercept with lme4's default-control SE 6.824597)."""
+    from rref import frame
+
+    fit = lmer("Reaction ~ Days + (Days | Subject)", frame("sleepstudy"))
+    ci = fit.confint()
+    assert list(ci.index) == [".sig01", ".sig02", ".sig03", ".sigma", "(Intercept)", "Days"]
+    assert ci.iloc[:4].isna().all().all() and list(ci.columns) == ["2.5 %", "97.5 %"]
+    np.testing.assert_allclose(ci.iloc[4:, 0], fit.beta - 1.959963984540054 * fit.se.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ci.loc["(Intercept)"], [238.02914112, 264.78106858], rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="profile"):
+        fit.confint(method="profile")
