@@ -349,3 +349,59 @@ def compare_coefs(*models, names: list[str] | None = None) -> RTable:
     frame = pd.DataFrame(columns)
     calls = [f"{i}: {getattr(m, 'call', None) or m.formula.text}" for i, m in enumerate(models, start=1)]
     return RTable(frame, heading=["Calls:"] + calls, formats={c: ("zap", 4) for c in frame.columns})
+
+
+# ------------------------------------------------------------------------------ Satterthwaite
+def _varpar_deviance(fit, varpar: np.ndarray) -> float:
+    """lmerTest's deviance in (theta, sigma), sigma not profiled (Kuznetsova, Brockhoff &
+    Christensen 2017, eq. 4): log|A| + pwrss(theta) / sigma^2 + n log(2 pi sigma^2), plus for
+    REML log|R_X|^2 - p log(2 pi sigma^2)."""
+    theta, sigma2 = varpar[:-1], varpar[-1] ** 2
+    crit = fit.criterion
+    sol = crit.solve(theta, fit.REML)
+    if sol.beta is None or not np.isfinite(sol.deviance):
+        return np.inf
+    n, p = fit.n, fit.p
+    # the profiled deviance holds log|A| (+ log|R_X|^2 for REML) besides its sigma terms
+    dof = n - p if fit.REML else n
+    profiled_rest = sol.deviance - dof * (1.0 + np.log(2 * np.pi) + np.log(sol.r2 / dof))
+    return float(profiled_rest + sol.r2 / sigma2 + dof * np.log(2 * np.pi * sigma2))
+
+
+def _vcov_at(fit, varpar: np.ndarray) -> np.ndarray:
+    """The fixed effects' covariance sigma^2 (X'V^-1 X)^-1 at (theta, sigma)."""
+    sol = fit.criterion.solve(varpar[:-1], fit.REML)
+    return varpar[-1] ** 2 * sol.unscaled_vcov()
+
+
+def _fourth_order(f, x: np.ndarray, k: int, h: float):
+    """(f(x - 2e) - 8 f(x - e) + 8 f(x + e) - f(x + 2e)) / 12 step along coordinate k."""
+    step = h * max(1.0, abs(x[k]))
+    e = np.zeros_like(x)
+    e[k] = step
+    return (f(x - 2 * e) - 8 * f(x - e) + 8 * f(x + e) - f(x + 2 * e)) / (12 * step)
+
+
+def satterthwaite(fit, L) -> tuple[np.ndarray, np.ndarray]:
+    """Satterthwaite's denominator df for the contrasts ``L`` (rows) of an lmer fit, as lmerTest
+    computes them: with varpar = (theta, sigma), A = 2 H^-1 for H the Hessian of the deviance in
+    varpar (:func:`_varpar_deviance`), and g the gradient of Var(L beta) = L V(varpar) L' in
+    varpar, df = 2 Var(L beta)^2 / (g' A g) (Kuznetsova et al. 2017, eq. 6; lmerTest takes H and
+    g by numDeriv's Richardson extrapolation, here by fourth-order differences). Returns the
+    variances and the df."""
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    varpar = np.concatenate([fit.theta, [fit.sigma]])
+    k = varpar.size
+    dev = lambda v: _varpar_deviance(fit, v)  # noqa: E731
+    H = np.empty((k, k))
+    grad_dev = lambda v, j: _fourth_order(dev, v, j, 1e-3)  # noqa: E731
+    for i in range(k):
+        H[:, i] = _fourth_order(lambda v: np.array([grad_dev(v, j) for j in range(k)]), varpar, i, 1e-3)
+    H = (H + H.T) / 2
+    A = 2 * np.linalg.inv(H)
+    V = fit._vcov
+    J = np.stack([_fourth_order(lambda v: _vcov_at(fit, v), varpar, j, 1e-3) for j in range(k)])  # (k, p, p)
+    var = np.einsum("ri,ij,rj->r", L, V, L)
+    g = np.einsum("ri,kij,rj->rk", L, J, L)
+    df = 2 * var ** 2 / np.einsum("rk,kl,rl->r", g, A, g)
+    return var, df

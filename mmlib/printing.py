@@ -250,22 +250,25 @@ class RTable:
 class LmerSummary:
     """``summary(lmer fit)`` in lme4's layout; ``tables`` holds every block as a DataFrame."""
 
-    def __init__(self, model):
+    def __init__(self, model, ddf: str | None = None):
+        self.ddf = ddf
         self.model = model
         vc = model.VarCorr()
         q = np.quantile(model.scaled_residuals(), [0, 0.25, 0.5, 0.75, 1])
         self.tables = {
             "scaled_residuals": pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"]),
             "random": vc.frame(),
-            "fixed": model.coef_table(),
+            "fixed": model.coef_table(ddf),
             "corr": model.corr_fixef(),
         }
 
     def __repr__(self) -> str:
         m = self.model
         crit = "REML criterion at convergence" if m.REML else "AIC BIC logLik deviance df.resid"
-        lines = [f"Linear mixed model fit by {'REML' if m.REML else 'maximum likelihood'} ['lmerMod']",
-                 f"Formula: {m.formula.text}", f"   Data: {m.data_name}", ""]
+        method = "REML" if m.REML else "maximum likelihood"
+        title = (f"Linear mixed model fit by {method}. t-tests use Satterthwaite's method ['lmerModLmerTest']"
+                 if self.ddf else f"Linear mixed model fit by {method} ['lmerMod']")
+        lines = [title, f"Formula: {m.formula.text}", f"   Data: {m.data_name}", ""]
         if m.REML:
             lines.append(f"{crit}: {format_r([m.deviance_value], 5)[0]}")
         else:
@@ -273,7 +276,8 @@ class LmerSummary:
             lines += ["     AIC      BIC   logLik deviance df.resid",
                       " ".join(f"{v:>8}" for v in format_r(vals[:4], 5)) + f" {int(vals[4]):>8}"]
         return "\n".join(lines + _lme4_body(m, self.tables, {"Estimate": ("zap", 5), "Std. Error": ("zap", 3),
-                                                              "t value": ("zap", 3)}))
+                                                              "df": ("fixed", 3), "t value": ("zap", 3),
+                                                              "Pr(>|t|)": ("pvalue4",)}))
 
 
 def _lme4_body(m, tables, fixed_formats, **varcorr) -> list[str]:

@@ -208,3 +208,44 @@ def test_anova_of_one_lme_fit_is_nlmes(name, type_):
     assert table.numDF.tolist() == ref["numDF"] and table.denDF.tolist() == ref["denDF"]
     np.testing.assert_allclose(table["F-value"], ref["F"], rtol=1e-6)
     np.testing.assert_allclose(table["p-value"], ref["p"], rtol=1e-5, atol=1e-12)
+
+
+SATT = {  # tests/r/satterthwaite.R (lmerTest on lme4 fits with tight controls)
+    "sleep_slope": ("Reaction ~ Days + (Days | Subject)", "sleepstudy", True),
+    "sleep_uncorrelated": ("Reaction ~ Days + (Days || Subject)", "sleepstudy", True),
+    "orth_intercept": ("distance ~ age * Sex + (1 | Subject)", "Orthodont", True),
+    "orth_slope": ("distance ~ age * Sex + (age | Subject)", "Orthodont", True),
+    "orth_slope_ML": ("distance ~ age * Sex + (age | Subject)", "Orthodont", False),
+}
+
+
+@pytest.mark.parametrize("name", list(SATT))
+def test_satterthwaite_df_are_lmertests(name):
+    """lmerTest's derivatives are numerical (numDeriv), about 1e-6 off: df to 1e-5."""
+    import json
+
+    from mmlib.lmm import lmer
+    from rref import ROOT, frame
+
+    ref = json.loads((ROOT / "tests" / "r" / "satterthwaite.json").read_text())[name]
+    formula, data, reml = SATT[name]
+    fit = lmer(formula, frame(data), REML=reml)
+    table = fit.coef_table(ddf="Satterthwaite")
+    assert list(table.index) == ref["terms"]
+    np.testing.assert_allclose(table["df"], ref["df"], rtol=1e-5)
+    np.testing.assert_allclose(table["Pr(>|t|)"], ref["p"], rtol=1e-4)
+
+
+def test_satterthwaite_df_are_the_anova_df_on_balanced_data():
+    """sleepstudy (18 subjects x 10 days, X = Z per subject) and Orthodont's random-slope model
+    are balanced: the df are the classical ones, 17 and 25."""
+    from mmlib.lmm import lmer
+    from rref import frame
+
+    for formula, data, expected in [("Reaction ~ Days + (Days | Subject)", "sleepstudy", 17),
+                                    ("distance ~ age * Sex + (age | Subject)", "Orthodont", 25)]:
+        df = lmer(formula, frame(data)).coef_table(ddf="Satterthwaite")["df"].to_numpy()
+        np.testing.assert_allclose(df, expected, rtol=1e-5)
+    text = repr(lmer("Reaction ~ Days + (Days | Subject)", frame("sleepstudy")).summary(ddf="Satterthwaite"))
+    assert text.startswith("Linear mixed model fit by REML. t-tests use Satterthwaite's method")
+    assert "Estimate Std. Error      df t value Pr(>|t|)" in text
