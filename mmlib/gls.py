@@ -18,9 +18,12 @@ structure parameters are found by BFGS on central differences, ended by Newton s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.linalg
+import scipy.optimize
 from scipy import special
 
 from . import arguments as check
@@ -29,6 +32,7 @@ from .corstruct import CorStruct
 from .fitted import FittedModel
 from .formula import FormulaError, parse
 from .optimizer import central_hessian
+from .optsummary import ConvergenceWarning
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
 
 LOG2PI = np.log(2 * np.pi)
@@ -70,6 +74,7 @@ class GlsFit(StructuredErrors, FittedModel):
             self._padded = structure.pad(np.column_stack([self.X, self.y]))
             self._valid = np.zeros(self._padded.shape[:2], dtype=bool)
             self._valid[structure.codes, structure.position] = True
+        self.converged = True  # (nothing to optimize without structure parameters)
         u = self._optimize() if structure is not None and structure.n_params else np.zeros(0)
         self.params = u
         self.deviance_value, self.beta, self.sigma, self._vcov = self._fit(u, final=True)
@@ -121,11 +126,8 @@ class GlsFit(StructuredErrors, FittedModel):
                 g[k] = (f(z + e) - f(z - e)) / (2 * e[k])
             return g
 
-        import scipy.optimize
-
         res = scipy.optimize.minimize(f, u, jac=grad, method="BFGS", options={"gtol": 1e-8, "maxiter": 500})
         u = res.x
-        self.converged = bool(np.isfinite(res.fun))
         for _ in range(10):  # Newton polish: the optimum itself, not where BFGS stopped
             H = central_hessian(f, u, h=1e-3)
             try:
@@ -137,6 +139,12 @@ class GlsFit(StructuredErrors, FittedModel):
             u = u + step
             if np.max(np.abs(step) / np.maximum(1.0, np.abs(u))) < 1e-11:
                 break
+        # converged where the gradient vanishes relative to the criterion (never silently otherwise)
+        self.converged = bool(np.isfinite(f(u)) and np.max(np.abs(grad(u))) < 1e-6 * max(1.0, abs(f(u))))
+        if not self.converged:
+            warnings.warn(f"gls: the optimization of the correlation/variance parameters stopped without "
+                          f"the gradient vanishing ({res.message}); the estimates are the last iterate's",
+                          ConvergenceWarning, stacklevel=4)
         return u
 
     # --- results ------------------------------------------------------------------

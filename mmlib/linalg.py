@@ -160,7 +160,7 @@ class BlockSystem:
 
     def _blocks(self, lam: np.ndarray):
         """A_g = Lambda' S_g Lambda + I, and Lambda' S_g, groups last."""
-        q, m = self.q, self.m
+        q = self.q
         LtS = self._left(lam, self.S)  # [a, d, g] = (Lambda' S_g)[a, d]
         A = np.ascontiguousarray((LtS.transpose(0, 2, 1) @ lam).transpose(0, 2, 1))  # Lambda' S_g Lambda
         for a in range(q):

@@ -85,3 +85,9 @@ def test_anova_of_one_gls_fit_is_nlmes(name, type_):
     # rho is flat at the optimum (logLik agrees to 1e-11, rho to 1e-6): F to 1e-5
     np.testing.assert_allclose(table.frame["F-value"], ref[type_]["F"], rtol=1e-5)
     np.testing.assert_allclose(table.frame["p-value"], ref[type_]["p"], rtol=1e-4, atol=1e-12)
+
+
+def test_every_fit_says_whether_it_converged():
+    assert gls("distance ~ age * Sex", frame("Orthodont")).converged
+    fit = gls("distance ~ age * Sex", frame("Orthodont"), correlation=CorCompSymm("~ 1 | Subject"))
+    assert fit.converged
