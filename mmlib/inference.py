@@ -239,13 +239,17 @@ class KenwardRoger:
     """
 
     def __init__(self, model):
-        if len(model.reterms) != 1:
-            raise NotImplementedError("Kenward-Roger is implemented for one grouping factor")
-        term = model.reterms[0]
-        X, codes, Z = model.X, term.codes, term.Z
-        m, q, p = term.m, term.q, X.shape[1]
+        terms = model.reterms
+        if len({t.group for t in terms}) != 1:
+            raise NotImplementedError("Kenward-Roger is implemented for one grouping factor (several terms of "
+                                      "it, as (x || g), included); crossed or nested factors are not")
+        # the terms of one factor ((x || g): one per column) are one block-diagonal term whose
+        # covariance parameters are each term's own elements (the zero covariances are not)
+        term = terms[0]
+        X, codes, Z = model.X, term.codes, np.column_stack([t.Z for t in terms])
+        m, q, p = term.m, Z.shape[1], X.shape[1]
         s2 = model.sigma ** 2
-        lam = model.criterion.lambdas(model.theta)[0]
+        lam = scipy.linalg.block_diag(*model.criterion.lambdas(model.theta))
 
         S = dsg.group_crossprod(codes, m, Z)
         ZX = dsg.group_crossprod(codes, m, Z, X)
@@ -265,13 +269,15 @@ class KenwardRoger:
         XV2X = (XX - 2 * ZXt @ KZX + ZXt @ KS @ KZX).sum(0)
         XV3X = (XX - 3 * ZXt @ KZX + 3 * ZXt @ KS @ KZX - ZXt @ KS @ KS @ KZX).sum(0)
         Phi = s2 * np.linalg.inv(XV1X)
-        # the covariance parameters: Psi's lower-triangle elements, then sigma^2
-        Es = []
-        for b in range(q):
-            for a in range(b, q):
-                E = np.zeros((q, q))
-                E[a, b] = E[b, a] = 1.0
-                Es.append(E)
+        # the covariance parameters: each term's Psi lower-triangle elements, then sigma^2
+        Es, at = [], 0
+        for t in terms:
+            for b in range(t.q):
+                for a in range(b, t.q):
+                    E = np.zeros((q, q))
+                    E[at + a, at + b] = E[at + b, at + a] = 1.0
+                    Es.append(E)
+            at += t.q
         k = len(Es) + 1
         Pm, Qm = [None] * k, [[None] * k for _ in range(k)]
         Ktr = np.zeros((k, k))

@@ -249,3 +249,25 @@ def test_satterthwaite_df_are_the_anova_df_on_balanced_data():
     text = repr(lmer("Reaction ~ Days + (Days | Subject)", frame("sleepstudy")).summary(ddf="Satterthwaite"))
     assert text.startswith("Linear mixed model fit by REML. t-tests use Satterthwaite's method")
     assert "Estimate Std. Error      df t value Pr(>|t|)" in text
+
+
+@pytest.mark.parametrize("name, formula, data", [
+    ("sleep", "Reaction ~ Days + (Days || Subject)", "sleepstudy"),
+    ("orth", "distance ~ age * Sex + (age || Subject)", "Orthodont"),
+])
+def test_kenward_roger_with_uncorrelated_effects_is_pbkrtests(name, formula, data):
+    """tests/r/kr_double_bar.R: car::Anova(test = "F") with pbkrtest on (x || g) fits: the terms
+    of one factor are one block-diagonal term whose parameters are each term's own elements."""
+    import json
+
+    from mmlib import Anova
+    from mmlib.lmm import lmer
+    from rref import ROOT, frame
+
+    ref = json.loads((ROOT / "tests" / "r" / "kr_double_bar.json").read_text())[name]
+    ref = {key: np.atleast_1d(value).tolist() for key, value in ref.items()}  # R unboxes one-row columns
+    table = Anova(lmer(formula, frame(data)), test="F").frame
+    assert list(table.index) == ref["terms"]
+    np.testing.assert_allclose(table["F"], ref["F"], rtol=1e-6)
+    np.testing.assert_allclose(table["Df.res"], ref["Df.res"], rtol=1e-6)
+    np.testing.assert_allclose(table["Pr(>F)"], ref["p"], rtol=1e-5)
