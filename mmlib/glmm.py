@@ -34,7 +34,8 @@ from .covariance import VarCorr, lower_indices, theta_layout
 from .family import Family, family as make_family
 from .fitted import FittedModel
 from .formula import parse
-from .linalg import Layout, SPDFactor, batched_backward, batched_cholesky, batched_forward
+from .linalg import (Layout, SPDFactor, batched_backward, batched_cholesky, batched_forward,
+                     check_covariance_size)
 from .optimizer import Minimizer, central_hessian, central_jacobian
 from .optsummary import ConvergenceWarning
 from .randomeffects import contributions, new_levels_error, ranef_frames, re_form_groups
@@ -714,16 +715,9 @@ class CrossedGLMMCriterion(Minimizer):
 
     def conditional_covariances(self, params, factor) -> list[np.ndarray]:
         """Lambda A^-1 Lambda' in per-group blocks, one array per term (lme4's condVar)."""
-        if self.Q > 8000:
-            raise NotImplementedError(f"conditional variances for {self.Q} random effects (more than 8000) "
-                                      "are not implemented")
+        check_covariance_size(self.Q)
         lam = self.layout.lambda_matrix(np.asarray(params, dtype=float))
-        full = lam @ (lam @ factor.solve(np.eye(self.Q))).T
-        out = []
-        for off, m, q in self.layout.offsets:
-            idx = off + np.arange(m)[:, None] * q + np.arange(q)[None, :]
-            out.append(full[idx[:, :, None], idx[:, None, :]])
-        return out
+        return self.layout.diagonal_blocks(lam @ (lam @ factor.solve(np.eye(self.Q))).T)
 
 
 class GlmerMod(FittedModel):

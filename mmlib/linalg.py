@@ -280,6 +280,14 @@ class Layout:
         b = lam @ u
         return [b[off:off + m * q].reshape(m, q) for off, m, q in self.offsets]
 
+    def diagonal_blocks(self, full: np.ndarray) -> list[np.ndarray]:
+        """The per-group q-by-q diagonal blocks of a Q-by-Q matrix, one (groups, q, q) array per term."""
+        out = []
+        for off, m, q in self.offsets:
+            idx = off + np.arange(m)[:, None] * q + np.arange(q)[None, :]
+            out.append(full[idx[:, :, None], idx[:, None, :]])
+        return out
+
 
 class _TailLambda:
     """Lambda restricted to the tail: block diagonal, ``I_m (x) L`` for each tail term, applied
@@ -774,16 +782,16 @@ class SparseSystem:
 COVARIANCE_LIMIT = 8000  # random effects up to which A^-1 is formed densely for condVar
 
 
+def check_covariance_size(Q: int) -> None:
+    """Conditional covariances form A^-1 densely: refuse beyond ``COVARIANCE_LIMIT`` effects."""
+    if Q > COVARIANCE_LIMIT:
+        raise NotImplementedError(f"conditional variances for {Q} random effects (more than "
+                                  f"{COVARIANCE_LIMIT}) are not implemented")
+
+
 def _dense_conditional_covariances(layout: Layout, ZtZ, theta) -> list[np.ndarray]:
     """The per-group diagonal blocks of Lambda A^-1 Lambda', one array per term."""
-    if layout.Q > COVARIANCE_LIMIT:
-        raise NotImplementedError(f"conditional variances for {layout.Q} random effects (more than "
-                                  f"{COVARIANCE_LIMIT}) are not implemented")
+    check_covariance_size(layout.Q)
     lam = layout.lambda_matrix(theta)
     A = (lam.T @ ZtZ @ lam + sp.identity(layout.Q, format="csc")).toarray()
-    full = lam @ (lam @ np.linalg.inv(A)).T  # Lambda A^-1 Lambda' (A symmetric)
-    out = []
-    for off, m, q in layout.offsets:
-        idx = off + np.arange(m)[:, None] * q + np.arange(q)[None, :]
-        out.append(full[idx[:, :, None], idx[:, None, :]])
-    return out
+    return layout.diagonal_blocks(lam @ (lam @ np.linalg.inv(A)).T)  # Lambda A^-1 Lambda' (A symmetric)
