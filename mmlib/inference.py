@@ -22,6 +22,7 @@ import scipy.linalg
 from scipy import special  # distribution functions; scipy.stats costs 0.5 s to import
 
 from . import design as dsg
+from .optimizer import central_jacobian, fourth_order_difference
 from .printing import RTable
 
 
@@ -380,14 +381,6 @@ def _vcov_at(fit, varpar: np.ndarray) -> np.ndarray:
     return varpar[-1] ** 2 * sol.unscaled_vcov()
 
 
-def _fourth_order(f, x: np.ndarray, k: int, h: float):
-    """(f(x - 2e) - 8 f(x - e) + 8 f(x + e) - f(x + 2e)) / 12 step along coordinate k."""
-    step = h * max(1.0, abs(x[k]))
-    e = np.zeros_like(x)
-    e[k] = step
-    return (f(x - 2 * e) - 8 * f(x - e) + 8 * f(x + e) - f(x + 2 * e)) / (12 * step)
-
-
 def satterthwaite(fit, L) -> tuple[np.ndarray, np.ndarray]:
     """Satterthwaite's denominator df for the contrasts ``L`` (rows) of an lmer fit, as lmerTest
     computes them: with varpar = (theta, sigma), A = 2 H^-1 for H the Hessian of the deviance in
@@ -398,15 +391,12 @@ def satterthwaite(fit, L) -> tuple[np.ndarray, np.ndarray]:
     L = np.atleast_2d(np.asarray(L, dtype=float))
     varpar = np.concatenate([fit.theta, [fit.sigma]])
     k = varpar.size
-    dev = lambda v: _varpar_deviance(fit, v)  # noqa: E731
-    H = np.empty((k, k))
-    grad_dev = lambda v, j: _fourth_order(dev, v, j, 1e-3)  # noqa: E731
-    for i in range(k):
-        H[:, i] = _fourth_order(lambda v: np.array([grad_dev(v, j) for j in range(k)]), varpar, i, 1e-3)
-    H = (H + H.T) / 2
-    A = 2 * np.linalg.inv(H)
+    def grad(v):
+        return np.array([fourth_order_difference(lambda w: _varpar_deviance(fit, w), v, j) for j in range(k)])
+
+    A = 2 * np.linalg.inv(central_jacobian(grad, varpar))
     V = fit._vcov
-    J = np.stack([_fourth_order(lambda v: _vcov_at(fit, v), varpar, j, 1e-3) for j in range(k)])  # (k, p, p)
+    J = np.stack([fourth_order_difference(lambda v: _vcov_at(fit, v), varpar, j) for j in range(k)])  # (k, p, p)
     var = np.einsum("ri,ij,rj->r", L, V, L)
     g = np.einsum("ri,kij,rj->rk", L, J, L)
     df = 2 * var ** 2 / np.einsum("rk,kl,rl->r", g, A, g)
