@@ -94,7 +94,28 @@ def _pirls_step(eta_at, pdev_at, u, beta, eta, du, dbeta, pdev, tol):
     return u, beta, eta, pdev, True
 
 
-class GLMMCriterion(Minimizer):
+class _LaplaceCriterion(Minimizer):
+    """What the GLMM criteria share: their parameters, theta (then beta in ``mode = "full"``),
+    and the penalized deviance -2 log p(y | u) + |u|^2 that PIRLS minimizes."""
+
+    def lower_bounds(self) -> np.ndarray:
+        lb = np.concatenate([b.lower_bounds() for b in self.blocks])
+        return lb if self.mode == "theta" else np.concatenate([lb, np.full(self.p, -np.inf)])
+
+    def start(self) -> np.ndarray:
+        th = np.concatenate([b.start_values() for b in self.blocks])
+        return th if self.mode == "theta" else np.concatenate([th, self.beta])
+
+    def lambdas(self, params) -> list[np.ndarray]:
+        return [b.lower(params) for b in self.blocks]
+
+    def _pdev(self, eta, u) -> float:
+        mu = self.family.link.linkinv(eta)
+        ll = float(self.family.loglik_kernel(self.y, mu, self.trials).sum()) + self._llconst_sum
+        return -2.0 * ll + float((u * u).sum())
+
+
+class GLMMCriterion(_LaplaceCriterion):
     """The Laplace (or AGQ) deviance of a GLMM with one grouping factor.
 
     ``mode = "theta"``: parameters are theta, beta found inside PIRLS (the nAGQ = 0 stage);
@@ -131,17 +152,6 @@ class GLMMCriterion(Minimizer):
         self._last = None
 
     # --- the Minimizer interface ------------------------------------------------------
-    def lower_bounds(self) -> np.ndarray:
-        lb = self.blocks[0].lower_bounds()
-        return lb if self.mode == "theta" else np.concatenate([lb, np.full(self.p, -np.inf)])
-
-    def start(self) -> np.ndarray:
-        th = self.blocks[0].start_values()
-        return th if self.mode == "theta" else np.concatenate([th, self.beta])
-
-    def lambdas(self, params) -> list[np.ndarray]:
-        return [self.blocks[0].lower(params)]
-
     def objective(self, params, reml: bool = False) -> float:
         params = np.asarray(params, dtype=float)
         lam = self.blocks[0].lower(params)
@@ -253,11 +263,6 @@ class GLMMCriterion(Minimizer):
     def _eta(self, lam, beta, u) -> np.ndarray:
         b = u @ lam.T
         return self.X @ beta + self.offset + np.einsum("nq,nq->n", self.term.Z, b[self.term.codes])
-
-    def _pdev(self, eta, u) -> float:
-        mu = self.family.link.linkinv(eta)
-        ll = float(self.family.loglik_kernel(self.y, mu, self.trials).sum()) + self._llconst_sum
-        return -2.0 * ll + float((u * u).sum())
 
     def pirls(self, lam, beta, u, update_beta: bool, tol: float = 1e-12, maxit: int = 200):
         """Conditional modes (and beta, if ``update_beta``) by penalized IRLS with step halving.
@@ -433,7 +438,7 @@ class _SchurFactor:
         return self._Sinv[crit.tail_index[c1], crit.tail_index[c2]]
 
 
-class CrossedGLMMCriterion(Minimizer):
+class CrossedGLMMCriterion(_LaplaceCriterion):
     """The Laplace deviance of a GLMM with several random-effects terms (crossed or nested,
     scalar or vector-valued): PIRLS on the whole system.
 
@@ -526,17 +531,6 @@ class CrossedGLMMCriterion(Minimizer):
     def n_numeric(self):
         return 0 if self.analytic else None
 
-    def lower_bounds(self) -> np.ndarray:
-        lb = np.concatenate([b.lower_bounds() for b in self.blocks])
-        return lb if self.mode == "theta" else np.concatenate([lb, np.full(self.p, -np.inf)])
-
-    def start(self) -> np.ndarray:
-        th = np.concatenate([b.start_values() for b in self.blocks])
-        return th if self.mode == "theta" else np.concatenate([th, self.beta])
-
-    def lambdas(self, params) -> list[np.ndarray]:
-        return [b.lower(params) for b in self.blocks]
-
     def ZLambda(self, theta) -> np.ndarray:
         """The values of Z Lambda by rows (n, K): term t's part of row i is Z_t[i] L_t."""
         lams = self.lambdas(np.asarray(theta, dtype=float))
@@ -583,11 +577,6 @@ class CrossedGLMMCriterion(Minimizer):
 
     def _eta(self, ZL, beta, u) -> np.ndarray:
         return self.X @ beta + self.offset + self._times(ZL, u)
-
-    def _pdev(self, eta, u) -> float:
-        mu = self.family.link.linkinv(eta)
-        ll = float(self.family.loglik_kernel(self.y, mu, self.trials).sum()) + self._llconst_sum
-        return -2.0 * ll + float(u @ u)
 
     def _weights(self, eta):
         fam = self.family
