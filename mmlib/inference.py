@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.linalg
+import scipy.sparse
 from scipy import special  # distribution functions; scipy.stats costs 0.5 s to import
 
 from . import design as dsg
@@ -32,16 +33,20 @@ def pval_corrected(chisq: float, df: int) -> float:
 
 
 # ------------------------------------------------------------------------ LR tests
-def anova(*models, names: list[str] | None = None, refit: bool = True, type: str = "sequential") -> RTable:
+def anova(*models, names: list[str] | None = None, refit: bool = True, type: str = "sequential",
+          ddf: str = "Satterthwaite") -> RTable:
     """Likelihood-ratio tests between nested fits, as ``anova(m1, m2, ...)`` in R; for one
-    ``lme`` fit, nlme's F tests of its fixed-effect terms (``type="sequential"`` or ``"marginal"``)."""
-    from .lmm import Lme
+    ``lme`` fit, nlme's F tests of its fixed-effect terms (``type="sequential"`` or ``"marginal"``);
+    for one ``lmer`` fit, lmerTest's type-III table with ``ddf`` (:func:`anova_lmer`)."""
+    from .lmm import LmerMod, Lme
     from .nlmm import NlmeFit
 
     from .gls import GlsFit
 
     if len(models) == 1 and isinstance(models[0], (Lme, GlsFit)):
         return _anova_lme_terms(models[0], type)
+    if len(models) == 1 and isinstance(models[0], LmerMod):
+        return anova_lmer(models[0], ddf=ddf)
     if len(models) < 2:
         raise ValueError("anova needs at least two models to compare (or one lme fit, for its F tests)")
     names = list(names) if names is not None else [f"Model {i + 1}" for i in range(len(models))]
@@ -181,8 +186,10 @@ def type2_hypotheses(model, vcov: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def Anova(model, test: str = "Chisq") -> RTable:
-    """Type-II Wald tests of each term, as ``car::Anova``: ``test="Chisq"`` or ``"F"`` (Kenward-Roger)."""
+def Anova(model, test: str = "Chisq", ddf: str = "Kenward-Roger") -> RTable:
+    """Type-II Wald tests of each term, as ``car::Anova``: ``test="Chisq"``, or ``"F"`` with
+    ``ddf="Kenward-Roger"`` (car's, through pbkrtest: the adjusted covariance, also in the
+    hypotheses' construction) or ``ddf="Satterthwaite"`` (lmerTest's F test of car's hypotheses)."""
     if test not in ("Chisq", "F"):
         raise ValueError(f"test must be 'Chisq' or 'F', not {test!r}")
     beta = model.beta
@@ -198,21 +205,157 @@ def Anova(model, test: str = "Chisq") -> RTable:
                    f"Response: {model.formula.response}"]
         return RTable(frame, heading=heading,
                       formats={"Chisq": ("signif", 4), "Df": ("int",), "Pr(>Chisq)": ("pvalue",)})
-    if not getattr(model, "REML", False):
-        raise ValueError("F tests with Kenward-Roger df need a linear mixed model fitted by REML")
-    kr = KenwardRoger(model)
+    if ddf not in ("Kenward-Roger", "Satterthwaite"):
+        raise ValueError(f"ddf must be 'Kenward-Roger' or 'Satterthwaite', not {ddf!r}")
+    if ddf == "Kenward-Roger":
+        tester = KenwardRoger(model)
+        hypotheses, run = type2_hypotheses(model, tester.PhiA), (lambda L: _kr_test(tester, L))
+    else:
+        tester = Satterthwaite(model)
+        hypotheses, run = type2_hypotheses(model, model._vcov), tester.test
     rows = {}
-    for term, L in type2_hypotheses(model, kr.PhiA).items():
-        res = kr.test(L)
-        rows[term] = {"F": res.F, "Df": res.df1, "Df.res": res.df2, "Pr(>F)": res.p}
+    for term, L in hypotheses.items():
+        res = run(L)
+        rows[term] = {"F": res["F"], "Df": res["NumDF"], "Df.res": res["DenDF"],
+                      "Pr(>F)": special.fdtrc(res["NumDF"], res["DenDF"], res["F"])}
     frame = pd.DataFrame.from_dict(rows, orient="index")
-    heading = ["Analysis of Deviance Table (Type II Wald F tests with Kenward-Roger df)", "",
+    heading = [f"Analysis of Deviance Table (Type II Wald F tests with {ddf} df)", "",
                f"Response: {model.formula.response}"]
     return RTable(frame, heading=heading,
                   formats={"F": ("signif", 4), "Df": ("int",), "Df.res": ("fixed", 0), "Pr(>F)": ("pvalue",)})
 
 
 # ------------------------------------------------------------------ Kenward-Roger
+class MarginalCovariance:
+    r"""The marginal covariance V = sum_r gamma_r G_r of an lmer fit in pbkrtest's basis, and the
+    traces and products of its derivatives that Kenward-Roger and Satterthwaite need.
+
+    The basis (pbkrtest's ``.get_SigmaG``): for each random-effects term t in lme4's order, one
+    G_r = Z_t (I_m kron E_ab) Z_t' = Z D_r Z' per lower-triangle element (a, b) of its covariance
+    Psi_t = sigma^2 Lambda_t Lambda_t' (column by column; E_ab the symmetric indicator), then
+    G = I for sigma^2; gamma are those elements.  With Phi = (X'V^-1 X)^-1 and
+    P = V^-1 - V^-1 X Phi X'V^-1 it holds (r, s over the basis, ``k`` of them)
+
+        P_r = -X'V^-1 G_r V^-1 X,  Q_rs = X'V^-1 G_r V^-1 G_s V^-1 X,  Ktr_rs = tr(V^-1 G_r V^-1 G_s),
+        IE2_rs = tr(P G_r P G_s) = Ktr_rs - 2 tr(Phi Q_rs) + tr(Phi P_r Phi P_s),
+        trVG_r = tr(V^-1 G_r),  trPG_r = tr(P G_r) = trVG_r + tr(Phi P_r),
+        yPGPy_r = y'P G_r P y,  yPGPGPy_rs = y'P G_r P G_s P y.
+
+    **No n-by-n matrix.**  With q the number of random effects, K = Lambda (Lambda'Z'Z Lambda +
+    I)^-1 Lambda' (q x q) and Woodbury's identity sigma^2 V^-1 = I - Z K Z', all of it is a product
+    of q-dimensional pieces: with S = Z'Z, T = sigma^2 Z'V^-1 X = (I - S K) Z'X and
+    U = sigma^2 Z'V^-1 Z = S - S K S,
+
+        sigma^4 P_r = -T' D_r T,    sigma^6 Q_rs = T' D_r U D_s T,    sigma^4 Ktr_rs = tr(U D_r U D_s),
+
+    and for sigma^2: sigma^4 X'V^-2 X = X'X - 2 X'Z K Z'X + X'Z K S K Z'X, sigma^6 X'V^-3 X = sigma^4
+    X'V^-2 X - T'K T, sigma^4 Z'V^-2 X = (I - S K) T, sigma^4 Z'V^-2 Z = (I - S K) U,
+    sigma^4 tr(V^-2) = n - 2 tr(K S) + tr(K S K S).  Each D_r touches only the m rows of its
+    element's columns, so each P_r, Q_rs and trace costs O(m q p) or O(m^2); the quadratic forms
+    in y use n-vectors (P v = V^-1 v - V^-1 X Phi X'V^-1 v by the same identity).  The q x q
+    matrices are dense: q is limited to :attr:`MAX_Q`.
+    """
+
+    MAX_Q = 6000
+
+    def __init__(self, model):
+        if getattr(model, "weights", None) is not None or type(model.criterion).__name__ != "LMMCriterion":
+            raise NotImplementedError("small-sample tests with prior weights or a correlation structure are "
+                                      "not implemented")
+        terms = model.reterms
+        X, n = model.X, model.n
+        sizes = [t.m * t.q for t in terms]
+        q = sum(sizes)
+        if q > self.MAX_Q:
+            raise NotImplementedError(f"{q} random effects: the q x q matrices of the small-sample tests are "
+                                      f"limited to q <= {self.MAX_Q}")
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        s2 = model.sigma ** 2
+        lams = model.criterion.lambdas(model.theta)
+        rows, cols, vals = [], [], []
+        for t, off in zip(terms, offsets):
+            for a in range(t.q):
+                rows.append(np.arange(n))
+                cols.append(off + t.codes * t.q + a)
+                vals.append(t.Z[:, a])
+        Z = scipy.sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, q))
+        Lam = scipy.sparse.block_diag([scipy.sparse.kron(scipy.sparse.eye(t.m), lam) for t, lam in zip(terms, lams)],
+                                      format="csr")
+        S = (Z.T @ Z).toarray()
+        ZX = np.asarray(Z.T @ X)
+        LtS = np.asarray(Lam.T @ S)
+        A = np.asarray(Lam.T @ LtS.T).T + np.eye(q)  # Lambda' S Lambda + I
+        K = np.asarray(Lam @ scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, lower=True), Lam.T.toarray()))
+        SK = S @ K
+        T = ZX - SK @ ZX
+        U = S - SK @ S
+        KZX = K @ ZX
+        XV1X = X.T @ X - ZX.T @ KZX
+        XV2X = X.T @ X - 2 * ZX.T @ KZX + KZX.T @ S @ KZX
+        XV3X = XV2X - T.T @ K @ T
+        R = T - SK @ T  # sigma^4 Z'V^-2 X
+        Y = U - SK @ U  # sigma^4 Z'V^-2 Z
+        Phi = s2 * np.linalg.inv(XV1X)
+        # each random-effects parameter as the index pairs (x, y) of D_r = sum J_x J_y'
+        params = []
+        for t, off in zip(terms, offsets):
+            idx = [off + np.arange(t.m) * t.q + a for a in range(t.q)]
+            for b in range(t.q):
+                for a in range(b, t.q):
+                    params.append([(idx[a], idx[b])] if a == b else [(idx[a], idx[b]), (idx[b], idx[a])])
+        k = len(params) + 1
+
+        def left(pairs, M, N):  # M' D_r N
+            return sum(M[x].T @ N[y] for x, y in pairs)
+
+        Pm = [None] * k
+        Qm = [[None] * k for _ in range(k)]
+        Ktr = np.zeros((k, k))
+        trVG = np.zeros(k)
+        UDT = []
+        for i, pi in enumerate(params):
+            Pm[i] = -left(pi, T, T) / s2 ** 2
+            UDT.append(sum(U[:, x] @ T[y] for x, y in pi))  # U D_r T
+            trVG[i] = sum(U[x, y].sum() for x, y in pi) / s2
+        for i, pi in enumerate(params):
+            for j in range(i, k - 1):
+                Qm[i][j] = left(pi, T, UDT[j]) / s2 ** 3
+                Qm[j][i] = Qm[i][j].T
+                Ktr[i, j] = Ktr[j, i] = sum(np.sum(U[np.ix_(y, z)] * U[np.ix_(w, x)].T)
+                                            for x, y in pi for z, w in params[j]) / s2 ** 2
+            Qm[i][k - 1] = left(pi, T, R) / s2 ** 3
+            Qm[k - 1][i] = Qm[i][k - 1].T
+            Ktr[i, k - 1] = Ktr[k - 1, i] = sum(Y[y, x].sum() for x, y in pi) / s2 ** 2
+        Pm[k - 1] = -XV2X / s2 ** 2
+        Qm[k - 1][k - 1] = XV3X / s2 ** 3
+        Ktr[k - 1, k - 1] = (n - 2 * np.trace(SK) + np.sum(SK * SK.T)) / s2 ** 2
+        trVG[k - 1] = (n - np.trace(SK)) / s2
+        IE2 = np.empty((k, k))
+        for i in range(k):
+            PhiPi = Phi @ Pm[i]
+            for j in range(i, k):
+                IE2[i, j] = IE2[j, i] = Ktr[i, j] - 2 * np.sum(Phi * Qm[i][j]) + np.sum(PhiPi * (Pm[j] @ Phi))
+
+        def Vinv(v):  # V^-1 v
+            return (v - Z @ (K @ (Z.T @ v))) / s2
+
+        def Pmul(v):  # P v
+            Vv = Vinv(v)
+            return Vv - Vinv(X @ (Phi @ (X.T @ Vv)))
+
+        Py = Pmul(model.criterion.y)
+        ZPy = Z.T @ Py
+        W = [Z @ sum(np.bincount(x, weights=ZPy[y], minlength=q) for x, y in pi) for pi in params] + [Py]
+        PW = [Pmul(w) for w in W]
+        self.yPGPy = np.array([Py @ w for w in W])
+        self.yPGPGPy = np.array([[wi @ pwj for pwj in PW] for wi in W])
+        self.Phi, self.P, self.Q, self.Ktr, self.IE2, self.k = Phi, Pm, Qm, Ktr, IE2, k
+        self.trVG = trVG
+        self.trPG = trVG + np.array([np.sum(Phi * Pr.T) for Pr in Pm])
+        self.gamma = np.concatenate([[s2 * (lam @ lam.T)[a, b] for b in range(t.q) for a in range(b, t.q)]
+                                     for t, lam in zip(terms, lams)] + [[s2]])
+
+
 @dataclass
 class KRTest:
     F: float
@@ -224,96 +367,52 @@ class KRTest:
 
 
 class KenwardRoger:
-    """The Kenward-Roger adjusted covariance of the fixed effects, and F tests with it.
+    r"""The Kenward-Roger adjusted covariance of the fixed effects, and F tests with it, for any
+    random-effects structure an lmer fit has (several terms, crossed, nested, vector-valued, ``||``).
 
-    Covariance parameters are the elements of each random-effects covariance matrix and
-    sigma^2, so V is linear in them and the second-derivative terms vanish.  With
-    G_k = dV/dphi_k, P_k = -X'V^-1 G_k V^-1 X, Q_kl = X'V^-1 G_k V^-1 G_l V^-1 X and
-    Phi = (X'V^-1 X)^-1 (pbkrtest's notation):
+    **The parametrization.** pbkrtest (``.get_SigmaG``, ``vcovAdj_internal``) writes the marginal
+    covariance as V = sum_r gamma_r G_r: the parameters gamma are, for each random-effects term in
+    lme4's order, the lower-triangle elements of its covariance matrix Psi_t = sigma^2 Lambda_t
+    Lambda_t' (column by column), then sigma^2; G_r = Z_t (I_m kron E_ab) Z_t' for the element (a, b)
+    of term t (E_ab the symmetric indicator), and G = I for sigma^2.  V is linear in gamma, so the
+    second derivatives R_ij of Kenward & Roger (1997) vanish.  A ``(x || g)`` term is, in lme4, one
+    term per column, each with its one variance: no covariance parameter is added for the zeros.
+    The fit's own parameters theta (the elements of Lambda, lme4's) are not used: the adjustment
+    changes under a nonlinear reparametrization (in theta, V is quadratic and the R_ij terms would
+    enter; Kenward & Roger 2009, Comput. Stat. Data Anal. 53, discuss it), so only gamma gives
+    pbkrtest's numbers.  (Satterthwaite's df, :class:`Satterthwaite`, use the observed Hessian at
+    the optimum, which does not depend on the parametrization in the interior.)
 
-        IE2_kl = tr(V^-1 G_k V^-1 G_l) - 2 tr(Phi Q_kl) + tr(Phi P_k Phi P_l),   W = 2 IE2^-1,
-        Phi_A  = Phi + 2 Phi [sum_kl W_kl (Q_kl - P_k Phi P_l)] Phi.
+    **The equations** (Kenward & Roger 1997, eqs. 2-5; Halekoh & Hojsgaard 2014, sec. 3, whose
+    notation this follows).  With Phi = (X'V^-1 X)^-1,
 
-    Every trace and product is accumulated group by group through Woodbury's identity,
-    V_i^-1 = sigma^-2 (I - Z_i K_i Z_i') with K_i = Lambda A_i^-1 Lambda', from per-group
-    sums Z_i'Z_i, Z_i'X_i and X_i'X_i: no n-by-n matrix is formed.
+        P_i  = -X'V^-1 G_i V^-1 X,           Q_ij = X'V^-1 G_i V^-1 G_j V^-1 X,
+        IE2_ij = tr(V^-1 G_i V^-1 G_j) - 2 tr(Phi Q_ij) + tr(Phi P_i Phi P_j),   W = 2 IE2^-1,
+        Phi_A = Phi + 2 Phi [sum_ij W_ij (Q_ij - P_i Phi P_j)] Phi,
+
+    W being the estimated covariance of the REML estimates of gamma (pbkrtest's rule: a generalized
+    inverse when an eigenvalue of IE2 is below 1e-10 in modulus).  :meth:`test` then gives the
+    scaled F statistic and its denominator df for L beta = 0 (``.KR_adjust``).  Every piece is
+    computed in the random effects' dimension, without an n-by-n matrix (:class:`MarginalCovariance`).
     """
 
     def __init__(self, model):
-        terms = model.reterms
-        if len({t.group for t in terms}) != 1:
-            raise NotImplementedError("Kenward-Roger is implemented for one grouping factor (several terms of "
-                                      "it, as (x || g), included); crossed or nested factors are not")
-        # the terms of one factor ((x || g): one per column) are one block-diagonal term whose
-        # covariance parameters are each term's own elements (the zero covariances are not)
-        term = terms[0]
-        X, codes, Z = model.X, term.codes, np.column_stack([t.Z for t in terms])
-        m, q, p = term.m, Z.shape[1], X.shape[1]
-        s2 = model.sigma ** 2
-        lam = scipy.linalg.block_diag(*model.criterion.lambdas(model.theta))
-
-        S = dsg.group_crossprod(codes, m, Z)
-        ZX = dsg.group_crossprod(codes, m, Z, X)
-        XX = dsg.group_crossprod(codes, m, X)
-        ng = np.bincount(codes, minlength=m).astype(float)
-        A = lam.T @ S @ lam + np.eye(q)
-        K = lam @ np.linalg.solve(A, np.broadcast_to(lam.T, (m, q, q)))
-        KS = K @ S
-        I_q = np.eye(q)
-        T = (I_q - S @ K) @ ZX  # sigma^2 Z'V^-1 X, per group
-        U = S - S @ KS  # sigma^2 Z'V^-1 Z
-        ZXt = np.swapaxes(ZX, 1, 2)
-        Tt = np.swapaxes(T, 1, 2)
-        KZX = K @ ZX
-        # X'V^-k X times sigma^(2k), for k = 1, 2, 3, summed over groups
-        XV1X = (XX - ZXt @ KZX).sum(0)
-        XV2X = (XX - 2 * ZXt @ KZX + ZXt @ KS @ KZX).sum(0)
-        XV3X = (XX - 3 * ZXt @ KZX + 3 * ZXt @ KS @ KZX - ZXt @ KS @ KS @ KZX).sum(0)
-        Phi = s2 * np.linalg.inv(XV1X)
-        # the covariance parameters: each term's Psi lower-triangle elements, then sigma^2
-        Es, at = [], 0
-        for t in terms:
-            for b in range(t.q):
-                for a in range(b, t.q):
-                    E = np.zeros((q, q))
-                    E[at + a, at + b] = E[at + b, at + a] = 1.0
-                    Es.append(E)
-            at += t.q
-        k = len(Es) + 1
-        Pm, Qm = [None] * k, [[None] * k for _ in range(k)]
-        Ktr = np.zeros((k, k))
-        IKS = I_q - KS
-        for i, E in enumerate(Es):
-            Pm[i] = -(Tt @ E @ T).sum(0) / s2 ** 2
-        Pm[k - 1] = -XV2X / s2 ** 2
-        trKS = np.trace(KS, axis1=1, axis2=2)
-        trKSKS = np.einsum("gab,gba->g", KS, KS)
-        Ktr[k - 1, k - 1] = (ng - 2 * trKS + trKSKS).sum() / s2 ** 2
-        Qm[k - 1][k - 1] = XV3X / s2 ** 3
-        # sigma^4 X'V^-2 Z = X'(I - Z K Z') Z (I - K S) = T'(I - K S); K S is not symmetric once
-        # a term has two columns, so the order matters (T'(I - S K) was wrong for random slopes)
-        TtIKS = Tt @ IKS
-        UIKS = U @ IKS  # sigma^4 Z'V^-2 Z
-        for i, Ei in enumerate(Es):
-            Qm[k - 1][i] = (TtIKS @ Ei @ T).sum(0) / s2 ** 3
-            Qm[i][k - 1] = Qm[k - 1][i].T
-            Ktr[i, k - 1] = Ktr[k - 1, i] = np.einsum("ab,gba->", Ei, UIKS) / s2 ** 2
-            EiU = Ei @ U
-            for j, Ej in enumerate(Es):
-                Qm[i][j] = (Tt @ EiU @ Ej @ T).sum(0) / s2 ** 3
-                Ktr[i, j] = np.einsum("gab,gba->", EiU, Ej @ U) / s2 ** 2
-        IE2 = np.empty((k, k))
-        for i in range(k):
-            for j in range(k):
-                IE2[i, j] = Ktr[i, j] - 2 * np.sum(Phi * Qm[i][j]) + np.sum((Phi @ Pm[i]) * (Pm[j] @ Phi))
-        W = 2 * np.linalg.pinv(IE2)
-        UU = np.zeros((p, p))
+        if not getattr(model, "REML", False):
+            raise ValueError("F tests with Kenward-Roger df need a linear mixed model fitted by REML")
+        mc = MarginalCovariance(model)
+        Phi, Pm, Qm, k = mc.Phi, mc.P, mc.Q, mc.k
+        IE2 = mc.IE2
+        condition = np.min(np.abs(np.linalg.eigvalsh(IE2)))
+        W = 2 * (np.linalg.inv(IE2) if condition > 1e-10 else np.linalg.pinv(IE2))
+        W = (W + W.T) / 2
+        UU = np.zeros_like(Phi)
         for i in range(k):
             for j in range(k):
                 UU += W[i, j] * (Qm[i][j] - Pm[i] @ Phi @ Pm[j])
         self.Phi, self.P, self.W = Phi, Pm, W
-        self.PhiA = Phi + 2 * Phi @ UU @ Phi
+        self.PhiA = Phi + 2 * Phi @ ((UU + UU.T) / 2) @ Phi
         self.beta = model.beta
+        self.sigma = model.sigma
 
     def test(self, L: np.ndarray) -> KRTest:
         """The KR F test of L beta = 0 (pbkrtest's .KR_adjust)."""
@@ -345,6 +444,32 @@ class KenwardRoger:
         wald = float(Lb @ np.linalg.solve(L @ self.PhiA @ L.T, Lb)) / q
         F = scaling * wald
         return KRTest(F, int(q), float(df2), float(special.fdtrc(q, df2, F)), float(scaling), wald)
+
+
+def restriction_matrix(X: np.ndarray, X2: np.ndarray) -> np.ndarray:
+    """pbkrtest's ``make_restriction_matrix``: L with L beta = 0 exactly when X beta lies in the
+    span of X2 (the smaller model's X): an orthonormal basis of span(X) orthogonal to span(X2),
+    times X.  The KR test depends on the row space of L only."""
+    Q2, s2, _ = np.linalg.svd(X2, full_matrices=False)
+    Q2 = Q2[:, s2 > s2.max() * 1e-10]
+    resid = X - Q2 @ (Q2.T @ X)
+    if np.linalg.matrix_rank(np.column_stack([X2, X])) > np.linalg.matrix_rank(X):
+        raise ValueError("the smaller model's X is not in the span of the larger model's")
+    U, s, _ = np.linalg.svd(resid, full_matrices=False)
+    U = U[:, s > max(s.max(), 1.0) * 1e-10] if s.size else U[:, :0]
+    return U.T @ X
+
+
+def KRmodcomp(large, small) -> KRTest:
+    """pbkrtest's ``KRmodcomp(large, small)``: the Kenward-Roger F test of L beta = 0, ``small``
+    a matrix L (rows) or a smaller fit whose fixed effects are nested in ``large``'s."""
+    if hasattr(small, "X"):
+        L = restriction_matrix(large.X, small.X)
+    else:
+        L = np.atleast_2d(np.asarray(small, dtype=float))
+    if L.shape[0] == 0:
+        raise ValueError("the models have the same fixed effects: nothing to test")
+    return KenwardRoger(large).test(L)
 
 
 def compare_coefs(*models, names: list[str] | None = None) -> RTable:
@@ -381,23 +506,246 @@ def _vcov_at(fit, varpar: np.ndarray) -> np.ndarray:
     return varpar[-1] ** 2 * sol.unscaled_vcov()
 
 
-def satterthwaite(fit, L) -> tuple[np.ndarray, np.ndarray]:
-    """Satterthwaite's denominator df for the contrasts ``L`` (rows) of an lmer fit, as lmerTest
-    computes them: with varpar = (theta, sigma), A = 2 H^-1 for H the Hessian of the deviance in
-    varpar (:func:`_varpar_deviance`), and g the gradient of Var(L beta) = L V(varpar) L' in
-    varpar, df = 2 Var(L beta)^2 / (g' A g) (Kuznetsova et al. 2017, eq. 6; lmerTest takes H and
-    g by numDeriv's Richardson extrapolation, here by fourth-order differences). Returns the
-    variances and the df."""
-    L = np.atleast_2d(np.asarray(L, dtype=float))
-    varpar = np.concatenate([fit.theta, [fit.sigma]])
-    k = varpar.size
-    def grad(v):
-        return np.array([fourth_order_difference(lambda w: _varpar_deviance(fit, w), v, j) for j in range(k)])
+def _fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
+    """lmerTest's ``get_Fstat_ddf``: the denominator df of an F statistic that is the mean of q
+    independent t^2 on nu_m df, by matching its mean, E = sum nu_m / (nu_m - 2), to that of an
+    F(q, d): d = 2 E / (E - q); 2 when any nu_m <= 2, the common value when all are equal."""
+    if nu.size == 1:
+        return float(nu[0])
+    if np.all(np.abs(np.diff(nu)) < tol):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    E = float(np.sum(nu / (nu - 2)))
+    return 2 * E / (E - nu.size)
 
-    A = 2 * np.linalg.inv(central_jacobian(grad, varpar))
-    V = fit._vcov
-    J = np.stack([fourth_order_difference(lambda v: _vcov_at(fit, v), varpar, j) for j in range(k)])  # (k, p, p)
-    var = np.einsum("ri,ij,rj->r", L, V, L)
-    g = np.einsum("ri,kij,rj->rk", L, J, L)
-    df = 2 * var ** 2 / np.einsum("rk,kl,rl->r", g, A, g)
-    return var, df
+
+class Satterthwaite:
+    """Satterthwaite's denominator df for an lmer fit, as lmerTest computes them (Kuznetsova,
+    Brockhoff & Christensen 2017, J. Stat. Softw. 82(13), sec. 3).
+
+    The variance parameters are varpar = (theta, sigma), lme4's theta (the elements of Lambda)
+    and the residual standard deviation; A = 2 H^-1, H the Hessian of the deviance in varpar
+    (:func:`_varpar_deviance`; lmerTest inverts it on its eigenvalues above 1e-6), is their
+    asymptotic covariance, and J_k = d Var(beta)/d varpar_k.  For one contrast l,
+
+        df = 2 (l' V l)^2 / (g' A g),    g_k = l' J_k l                     (their eq. 6).
+
+    For q contrasts L (an F test), L V L' = P D P' is diagonalised: the rows of P'L are q
+    independent contrasts with variances d_m, F = (1/q) sum_m (p_m' L beta)^2 / d_m, each has
+    its df nu_m by the formula above, and the F's denominator df is :func:`_fstat_ddf` of them
+    (their sec. 3.3; ``contestMD``).
+
+    lmerTest takes H and J by numDeriv's Richardson extrapolation; here they are exact, by the
+    chain rule through pbkrtest's basis (:class:`MarginalCovariance`, V = sum_r gamma_r G_r,
+    linear in gamma): with D the (REML) deviance,
+
+        dD/dgamma_r = tr(P G_r) - y'P G_r P y,   d2D/dgamma_r dgamma_s = -tr(P G_r P G_s) + 2 y'P G_r P G_s P y
+
+    (for ML, V^-1 in place of P in the traces), H = Jg' H_gamma Jg + sum_r dD/dgamma_r d2gamma_r/dvarpar2
+    with Jg = dgamma/dvarpar (gamma_r = sigma^2 (Lambda Lambda')_ab and sigma^2), and
+    dVar(beta)/dgamma_r = -Phi P_r Phi.  lmerTest's numerical derivatives are about 1e-6 off these.
+    With prior weights the derivatives are fourth-order differences of the deviance instead.
+    """
+
+    def __init__(self, fit):
+        self.beta, self.V, self.sigma = fit.beta, fit._vcov, fit.sigma
+        try:
+            mc = MarginalCovariance(fit)
+        except NotImplementedError:
+            if type(fit.criterion).__name__ != "LMMCriterion":
+                raise
+            self.A, self.J = self._numerical(fit)
+            return
+        sigma, theta = fit.sigma, fit.theta
+        blocks = fit.criterion.blocks
+        lams = fit.criterion.lambdas(theta)
+        k, kt = mc.k, theta.size
+        Jg = np.zeros((k, kt + 1))  # d gamma / d (theta, sigma)
+        H2 = np.zeros((k, kt + 1, kt + 1))  # d2 gamma / d (theta, sigma)^2
+        # d Lambda / d theta_j: Lambda is linear in theta
+        E = [next(b for b in blocks if b.start <= j < b.start + b.size).lower(np.eye(kt)[j]) for j in range(kt)]
+        at = 0
+        for b, lam in zip(blocks, lams):
+            rows = at + np.arange(b.size)
+            r, c = np.tril_indices(b.q)
+            order = np.lexsort((r, c))  # column by column, as gamma
+            vech = lambda M: M[r[order], c[order]]
+            own = range(b.start, b.start + b.size)
+            for j in own:
+                dPsi = E[j] @ lam.T + lam @ E[j].T
+                Jg[rows, j] = sigma ** 2 * vech(dPsi)
+                H2[rows, j, kt] = H2[rows, kt, j] = 2 * sigma * vech(dPsi)
+                for l in own:
+                    H2[rows, j, l] = sigma ** 2 * vech(E[j] @ E[l].T + E[l] @ E[j].T)
+            Jg[rows, kt] = 2 * sigma * vech(lam @ lam.T)
+            H2[rows, kt, kt] = 2 * vech(lam @ lam.T)
+            at += b.size
+        Jg[k - 1, kt], H2[k - 1, kt, kt] = 2 * sigma, 2.0
+        if fit.REML:
+            grad_g, hess_g = mc.trPG - mc.yPGPy, -mc.IE2 + 2 * mc.yPGPGPy
+        else:
+            grad_g, hess_g = mc.trVG - mc.yPGPy, -mc.Ktr + 2 * mc.yPGPGPy
+        H = Jg.T @ hess_g @ Jg + np.einsum("r,rij->ij", grad_g, H2)
+        self.A = self._covariance(H)
+        Phi = mc.Phi
+        dV = np.stack([-Phi @ Pr @ Phi for Pr in mc.P])  # d Var(beta) / d gamma_r
+        self.J = np.einsum("rk,rij->kij", Jg, dV)
+
+    @staticmethod
+    def _covariance(H: np.ndarray) -> np.ndarray:
+        """2 H^-1 on the eigenvalues of H above 1e-6 (lmerTest's ``compute_auxiliary``)."""
+        evals, evecs = np.linalg.eigh((H + H.T) / 2)
+        pos = evals > 1e-6
+        return 2 * (evecs[:, pos] / evals[pos]) @ evecs[:, pos].T
+
+    def _numerical(self, fit):
+        varpar = np.concatenate([fit.theta, [fit.sigma]])
+        k = varpar.size
+
+        def grad(v):
+            return np.array([fourth_order_difference(lambda w: _varpar_deviance(fit, w), v, j) for j in range(k)])
+
+        A = self._covariance(central_jacobian(grad, varpar))
+        J = np.stack([fourth_order_difference(lambda v: _vcov_at(fit, v), varpar, j) for j in range(k)])
+        return A, J
+
+    def contrasts(self, L) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's variance l'Vl and its Satterthwaite df."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        var = np.einsum("ri,ij,rj->r", L, self.V, L)
+        g = np.einsum("ri,kij,rj->rk", L, self.J, L)
+        return var, 2 * var ** 2 / np.einsum("rk,kl,rl->r", g, self.A, g)
+
+    def test(self, L) -> dict:
+        """The F test of L beta = 0 (lmerTest's ``contestMD``): F, NumDF, DenDF, and the
+        unscaled F (the same here) for the mean square F sigma^2."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        if L.shape[0] > 1:
+            d, P = np.linalg.eigh(L @ self.V @ L.T)
+            d, P = d[::-1], P[:, ::-1]  # R's eigen: decreasing
+            q = int(np.sum(d > max(np.sqrt(np.finfo(float).eps) * d[0], 0.0)))
+            L = P[:, :q].T @ L
+        var, df = self.contrasts(L)
+        t2 = (L @ self.beta) ** 2 / var
+        F = float(np.mean(t2))
+        return {"F": F, "F_unscaled": F, "NumDF": L.shape[0], "DenDF": _fstat_ddf(df)}
+
+
+def satterthwaite(fit, L) -> tuple[np.ndarray, np.ndarray]:
+    """The variances of the contrasts ``L`` (rows) of an lmer fit and their Satterthwaite df
+    (see :class:`Satterthwaite`)."""
+    return Satterthwaite(fit).contrasts(L)
+
+
+# ------------------------------------------------------------------ lmerTest's tables
+def _kr_test(kr: KenwardRoger, L) -> dict:
+    res = kr.test(L)
+    return {"F": res.F, "F_unscaled": res.F_unscaled, "NumDF": res.df1, "DenDF": res.df2}
+
+
+def _small_sample(model, ddf: str):
+    """The test object for ``ddf``: Satterthwaite or Kenward-Roger."""
+    if ddf == "Satterthwaite":
+        return Satterthwaite(model)
+    if ddf == "Kenward-Roger":
+        return KenwardRoger(model)
+    raise ValueError(f"ddf must be 'Satterthwaite' or 'Kenward-Roger', not {ddf!r}")
+
+
+def coef_tests(model, ddf: str) -> pd.DataFrame:
+    """lmerTest's ``summary(fit, ddf=)`` coefficient table: Estimate, Std. Error, df, t value,
+    Pr(>|t|).  With Kenward-Roger the standard errors are the adjusted ones, sqrt of diag(Phi_A),
+    and the df pbkrtest's ``Lb_ddf`` for each coefficient."""
+    p = model.p
+    if ddf == "Kenward-Roger":
+        kr = KenwardRoger(model)
+        se = np.sqrt(np.diag(kr.PhiA))
+        df = np.array([kr.test(np.eye(p)[[i]]).df2 for i in range(p)])
+    else:
+        var, df = _small_sample(model, ddf).contrasts(np.eye(p))
+        se = np.sqrt(var)
+    t = model.beta / se
+    return pd.DataFrame({"Estimate": model.beta, "Std. Error": se, "df": df, "t value": t,
+                         "Pr(>|t|)": 2 * special.stdtr(df, -np.abs(t))}, index=model.coef_names)
+
+
+def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
+    """R's zapsmall: round to ``digits`` significant digits of the largest magnitude."""
+    mx = np.max(np.abs(x)) if x.size else 0.0
+    if not mx > 0:
+        return x
+    return np.round(x, max(0, digits - int(np.ceil(np.log10(mx)))))
+
+
+def _doolittle_rows(X: np.ndarray) -> np.ndarray:
+    """t(L) of lmerTest's ``doolittle(crossprod(X))``: X'X = L D L' with L unit lower
+    triangular, entries below 1e-6 in modulus set to zero."""
+    C = np.linalg.cholesky(X.T @ X)
+    L = C / np.diag(C)
+    L[np.abs(L) < 1e-6] = 0.0
+    return L.T
+
+
+def type3_hypotheses(model) -> dict[str, np.ndarray]:
+    """lmerTest's type-III hypothesis matrices (``get_contrasts_type3`` for treatment coding):
+    each term's columns of the full-indicator design (R's ``model.matrix(~ 0 + term)``, every
+    level of every factor), written in X's coefficients (L = (X^+ rdX)'), then made orthogonal,
+    from the highest-order term down, to the columns of the terms that contain it (lmerTest's
+    containment: a superset of its variables with the same numeric variables); a model with one
+    term has the type-I (Doolittle) hypotheses instead."""
+    fixed = model.fixed
+    X, names = model.X, list(fixed.names)
+    intercept = fixed.has_intercept
+    terms = fixed.terms[1:] if intercept else list(fixed.terms)
+    assign = fixed.assign if intercept else fixed.assign + 1  # term t (1-based) of each column
+    if fixed.dropped or any(v.ordered for v in fixed.variables if v.kind == "factor"):
+        raise NotImplementedError("type-III hypotheses for rank-deficient X or ordered factors are not implemented")
+    cols = {term: np.flatnonzero(assign == t) for t, term in enumerate(terms, start=1)}
+    if X.shape[1] <= 1 or len(terms) <= 1:
+        Lt = _doolittle_rows(X) if X.shape[1] > 1 else np.ones((1, 1))
+        return {term: Lt[cols[term]] for term in terms}
+    state = dsg.rexpr.State(fixed.state.learned, fitting=False)
+    values = [dsg._evaluate(v.node, model.frame, state, v) for v in fixed.variables]
+    codes = [tuple(2 for _ in index) for index in fixed.term_index]
+    rdX, rdnames, _ = dsg._columns(fixed.variables, values, fixed.term_index, codes, intercept, model.n)
+    L = _zapsmall(np.linalg.pinv(X) @ rdX).T  # rows: rdX's columns; columns: X's
+    variables = {term: set(v) for term, v in zip(terms, fixed.term_variables[1 if intercept else 0:])}
+    kinds = {v.key: v.kind for v in fixed.variables}
+    numeric = {term: {v for v in vs if kinds.get(v) == "numeric"} for term, vs in variables.items()}
+    order = [terms[i] for i in sorted(range(len(terms)), key=lambda i: -len(variables[terms[i]]))]
+    for term in order:
+        containers = [o for o in terms if variables[term] < variables[o] and numeric[term] == numeric[o]]
+        if containers:
+            B = L[:, np.concatenate([cols[o] for o in containers])]
+            Y = L[:, cols[term]]
+            coef = np.linalg.lstsq(B, Y, rcond=None)[0]
+            L[:, cols[term]] = _zapsmall(Y - B @ coef)
+    rows = [rdnames.index(name) for name in names]
+    L = L[rows]
+    out = {}
+    for term in terms:
+        H = L[:, cols[term]].T
+        out[term] = H[np.abs(H).sum(axis=1) > 1e-8]
+    return out
+
+
+def anova_lmer(model, ddf: str = "Satterthwaite", type: int = 3) -> RTable:
+    """lmerTest's ``anova(fit)`` for one lmer fit: a type-III F test of each fixed-effect term
+    with Satterthwaite's or Kenward-Roger's denominator df; Mean Sq is the unscaled F times
+    sigma^2 and Sum Sq that times NumDF (so an F scaled by Kenward-Roger differs from their ratio)."""
+    if type not in (3, "3", "III"):
+        raise NotImplementedError(f"type={type!r}: the type-III table is implemented")
+    tester = _small_sample(model, ddf)
+    run = (lambda L: _kr_test(tester, L)) if ddf == "Kenward-Roger" else tester.test
+    rows = {}
+    for term, L in type3_hypotheses(model).items():
+        res = run(L)
+        ms = res["F_unscaled"] * model.sigma ** 2
+        rows[term] = {"Sum Sq": ms * res["NumDF"], "Mean Sq": ms, "NumDF": res["NumDF"], "DenDF": res["DenDF"],
+                      "F value": res["F"], "Pr(>F)": special.fdtrc(res["NumDF"], res["DenDF"], res["F"])}
+    frame = pd.DataFrame(rows, index=["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]).T
+    method = "Satterthwaite's" if ddf == "Satterthwaite" else "Kenward-Roger's"
+    return RTable(frame, heading=[f"Type III Analysis of Variance Table with {method} method"],
+                  formats={"Sum Sq": ("signif", 5), "Mean Sq": ("signif", 5), "NumDF": ("int",),
+                           "DenDF": ("signif", 5), "F value": ("signif", 5), "Pr(>F)": ("pvalue",)})

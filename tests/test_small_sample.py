@@ -1,0 +1,134 @@
+"""Small-sample inference for lmer fits against pbkrtest, lmerTest and lme4 (issue 18).
+
+Known values: tests/r/small_sample.R (R 4.2.2, lme4 1.1-31 with bobyqa rhoend = 1e-12, pbkrtest
+0.5.2, lmerTest 3.1-3, car 3.1-1), on ten models: sleepstudy (Days | Subject), (Days || Subject)
+and an unbalanced subset, Orthodont age * Sex + (age | Subject), Machines (1 | Worker) +
+(1 | Worker:Machine) balanced and unbalanced, Oats nitro * Variety + (1 | Block/Variety), Pastes
+(1 | batch/cask), Penicillin (1 | plate) + (1 | sample), and a simulated crossed design
+y ~ x * cond + (x | subj) + (1 | item).  Kenward-Roger to 1e-6 relative (F, df, p), lmerTest's
+Satterthwaite df to 1e-5 (its derivatives are numDeriv's, about 1e-6 off).
+"""
+
+import numpy as np
+import pytest
+
+from mmlib.inference import Anova, KenwardRoger, KRmodcomp, Satterthwaite, anova
+from mmlib.lmm import lmer
+from rref import frame, matrix, reference
+
+SCRIPT = "small_sample"
+NAMES = [k for k in reference(SCRIPT) if k != "meta"]
+
+
+@pytest.fixture(scope="module")
+def fits():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            ref = reference(SCRIPT)[name]
+            cache[name] = lmer(ref["formula"], frame(ref["data"], SCRIPT))
+        return cache[name]
+    return get
+
+
+def arr(values):  # R writes a one-element vector as a number
+    return np.atleast_1d(np.asarray(values, dtype=float))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_optimum_is_lme4s(name, fits):
+    ref = reference(SCRIPT)[name]
+    fit = fits(name)
+    assert fit.coef_names == list(np.atleast_1d(ref["coef_names"]))
+    np.testing.assert_allclose(fit.REMLcrit(), ref["REMLcrit"], rtol=1e-10)
+    np.testing.assert_allclose(fit.beta, arr(ref["beta"]), rtol=1e-6)
+    np.testing.assert_allclose(fit.sigma, ref["sigma"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kenward_roger_is_pbkrtests(name, fits):
+    ref = reference(SCRIPT)[name]
+    fit = fits(name)
+    kr = KenwardRoger(fit)
+    vadj = matrix(ref["vcovAdj"])
+    np.testing.assert_allclose(kr.PhiA, vadj.to_numpy(), rtol=1e-6, atol=1e-9 * np.abs(vadj.to_numpy()).max())
+    if "anova_F" in ref:  # car::Anova(fit, test = "F")
+        want = ref["anova_F"]
+        table = Anova(fit, test="F").frame
+        assert list(table.index) == list(np.atleast_1d(want["terms"]))
+        assert table["Df"].tolist() == arr(want["Df"]).tolist()
+        for col, key in [("F", "F"), ("Df.res", "Df.res"), ("Pr(>F)", "p")]:
+            np.testing.assert_allclose(table[col], arr(want[key]), rtol=1e-6, err_msg=col)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_krmodcomp_with_a_matrix_and_with_nested_models(name, fits):
+    ref = reference(SCRIPT)[name]
+    fit = fits(name)
+    blocks = [("KR_L", matrix(ref["KR_L"]["L"]).to_numpy())]
+    if "KR_nested" in ref:
+        blocks.append(("KR_nested", lmer(ref["KR_nested"]["small"], frame(ref["data"], SCRIPT))))
+    for key, small in blocks:
+        want = ref[key]
+        res = KRmodcomp(fit, small)
+        assert res.df1 == want["ndf"]
+        np.testing.assert_allclose([res.F, res.df2, res.scaling, res.p, res.F_unscaled],
+                                   [want["stat"], want["ddf"], want["F.scaling"], want["p.value"], want["statU"]],
+                                   rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("ddf", ["Satterthwaite", "Kenward-Roger"])
+def test_summary_coefficients_are_lmertests(name, ddf, fits):
+    """lmerTest's summary(fit, ddf = ...): Kenward-Roger with the adjusted standard errors and
+    pbkrtest's Lb_ddf."""
+    ref = reference(SCRIPT)[name]
+    want = ref["summary_" + ("KR" if ddf == "Kenward-Roger" else ddf)]
+    table = fits(name).coef_table(ddf=ddf)
+    assert list(table.index) == list(np.atleast_1d(want["terms"]))
+    rtol = 1e-6 if ddf == "Kenward-Roger" else 1e-5
+    np.testing.assert_allclose(table["Std. Error"], arr(want["se"]), rtol=1e-6)
+    np.testing.assert_allclose(table["df"], arr(want["df"]), rtol=rtol)
+    np.testing.assert_allclose(table["t value"], arr(want["t"]), rtol=1e-6)
+    np.testing.assert_allclose(table["Pr(>|t|)"], arr(want["p"]), rtol=10 * rtol)
+    if ddf == "Kenward-Roger":
+        np.testing.assert_allclose(table["df"], arr(ref["Lb_ddf"]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("ddf", ["Satterthwaite", "Kenward-Roger"])
+def test_type3_anova_is_lmertests(name, ddf, fits):
+    ref = reference(SCRIPT)[name]
+    want = ref["anova3_" + ("KR" if ddf == "Kenward-Roger" else ddf)]
+    table = anova(fits(name), ddf=ddf)
+    terms = list(np.atleast_1d(want["terms"]))
+    assert list(table.frame.index) == terms
+    assert table.heading == [want["heading"]]
+    if not terms:
+        return
+    rtol = 1e-6 if ddf == "Kenward-Roger" else 1e-5
+    frame_ = table.frame
+    np.testing.assert_allclose(frame_["NumDF"], arr(want["NumDF"]))
+    np.testing.assert_allclose(frame_["DenDF"], arr(want["DenDF"]), rtol=rtol)
+    for col, key in [("Sum Sq", "SumSq"), ("Mean Sq", "MeanSq"), ("F value", "F")]:
+        np.testing.assert_allclose(frame_[col], arr(want[key]), rtol=1e-6, err_msg=col)
+    np.testing.assert_allclose(frame_["Pr(>F)"], arr(want["p"]), rtol=10 * rtol)
+
+
+def test_satterthwaite_multi_df_combines_the_eigen_contrasts(fits):
+    """A 2-df F test: the mean of the two eigen-contrasts' t^2, and lmerTest's ddf from their df."""
+    fit = fits("machines_unbalanced")
+    sat = Satterthwaite(fit)
+    L = np.eye(3)[1:]
+    res = sat.test(L)
+    d, P = np.linalg.eigh(L @ fit._vcov @ L.T)
+    PL = P.T @ L
+    _, nu = sat.contrasts(PL)
+    E = np.sum(nu / (nu - 2))
+    assert res["NumDF"] == 2
+    np.testing.assert_allclose(res["DenDF"], 2 * E / (E - 2), rtol=1e-12)
+    np.testing.assert_allclose(res["F"], np.mean((PL @ fit.beta) ** 2 / d), rtol=1e-12)
+    # the F statistic is the Wald statistic / q whatever the basis of the hypothesis
+    Lb = L @ fit.beta
+    np.testing.assert_allclose(res["F"], Lb @ np.linalg.solve(L @ fit._vcov @ L.T, Lb) / 2, rtol=1e-10)
