@@ -40,6 +40,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS_PATH = ROOT / "data" / "published.json"
+APPENDIX_PATH = ROOT / "data" / "appendix.txt"  # the text extraction src_line refers to
 EXPLANATIONS_PATH = ROOT / "data" / "explanations.yaml"
 # where the chapters save their checks: the book's own copy, or a test run's (MMLIB_CHECKS_DIR)
 CHECKS_DIR = Path(os.environ.get("MMLIB_CHECKS_DIR") or ROOT / "chapters")
@@ -391,6 +392,115 @@ def _number(x) -> float:
         raise PublishedError(f"cannot compare non-numeric value {x!r} with a published number") from None
 
 
+def saved_results(directory: Path | None = None) -> dict[str, dict]:
+    """The checks the chapters saved (``chapters/results/*.json``, or those of ``directory``),
+    by record id: each a dict with ``status``, ``ours`` and ``ours_more``."""
+    results = {}
+    for path in sorted((RESULTS_DIR if directory is None else Path(directory)).glob("*.json")):
+        for row in json.loads(path.read_text()):
+            results[row["id"]] = row
+    return results
+
+
+# ------------------------------------------------------------- the appendix's printed blocks
+# A chapter cell that shows what the appendix prints names those blocks in its metadata,
+# ``"appendix": ["bryk.lme.1", "bryk.lme.1/prose"]``: a block is ``model/block`` as in the
+# records' ids, and a bare model stands for all its printed output blocks (not its prose).
+# The book shows the appendix's own lines beside that cell (tools/appendix.py).
+PAIRING_KEY = "appendix"
+
+
+@lru_cache(maxsize=1)
+def appendix_lines() -> list[str]:
+    """The appendix's text extraction, line 1 first (``Record.src_line`` indexes it from 1)."""
+    return APPENDIX_PATH.read_text().split("\n")
+
+
+@lru_cache(maxsize=1)
+def blocks() -> dict[str, list[Record]]:
+    """Every printed block, ``model/block``, with its records in the order of the appendix."""
+    out: dict[str, list[Record]] = {}
+    raw = json.loads(RECORDS_PATH.read_text())
+    for r in raw:
+        out.setdefault(f"{r['model']}/{r['block']}", []).append(records()[r["id"]])
+    return out
+
+
+@lru_cache(maxsize=1)
+def src_lines() -> dict[str, int]:
+    """The appendix line of each record, by id."""
+    return {r["id"]: r["src_line"] for r in json.loads(RECORDS_PATH.read_text())}
+
+
+def resolve_blocks(names, chapter: str, where: str = "") -> list[str]:
+    """The ``model/block`` keys a cell's ``appendix`` metadata names, checked: an unknown name
+    (with the nearest ones suggested) or a block of another chapter is an error."""
+    if isinstance(names, str):
+        names = [names]
+    known, out = blocks(), []
+    for name in names:
+        if name in known:
+            keys = [name]
+        else:
+            keys = [k for k in known if k.rsplit("/", 1)[0] == name and not k.endswith("/prose")]
+        if not keys:
+            near = get_close_matches(str(name), list(known) + sorted({r.model for r in records().values()}),
+                                     n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise PublishedError(f"{where}appendix block {name!r} is not printed in the appendix{hint}")
+        for key in keys:
+            owner = known[key][0].chapter
+            if owner != chapter:
+                raise PublishedError(f"{where}appendix block {key!r} belongs to chapter {owner}, not {chapter}")
+            out.append(key)
+    return out
+
+
+def pairings(notebook: Path) -> list[tuple[int, list[str]]]:
+    """The cells of a chapter notebook that show appendix blocks: (cell index, block keys).
+    A block shown by two cells is an error (each published number appears once)."""
+    nb = json.loads(Path(notebook).read_text())
+    chapter, seen, out = Path(notebook).stem, {}, []
+    for index, cell in enumerate(nb["cells"]):
+        names = cell.get("metadata", {}).get(PAIRING_KEY)
+        if names is None:
+            continue
+        keys = resolve_blocks(names, chapter, f"{Path(notebook).name}, cell {index}: ")
+        for key in keys:
+            if key in seen:
+                raise PublishedError(f"{Path(notebook).name}: appendix block {key!r} is shown by cells "
+                                     f"{seen[key]} and {index}")
+            seen[key] = index
+        out.append((index, keys))
+    return out
+
+
+def unpaired(chapters_dir: Path | None = None) -> pd.DataFrame:
+    """The appendix's printed blocks that no chapter cell shows beside its own output: one row
+    per block (chapter, section, block, records, first appendix line)."""
+    chapters_dir = ROOT / "chapters" if chapters_dir is None else Path(chapters_dir)
+    shown = {key for chapter in CHAPTERS for _, keys in pairings(chapters_dir / f"{chapter}.ipynb")
+             for key in keys}
+    lines = src_lines()
+    rows = [(recs[0].chapter, recs[0].section, key, len(recs), min(lines[r.id] for r in recs))
+            for key, recs in blocks().items() if key not in shown]
+    return pd.DataFrame(rows, columns=["chapter", "section", "block", "records", "line"])
+
+
+def pairing_table(chapters_dir: Path | None = None) -> pd.DataFrame:
+    """Per chapter: the appendix's printed blocks, how many a chapter cell shows beside its
+    own output (with their records), and by how many cells."""
+    chapters_dir = ROOT / "chapters" if chapters_dir is None else Path(chapters_dir)
+    known, rows = blocks(), []
+    for chapter in CHAPTERS:
+        declared = pairings(chapters_dir / f"{chapter}.ipynb")
+        shown = [key for _, keys in declared for key in keys]
+        mine = [key for key, recs in known.items() if recs[0].chapter == chapter]
+        rows.append((chapter, len(mine), len(shown), sum(len(known[k]) for k in shown), len(declared)))
+    table = pd.DataFrame(rows, columns=["chapter", "appendix blocks", "shown", "their records", "cells"])
+    return table.set_index("chapter")
+
+
 def report() -> pd.DataFrame:
     """One row per published record: id, chapter, section, model, kind (data or model), status,
     ours (as printed), ours_more (four more places), printed, and the relative difference of
@@ -399,10 +509,7 @@ def report() -> pd.DataFrame:
     Built from the results the chapters saved when they ran their checks; a record no
     chapter checked is ``not_covered``.
     """
-    results = {}
-    for path in sorted(RESULTS_DIR.glob("*.json")):
-        for row in json.loads(path.read_text()):
-            results[row["id"]] = row
+    results = saved_results()
     rows = []
     for rec in records().values():
         got = results.get(rec.id)
