@@ -126,3 +126,106 @@ def test_cell_options_become_myst_nb_metadata(tmp_path):
     assert cells[1].metadata["mystnb"] == {"figure": {"name": "fig-one", "caption": "The caption"},
                                            "image": {"alt": "Two lines"}}
     assert cells[1].source == "draw()"
+
+
+# ------------------------------------------------------------- the appendix beside our output
+def _appendix():
+    import sys
+
+    sys.path.insert(0, str(render.TOOLS))
+    import appendix
+
+    return appendix
+
+
+def test_the_appendix_lines_are_cut_from_its_text_not_retyped():
+    """Every line shown for a block is a line of data/appendix.txt (a tab-separated table's
+    row with its cells aligned), and it holds the block's numbers at their source lines."""
+    appendix = _appendix()
+    from mmlib import published
+
+    text = published.appendix_lines()
+    for key in ["bryk.lme.1/fixef", "anova(bryk.lme.1,bryk.lme.2)/table", "mod.mig.1/warning", "wong.mod.1/prose"]:
+        for segment in appendix.segments([key]):
+            for number, line in segment.lines:
+                assert line.split() == text[number - 1].replace("\t", " ").split(), (key, number)
+    keys = published.resolve_blocks("bryk.lme.1", "01-hsb")  # a bare model: its printed blocks
+    assert len(keys) == 6 and "bryk.lme.1/prose" not in keys
+    shown = [line for s in appendix.segments(keys) for _, line in s.lines]
+    assert shown[0] == "> summary(bryk.lme.1)"  # back to the command that printed it
+    assert shown[-1] == "Number of Groups: 160" and not any(line.startswith("⁸") for line in shown)
+
+
+def test_a_cells_appendix_blocks_are_checked(tmp_path):
+    """A misspelt block, a block of another chapter or one shown twice stops the render."""
+    appendix = _appendix()
+
+    def chapter(cells):
+        path = tmp_path / "04-coma.ipynb"
+        nb = new_notebook()
+        nb.cells = cells
+        nbformat.write(nb, path)
+        return path
+
+    def shown(metadata):
+        cell = new_code_cell("x", outputs=[new_output("stream", name="stdout", text="1\n")])
+        cell.metadata["appendix"] = metadata
+        return cell
+
+    with pytest.raises(appendix.PairingError, match=r"'wong.mod.l' is not printed.*did you mean wong.mod.1"):
+        appendix.chapter_pairs(chapter([shown(["wong.mod.l"])]))
+    with pytest.raises(appendix.PairingError, match="belongs to chapter 01-hsb"):
+        appendix.chapter_pairs(chapter([shown(["bryk.lme.1"])]))
+    with pytest.raises(appendix.PairingError, match="shown by cells 0 and 1"):
+        appendix.chapter_pairs(chapter([shown(["Wong/head6"]), shown(["Wong/head6"])]))
+    pairs = appendix.chapter_pairs(chapter([shown(["wong.mod.1", "wong.mod.1/prose"])]))
+    assert len(pairs[0].records) == 49 + 7  # the printed blocks of the summary, and the prose
+
+
+def test_the_pdf_shows_the_appendix_after_our_output(tmp_path):
+    """In the PDF source, each paired cell of a chapter has our output and the appendix's
+    block as marked Typst blocks; an output without a counterpart says so."""
+    from mmlib import published
+
+    path = render.ROOT / "chapters" / "04-coma.ipynb"
+    md = render.notebook_markdown(path, tmp_path, "f")
+    assert md.count("#pubhead(") == len(published.pairings(path)) == 8
+    assert "#nocounterpart" in md
+    assert md.count('pubmark("exact"') >= 2 * 100  # marked in ours and in the appendix's lines
+
+
+def test_every_record_of_a_chapter_appears_once_marked_in_the_html(tmp_path):
+    """One chapter rendered by Sphinx: each of its published records is marked exactly once
+    in the appendix's lines, with the status its check saved; in our output at most once,
+    with the same status; each explained record links to a note that gives its reason."""
+    import html as htmllib
+    import json
+    import re
+
+    import tools.website as website
+    from mmlib import published
+
+    chapter = "03-migraine"  # it has explained records
+    book = {"title": "t", "subtitle": "", "author": "", "pages": [f"chapters/{chapter}.ipynb"],
+            "appendices": []}
+    website.build(book, tmp_path / "site", tmp_path)
+    page = (tmp_path / "site" / "chapters" / f"{chapter}.html").read_text()
+    saved = {r["id"]: r["status"] for r in json.loads((render.ROOT / "chapters" / "results" / f"{chapter}.json").read_text())}
+    mark = re.compile(r'class="pub pub-(\w+)" data-record="([^"]*)" data-status="(\w+)"')
+    pairs = re.findall(r'<details class="appendix-pair".*?</details>', page, re.S)
+    theirs = [(htmllib.unescape(rid), cls, status) for block in pairs for cls, rid, status in mark.findall(block)]
+    ids = [rid for rid, _, _ in theirs]
+    assert sorted(ids) == sorted(saved), "each record of the chapter once in the appendix's lines"
+    assert all(cls == status == saved[rid] for rid, cls, status in theirs)
+    outside = re.sub(r'<details class="appendix-pair".*?</details>', "", page, flags=re.S)
+    ours = [(htmllib.unescape(rid), cls) for cls, rid, _ in mark.findall(outside)]
+    assert len({rid for rid, _ in ours}) == len(ours) > 0.8 * len(saved)
+    assert all(cls == saved[rid] for rid, cls in ours)
+    notes, linked = published.explanations(), 0
+    for block in pairs:
+        for rid, target in re.findall(r'data-record="([^"]*)" data-status="explained"[^>]*href="#([^"]+)"', block):
+            note = re.search(rf'<li id="{target}">(.*?)</li>', block, re.S)
+            assert note and htmllib.escape(notes[htmllib.unescape(rid)]["reason"][:40]) in note.group(1)
+            linked += 1
+    assert linked == list(saved.values()).count("explained") > 0
+    assert "The appendix prints no counterpart of this output." in page

@@ -10,7 +10,9 @@ executed) and honouring the cells' ``#|`` options as Quarto does:
   (``typst``), from the same pages: ``include: false`` drops a cell, ``echo: false`` its code,
   ``output: false`` its output; ``label: fig-...`` with ``fig-cap`` makes a numbered, captioned
   figure that ``@fig-...`` references (``tools/crossref.lua``); a cell's warnings (its stderr)
-  are a warning box; figures are the notebooks' SVG (vectors).
+  are a warning box; figures are the notebooks' SVG (vectors); a chapter cell paired with
+  the appendix's output (``tools/appendix.py``) has the appendix's lines in a smaller box
+  after ours, the published numbers marked in both by status (colour and a symbol).
 
 The PDF, the chapters' notebooks and ``reproduction.csv`` are offered for download on the
 website. Either path then checks ``_book/``: an unresolved cross-reference (``??`` or a literal
@@ -81,7 +83,12 @@ def notebook_markdown(path: Path, figdir: Path, figprefix: str) -> str:
 
     Images are written to ``figdir`` and referenced as ``figprefix/<name>.png``.
     """
+    sys.path.insert(0, str(TOOLS))
+    import appendix
+
     nb = nbformat.read(path, as_version=4)
+    pairs = appendix.chapter_pairs(path) if appendix.is_chapter(path) else {}
+    check = appendix.check_section(nb)
     parts, nimg = [], 0
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
@@ -97,12 +104,17 @@ def notebook_markdown(path: Path, figdir: Path, figprefix: str) -> str:
             parts.append(_fence(code, "python"))
         if options.get("output") is False:
             continue
+        pair = pairs.get(index)
+        left = list(pair.records) if pair else []  # the pair's records not yet marked in ours
         for output in cell.get("outputs", []):
             if output.output_type == "error":
                 raise RenderError(f"{path.name}, cell {index}: stored output is an error "
                                   f"({output.ename}); re-run `make execute`")
             if output.output_type == "stream":
-                if output.name == "stdout":
+                if output.name == "stdout" and pair:
+                    block, left = appendix.ours_typst(output.text, pair, left)
+                    parts.append(_raw_typst(block))
+                elif output.name == "stdout":
                     parts.append(_fence(output.text, "output"))
                 elif output.text.strip():  # warnings: the text refers to them, so they are shown
                     parts.append(f"::: {{.callout-warning}}\n{_fence(output.text, 'warning')}\n:::")
@@ -125,11 +137,23 @@ def notebook_markdown(path: Path, figdir: Path, figprefix: str) -> str:
                     parts.append(f"![]({figprefix}/{name}){{{size}}}")
             elif "text/markdown" in data:
                 parts.append(data["text/markdown"])
+            elif "text/plain" in data and pair:
+                block, left = appendix.ours_typst(data["text/plain"], pair, left)
+                parts.append(_raw_typst(block))
             elif "text/plain" in data:
                 parts.append(_fence(data["text/plain"], "output"))
+        if pair:  # the appendix's block after ours, smaller, its numbers marked
+            parts.append(_raw_typst(appendix.appendix_typst(pair, check)))
+        elif pairs and options.get("echo") is not False and appendix.shows_text(cell):
+            parts.append(_raw_typst("#nocounterpart"))
         if label and label.startswith("fig-"):
             raise RenderError(f"{path.name}, cell {index}: label {label} but the cell has no image output")
     return "\n\n".join(parts) + "\n"
+
+
+def _raw_typst(text: str) -> str:
+    ticks = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return f"{ticks}{{=typst}}\n{text}\n{ticks}"
 
 
 def _figure_size(path: Path, width_in: float = 6.3, height_in: float = 8.2) -> str:

@@ -15,7 +15,11 @@ to Quarto, so both paths honour the same cell options and cross-references:
   and ``fig-alt`` make its image a numbered, captioned figure with that alt text;
 * headings' ``{#sec-x}`` become MyST labels, ``@sec-x`` and ``@fig-x`` references ``{ref}`` and
   ``{numref}`` roles ("Figure 2.3");
-* the chapters of ``_quarto.yml`` (and its appendices) make the numbered table of contents.
+* the chapters of ``_quarto.yml`` (and its appendices) make the numbered table of contents;
+* a chapter cell whose metadata names the appendix blocks it reproduces (``"appendix":
+  [...]``) gets the appendix's own printed lines under its output, folded, every published
+  number marked by its status in both (``tools/appendix.py``); another cell with printed
+  output says that the appendix prints no counterpart.
 """
 
 from __future__ import annotations
@@ -49,11 +53,14 @@ def markdown(text: str) -> str:
 def notebook(path: Path, out: Path) -> None:
     """A chapter as myst-nb reads it (see the module docstring)."""
     sys.path.insert(0, str(TOOLS))
+    import appendix
     from render import cell_options  # the one parser of the #| options, shared with the PDF path
 
     nb = nbformat.read(path, as_version=4)
+    pairs = appendix.chapter_pairs(path) if appendix.is_chapter(path) else {}
+    check = appendix.check_section(nb)
     cells = []
-    for cell in nb.cells:
+    for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
             cell.source = markdown(cell.source)
             cells.append(cell)
@@ -76,6 +83,13 @@ def notebook(path: Path, out: Path) -> None:
                 figure["caption"] = options["fig-cap"]
             cell.metadata["mystnb"] = {"figure": figure,
                                        "image": {"alt": options.get("fig-alt") or options.get("fig-cap", "")}}
+        if index in pairs:  # the appendix's output under ours, the published numbers marked in both
+            outputs, missing = appendix.mark_outputs(pairs[index], cell.outputs)
+            html = appendix.appendix_html(pairs[index], check, missing)
+            cell.outputs = outputs + [nbformat.v4.new_output("display_data", data={"text/html": html})]
+        elif pairs and options.get("echo") is not False and appendix.shows_text(cell):
+            cell.outputs = list(cell.outputs) + [nbformat.v4.new_output(
+                "display_data", data={"text/html": appendix.NO_COUNTERPART})]
         cell.source = code
         cells.append(cell)
     nb.cells = cells
@@ -94,6 +108,8 @@ def sources(book: dict, src: Path, downloads: Path | None = None) -> None:
             notebook(ROOT / page, target)
         else:
             target.write_text(markdown((ROOT / page).read_text()))
+    if "index.md" not in book["pages"]:  # a part of the book (a test renders one chapter)
+        (src / "index.md").write_text(f"# {book['title']}\n")
     index = (src / "index.md").read_text()
     if downloads is not None:
         links = [f'<a href="downloads/{p.name}">{p.name}</a>' for p in sorted(downloads.iterdir())]

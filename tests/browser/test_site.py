@@ -233,3 +233,35 @@ def test_the_sidebar_lists_the_chapters_sections(browser, server):
     hrefs = [a.get_attribute("href") or "" for a in browser.find_elements("css selector", "#pst-primary-sidebar a")]
     for target in ("#sec-hsb-examine", "#sec-hsb-lmer", "#sec-hsb-wald", "02-exercise.html", "04-coma.html"):
         assert any(h.endswith(target) for h in hrefs), f"the sidebar has no link to {target}"
+
+
+def test_the_appendix_output_opens_with_its_numbers_marked(browser, server):
+    """A chapter output's appendix block is folded; its toggle opens it, and then each
+    published number is marked by colour and a symbol, in the appendix's lines and in ours;
+    an explained number carries its reason and links to the note that gives its evidence."""
+    style = ("const s = getComputedStyle(arguments[0]), a = getComputedStyle(arguments[0], '::after');"
+             "return [s.backgroundColor, a.content];")
+    for page in ("chapters/01-hsb.html", "chapters/03-migraine.html"):
+        _open(browser, server + page)
+        pairs = browser.find_elements("css selector", "details.appendix-pair")
+        assert len(pairs) >= 10 and not any(p.get_attribute("open") for p in pairs), "folded by default"
+        pair = next(p for p in pairs if p.find_elements("css selector", ".pub-explained")) \
+            if page.endswith("03-migraine.html") else pairs[0]
+        cell = browser.execute_script("return arguments[0].closest('div.cell')", pair)
+        ours = cell.find_elements("css selector", ".pub-ours .pub")
+        assert ours and browser.execute_script(style, ours[0])[1] in ("none", "normal"), "ours unmarked while folded"
+        summary = pair.find_element("css selector", "summary")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary)
+        summary.click()
+        assert pair.get_attribute("open") is not None, f"{page}: the toggle did not open"
+        theirs = pair.find_elements("css selector", ".pub")
+        assert theirs and all(m.is_displayed() for m in theirs)
+        symbols = {"exact": '"✓"', "last_digit": '"±"', "bound": '"≤"', "explained": '"†"'}
+        for mark in theirs + ours:
+            background, symbol = browser.execute_script(style, mark)
+            assert background not in ("rgba(0, 0, 0, 0)", "transparent"), mark.get_attribute("data-record")
+            assert symbol == symbols[mark.get_attribute("data-status")], (mark.get_attribute("data-record"), symbol)
+        for mark in pair.find_elements("css selector", ".pub-explained"):
+            assert mark.get_attribute("title").startswith("explained: published")
+            note = mark.get_attribute("href").split("#")[1]
+            assert browser.find_element("css selector", f"li#{note}").is_displayed()
