@@ -24,7 +24,7 @@ from scipy import special  # distribution functions; scipy.stats costs 0.5 s to 
 
 from . import design as dsg
 from .optimizer import central_jacobian, fourth_order_difference
-from .printing import RTable
+from .printing import AnovaTable, RTable
 
 
 def pval_corrected(chisq: float, df: int) -> float:
@@ -746,6 +746,4 @@ def anova_lmer(model, ddf: str = "Satterthwaite", type: int = 3) -> RTable:
                       "F value": res["F"], "Pr(>F)": special.fdtrc(res["NumDF"], res["DenDF"], res["F"])}
     frame = pd.DataFrame(rows, index=["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]).T
     method = "Satterthwaite's" if ddf == "Satterthwaite" else "Kenward-Roger's"
-    return RTable(frame, heading=[f"Type III Analysis of Variance Table with {method} method"],
-                  formats={"Sum Sq": ("signif", 5), "Mean Sq": ("signif", 5), "NumDF": ("int",),
-                           "DenDF": ("signif", 5), "F value": ("signif", 5), "Pr(>F)": ("pvalue",)})
+    return AnovaTable(frame, heading=[f"Type III Analysis of Variance Table with {method} method"])

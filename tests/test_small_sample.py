@@ -132,3 +132,33 @@ def test_satterthwaite_multi_df_combines_the_eigen_contrasts(fits):
     # the F statistic is the Wald statistic / q whatever the basis of the hypothesis
     Lb = L @ fit.beta
     np.testing.assert_allclose(res["F"], Lb @ np.linalg.solve(L @ fit._vcov @ L.T, Lb) / 2, rtol=1e-10)
+
+
+def _printed_blocks():
+    """tests/r/small_sample_print.txt: R's printed tables, by their '== name what' headers."""
+    from rref import R
+
+    blocks, key = {}, None
+    for line in (R / "small_sample_print.txt").read_text().splitlines():
+        if line.startswith("== "):
+            key = line[3:]
+            blocks[key] = []
+        elif key is not None:
+            blocks[key].append(line)
+    return {k: "\n".join(v) for k, v in blocks.items()}
+
+
+@pytest.mark.parametrize("name", ["oats_nested", "orth_slope", "machines_unbalanced"])
+def test_tables_print_as_lmertest(name, fits):
+    """print(anova(fit)) and the coefficient table of summary(fit, ddf = "Kenward-Roger") at R's
+    default digits (tests/r/small_sample_print.R)."""
+    from mmlib.printing import coefmat
+
+    printed = _printed_blocks()
+    fit = fits(name)
+    for ddf in ["Satterthwaite", "Kenward-Roger"]:
+        assert repr(anova(fit, ddf=ddf)) == printed[f"{name} anova {ddf}"]
+    assert coefmat(fit.coef_table(ddf="Kenward-Roger"), 4) == printed[f"{name} coefficients Kenward-Roger"]
+    text = repr(fit.summary(ddf="Kenward-Roger"))
+    assert text.startswith("Linear mixed model fit by REML. t-tests use Kenward-Roger's method ['lmerModLmerTest']")
+    assert printed[f"{name} coefficients Kenward-Roger"] in text
