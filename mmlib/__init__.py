@@ -8,7 +8,7 @@
 * ``effect``, ``all_effects``, ``plot_effects`` (effects);
 * the within-group correlation structures ``CorCAR1``, ``CorAR1``, ``CorCompSymm``, ``CorExp``,
   ``CorGaus``, ``CorLin``, ``CorRatio``, ``CorSpher``; the variance functions ``VarIdent``,
-  ``VarPower``, ``VarExp``, ``VarFixed``; the pdMat classes ``PdSymm``, ``PdDiag``;
+  ``VarPower``, ``VarExp``, ``VarFixed``; the pdMat classes ``PdSymm``, ``PdDiag``, ``PdIdent``, ``PdCompSymm``, ``PdBlocked``;
 * ``datasets`` (the appendix's data), the result classes and the warnings and errors fits raise.
 
 The submodules stay importable (``mmlib.lmm``, ``mmlib.glmm``, ...). Helpers written for the
@@ -28,7 +28,7 @@ from .lmlist import LmList, lmList
 from .lmm import ConvergenceError, LinearMixedModel, Lme, LmerMod, lme, lmer, update
 from .nlmm import NlmeError, NlmeFit, nlme
 from .optsummary import ConvergenceWarning, SingularFitWarning
-from .pdmat import PdDiag, PdSymm
+from .pdmat import PdBlocked, PdCompSymm, PdDiag, PdIdent, PdSymm
 from .varfunc import VarExp, VarFixed, VarFuncError, VarIdent, VarPower
 
 __version__ = "0.2.0"
@@ -37,7 +37,7 @@ __all__ = [
     "lmer", "glmer", "lme", "nlme", "gls", "lmList", "update", "anova", "Anova", "KenwardRoger", "compare_coefs",
     "pval_corrected", "effect", "all_effects", "plot_effects", "Effect", "model_matrix",
     "CorCAR1", "CorAR1", "CorCompSymm", "CorExp", "CorGaus", "CorLin", "CorRatio", "CorSpher",
-    "VarIdent", "VarPower", "VarExp", "VarFixed", "PdSymm", "PdDiag", "datasets",
+    "VarIdent", "VarPower", "VarExp", "VarFixed", "PdSymm", "PdDiag", "PdIdent", "PdCompSymm", "PdBlocked", "datasets",
     "LinearMixedModel", "LmerMod", "Lme", "GlmerMod", "NlmeFit", "GlsFit", "LmList",
     "ConvergenceWarning", "SingularFitWarning", "ConvergenceError", "DataError", "FormulaError", "NlmeError",
     "CorStructError", "VarFuncError",

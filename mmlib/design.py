@@ -76,8 +76,12 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
     response_vars = _variables(formula.response) if formula.response not in columns else set()
     missing = sorted((wanted | response_vars) - columns)
     if missing:
+        # name the random-effects term at fault when the fixed formula is not (lme's random=)
+        culprit = next((f"random-effects term {term}" for term in formula.random
+                        if (_variables(term.expr, columns) | set(term.group.split(":"))) & set(missing)
+                        and not _variables(formula.fixed, columns) & set(missing)), f"formula {formula.text!r}")
         raise DataError(
-            f"formula {formula.text!r} names column(s) not in the data: {', '.join(missing)}; "
+            f"{culprit} names column(s) not in the data: {', '.join(missing)}; "
             f"the data have: {', '.join(map(str, data.columns))}")
     variables = needed + sorted(response_vars) + sorted(wanted - set(needed) - response_vars)
     frame = data[variables]
@@ -453,6 +457,7 @@ class ReTerm:
     names: list[str]  # R names of the effects: "(Intercept)", "cses", ...
     expr: str
     spec: object = field(repr=False, default=None)
+    source: object = field(repr=False, default=None)  # the RandomTerm (its pdMat, for lme)
 
     @property
     def q(self) -> int:
@@ -553,13 +558,13 @@ def _random_terms(formula: MixedFormula, frame: pd.DataFrame) -> list[ReTerm]:
         if not design.names:
             raise FormulaError(f"random-effects term {term} has no columns")
         if term.correlated:
-            out.append(ReTerm(term.group, levels, codes, design.X, design.names, term.expr, design))
+            out.append(ReTerm(term.group, levels, codes, design.X, design.names, term.expr, design, term))
         else:
             for j, name in enumerate(design.names):
                 part = FixedDesign(design.X[:, [j]], [name], design.terms, design.assign[[j]], design.term_variables,
                                    design.variables, design.term_index, design.codes, design.state,
                                    keep=np.array([j]) if design.keep is None else design.keep[[j]])
-                out.append(ReTerm(term.group, levels, codes, part.X, [name], term.expr, part))
+                out.append(ReTerm(term.group, levels, codes, part.X, [name], term.expr, part, term))
     return out
 
 

@@ -10,7 +10,7 @@ expands into R's terms and columns, with its expressions evaluated by :mod:`mmli
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class FormulaError(ValueError):
@@ -24,6 +24,10 @@ class RandomTerm:
     expr: str  # the left-hand side of the bar, a formula right-hand side ("1", "cses", "cses - 1")
     group: str  # the grouping factor (an interaction "a:b" for nested terms)
     correlated: bool = True  # False for "||": independent effects
+    # nlme's pdMat of the term (None: the default, a general covariance) and, for a block of a
+    # PdBlocked, the PdBlocked it belongs to (compared by identity: the printout groups by it)
+    pd: object = field(default=None, compare=False)
+    composite: object = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"({self.expr} {'|' if self.correlated else '||'} {self.group})"
@@ -112,36 +116,50 @@ def parse(formula: str) -> MixedFormula:
 
 
 def parse_lme(fixed: str, random) -> MixedFormula:
-    """nlme's ``lme(fixed = y ~ x, random = ~ x | g)``; ``random`` may also be a pdMat class
-    with its group (``PdDiag("~ age | Subject")``) or ``{group: formula or pdMat}`` for one level."""
-    if not isinstance(random, str):
-        if isinstance(random, dict):
-            if len(random) != 1:
-                raise NotImplementedError(f"random effects at {len(random)} grouping levels with their own formulas "
-                                          f"({', '.join(map(str, random))}) are not implemented; one level is, or "
-                                          "nested levels with one formula ('~ 1 | a/b')")
-            (group, spec), = random.items()
-            expr, correlated = (spec.expr, spec.correlated) if hasattr(spec, "correlated") else (
-                _one_sided(spec), True)
-            if getattr(spec, "group", None) not in (None, group):
-                raise FormulaError(f"random={{{group!r}: {spec!r}}} names two groups")
-        elif hasattr(random, "correlated"):
-            if random.group is None:
-                raise FormulaError(f"{random!r} needs its grouping factor: write {type(random).__name__}"
-                                   f"('~ {random.expr} | group') or random={{'group': {random!r}}}")
-            expr, correlated, group = random.expr, random.correlated, random.group
-        else:
-            raise TypeError(f"random must be a formula '~ x | g', a pdMat (PdDiag, PdSymm) or a dict, "
-                            f"not {type(random).__name__}")
-        base = parse(fixed)
-        return MixedFormula(base.response, base.fixed, (RandomTerm(expr.strip(), group, correlated),), base.text)
-    if "~" not in random:
-        raise FormulaError(f"random formula {random!r} must be one-sided, as ~ x | g")
-    rhs = random.split("~", 1)[1]
+    """nlme's ``lme(fixed = y ~ x, random = ...)``. ``random`` is a one-sided formula
+    (``"~ x | g"``, ``"~ 1 | a/b"``), a pdMat with its group (``PdDiag("~ age | Subject")``),
+    or a mapping from grouping factor to formula or pdMat, outer level first, as nlme's
+    ``random = list(Dog = ~ day, Side = ~ 1)``: each level lies within the ones before it
+    (Side within Dog), so its groups are those of the interaction Dog:Side."""
     base = parse(fixed)
     if base.random:
         raise FormulaError("lme takes random effects in `random`, not in the fixed formula")
-    return MixedFormula(base.response, base.fixed, tuple(parse_bar(rhs, lme4=False)), base.text)
+    if isinstance(random, str):
+        if "~" not in random:
+            raise FormulaError(f"random formula {random!r} must be one-sided, as ~ x | g")
+        rhs = random.split("~", 1)[1]
+        return MixedFormula(base.response, base.fixed, tuple(parse_bar(rhs, lme4=False)), base.text)
+    if isinstance(random, dict):
+        if not random:
+            raise FormulaError("random={} names no grouping factor")
+        levels = random
+    elif hasattr(random, "group"):  # a pdMat or PdBlocked with its group in the form
+        if random.group is None:
+            raise FormulaError(f"{random!r} needs its grouping factor: write {type(random).__name__}"
+                               f"('~ ... | group') or random={{'group': {random!r}}}")
+        levels = {random.group: random}
+    else:
+        raise TypeError(f"random must be a formula '~ x | g', a pdMat (PdSymm, PdDiag, PdIdent, PdCompSymm, "
+                        f"PdBlocked) or a dict of them by grouping factor, not {type(random).__name__}")
+    terms, outer = [], []
+    for group, spec in levels.items():
+        if not isinstance(group, str) or not re.fullmatch(r"[\w.]+", group):
+            raise FormulaError(f"random={{{group!r}: ...}}: a key must be one grouping factor's column name "
+                               "(several levels are several keys, outer first)")
+        if getattr(spec, "group", None) not in (None, group):
+            raise FormulaError(f"random={{{group!r}: {spec!r}}} names two groups")
+        outer.append(group)
+        nested = ":".join(outer)  # nlme's levels within the outer ones
+        if isinstance(spec, str):
+            terms.append(RandomTerm(_one_sided(spec), nested))
+        elif hasattr(spec, "blocks"):
+            terms.extend(RandomTerm(b.expr.strip(), nested, b.correlated, pd=b, composite=spec) for b in spec.blocks)
+        elif hasattr(spec, "correlated"):
+            terms.append(RandomTerm(spec.expr.strip(), nested, spec.correlated, pd=spec))
+        else:
+            raise TypeError(f"random={{{group!r}: ...}} must give a one-sided formula ('~ age') or a pdMat, "
+                            f"not {type(spec).__name__}")
+    return MixedFormula(base.response, base.fixed, tuple(terms), base.text)
 
 
 def _one_sided(formula: str) -> str:

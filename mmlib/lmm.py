@@ -35,6 +35,7 @@ from scipy.linalg.lapack import dpotrf as potrf, dtrtrs as trtrs
 from . import arguments as check
 from . import design as dsg
 from .corstruct import CorStructError
+from .pdmat import Tied
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
 from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
@@ -421,6 +422,14 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         if not self.reterms:
             raise dsg.FormulaError(f"formula {formula.text!r} has no random-effects term; "
                                    "use a linear model instead")
+        levels = grouping_levels(self.reterms)
+        for outer, inner in zip(levels, levels[1:]):
+            m_outer, m_inner = (next(t.m for t in self.reterms if t.group == g) for g in (outer, inner))
+            if self.flavor == "nlme" and inner.startswith(outer + ":") and m_inner <= m_outer:
+                raise dsg.FormulaError(
+                    f"random: level {level_name(inner)} within {outer.replace(':', '/')} has no more groups than "
+                    f"{outer.replace(':', '/')} ({m_outer}): each of its groups holds one {level_name(inner)}, so "
+                    "the inner level's effects cannot be told from the outer's")
         self.X = self.fixed.X
         self.n, self.p = self.X.shape
         dsg.check_grouping(self.reterms, self.n)
@@ -439,7 +448,7 @@ class LinearMixedModel(StructuredErrors, FittedModel):
                 raise dsg.DataError("weights must be positive (a zero weight drops its row: subset the data)")
             sw = np.sqrt(self.weights)
             y, X, extra_logdet = y * sw, X * sw[:, None], -float(np.log(self.weights).sum())
-            terms = [dsg.ReTerm(t.group, t.levels, t.codes, t.Z * sw[:, None], t.names, t.expr, t.spec)
+            terms = [dsg.ReTerm(t.group, t.levels, t.codes, t.Z * sw[:, None], t.names, t.expr, t.spec, t.source)
                      for t in self.reterms]
         if structure is None:
             self.criterion = LMMCriterion(y, X, terms, extra_logdet)
@@ -447,6 +456,11 @@ class LinearMixedModel(StructuredErrors, FittedModel):
             raise NotImplementedError("prior weights with a correlation structure are not implemented")
         else:
             self.criterion = CorrelatedLMMCriterion(y, X, terms, structure, self.frame)
+        # PdIdent, PdCompSymm: the criterion in their own parameters (mmlib.pdmat.Tied)
+        maps = [t.source.pd.parametrization(t.q, t.names) if getattr(t.source, "pd", None) is not None else None
+                for t in self.reterms]
+        if any(m is not None for m in maps):
+            self.criterion = Tied(self.criterion, maps)
         self.optimizer, self.maxiter = optimizer, maxiter
         theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer,
                                                       maxiter=maxiter)
@@ -811,6 +825,11 @@ class Lme(LinearMixedModel):
         if intercept:
             df[0] -= 1
         return where, df
+
+    def intervals(self, level: float = 0.95, which: str = "all"):
+        """nlme's approximate confidence intervals (``mmlib.intervals``)."""
+        from .intervals import intervals
+        return intervals(self, level, which)
 
     def coef_table(self) -> pd.DataFrame:
         """nlme's table; for an ML fit the standard errors use the REML-like residual scale,

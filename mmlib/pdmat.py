@@ -3,17 +3,32 @@ sec. 4.2.2): the covariance structure of one grouping level's random effects.
 
 * :class:`PdSymm`: general positive-definite (nlme's default, log-Cholesky parametrized; here
   Lambda's lower triangle, as every other fit);
-* :class:`PdDiag`: independent effects (a diagonal covariance), what lme4 writes ``(x || g)``.
+* :class:`PdDiag`: independent effects (a diagonal covariance), what lme4 writes ``(x || g)``;
+* :class:`PdIdent`: a multiple of the identity, ``s^2 I`` (one parameter);
+* :class:`PdCompSymm`: compound symmetry, ``s^2 ((1 - rho) I + rho 11')`` (two parameters);
+* :class:`PdBlocked`: a block-diagonal covariance whose blocks are any of the above, e.g.
+  ``PdBlocked([PdIdent("~ 1"), PdIdent("~ sample - 1")])``.
 
 Written as nlme writes them: ``lme(..., random={"Subject": PdDiag("~ age")})``, or with the
 group in the form, ``random=PdDiag("~ age | Subject")``.
+
+The fit's criterion is a function of theta, the elements of each term's lower-triangular
+relative covariance factor Lambda (Psi = sigma^2 Lambda Lambda'). PdSymm and PdDiag are such
+terms directly (PdDiag as one scalar term per effect).  PdIdent and PdCompSymm tie the
+elements: :class:`Tied` is the criterion in their own parameters phi, theta = theta(phi), its
+gradient J' grad_theta by the chain rule with J = d theta / d phi exact, so the fit keeps its
+exact gradient and Newton's final steps.
 """
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
+
+from .covariance import lower_indices
 from .formula import FormulaError
+from .optimizer import Minimizer
 
 
 class PdMat:
@@ -30,6 +45,10 @@ class PdMat:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.form!r})"
 
+    def parametrization(self, q: int, names: list[str]) -> "Parametrization | None":
+        """How phi gives this term's theta (None: theta itself, Lambda's free elements)."""
+        return None
+
 
 class PdSymm(PdMat):
     """nlme's ``pdSymm``: a general covariance matrix (the default)."""
@@ -40,3 +59,232 @@ class PdDiag(PdMat):
 
     structure = "Diagonal"
     correlated = False
+
+
+class PdIdent(PdMat):
+    """nlme's ``pdIdent``: every effect has the same variance, and they are independent."""
+
+    structure = "Multiple of an Identity"
+
+    def parametrization(self, q, names):
+        return IdentMap(q)
+
+
+class PdCompSymm(PdMat):
+    """nlme's ``pdCompSymm``: equal variances and equal correlations."""
+
+    structure = "Compound Symmetry"
+
+    def parametrization(self, q, names):
+        if q < 2:
+            raise FormulaError(f"PdCompSymm({self.form!r}) has {q} effect ({', '.join(names)}); compound "
+                               "symmetry needs at least two (use PdSymm or PdIdent for one)")
+        return CompSymmMap(q)
+
+
+class PdBlocked:
+    """nlme's ``pdBlocked``: a block-diagonal covariance, one pdMat per block (effects in
+    different blocks are independent)."""
+
+    structure = "Blocked"
+
+    def __init__(self, blocks, group: str | None = None):
+        blocks = list(blocks)
+        if not blocks or not all(isinstance(b, PdMat) for b in blocks):
+            raise FormulaError("PdBlocked takes a list of pdMat objects, as PdBlocked([PdIdent('~ 1'), "
+                               "PdIdent('~ x - 1')])")
+        groups = {b.group for b in blocks if b.group} | ({group} if group else set())
+        if len(groups) > 1:
+            raise FormulaError(f"the blocks of PdBlocked name different groups: {', '.join(sorted(groups))}")
+        self.blocks = blocks
+        self.group = groups.pop() if groups else None
+
+    def __repr__(self) -> str:
+        return f"PdBlocked([{', '.join(map(repr, self.blocks))}])"
+
+
+# ------------------------------------------------------------------------ parametrizations
+class Parametrization:
+    """theta(phi) for one term's Lambda (q by q, lower triangular, column-major elements) and
+    its Jacobian. ``diagonal`` lists the phi that scale Lambda (bounded below by 0, the
+    criterion even in them): the optimizer's log stage and boundary checks use them."""
+
+    size: int
+    diagonal: tuple[int, ...]
+
+    def lower_bounds(self) -> np.ndarray:
+        lb = np.full(self.size, -np.inf)
+        lb[list(self.diagonal)] = 0.0
+        return lb
+
+
+class IdentMap(Parametrization):
+    """PdIdent: Lambda = s I, phi = (s,)."""
+
+    def __init__(self, q: int):
+        self.q, self.size, self.diagonal = q, 1, (0,)
+        r, c = lower_indices(q)
+        self._diag = (r == c).astype(float)
+
+    def theta(self, phi):
+        return phi[0] * self._diag
+
+    def jacobian(self, phi):
+        return self._diag[:, None].copy()
+
+    def from_theta(self, theta):
+        L = _lower(theta, self.q)
+        return np.array([np.sqrt(np.mean(np.sum(L ** 2, axis=1)))])
+
+    def natural(self, phi):
+        return np.array([phi[0]])
+
+
+class CompSymmMap(Parametrization):
+    """PdCompSymm: Lambda Lambda' = s^2 ((1 - rho) I + rho 11'), Lambda = s chol(C(rho)), phi =
+    (s, z) with nlme's map rho = (e^z - 1/(q-1)) / (e^z + 1), which keeps C positive definite
+    (-1/(q-1) < rho < 1). The Cholesky factor's derivative: dL = L Phi(L^-1 dC L^-T), Phi the
+    lower triangle with the diagonal halved (Murray 2016, "Differentiation of the Cholesky
+    decomposition", eq. 10)."""
+
+    def __init__(self, q: int):
+        self.q, self.size, self.diagonal = q, 2, (0,)
+        self._r, self._c = lower_indices(q)
+
+    def rho(self, z):
+        a = np.exp(z)
+        return (a - 1.0 / (self.q - 1)) / (a + 1.0)
+
+    def _chol(self, rho):
+        q = self.q
+        C = (1.0 - rho) * np.eye(q) + rho
+        return np.linalg.cholesky(C)
+
+    def theta(self, phi):
+        L = self._chol(self.rho(phi[1]))
+        return phi[0] * L[self._r, self._c]
+
+    def jacobian(self, phi):
+        s, z = phi
+        q = self.q
+        rho = self.rho(z)
+        L = self._chol(rho)
+        Linv = np.linalg.inv(L)
+        M = Linv @ (np.ones((q, q)) - np.eye(q)) @ Linv.T
+        P = np.tril(M)
+        P[np.diag_indices(q)] *= 0.5
+        dL = L @ P
+        a = np.exp(z)
+        drho = a * (1.0 + 1.0 / (q - 1)) / (a + 1.0) ** 2
+        return np.column_stack([L[self._r, self._c], s * drho * dL[self._r, self._c]])
+
+    def from_theta(self, theta):
+        L = _lower(theta, self.q)
+        S = L @ L.T
+        v = float(np.mean(np.diag(S)))
+        if v <= 0:
+            return np.array([0.0, 0.0])
+        off = S[~np.eye(self.q, dtype=bool)].mean() / v
+        lo = -1.0 / (self.q - 1)
+        rho = float(np.clip(off, lo + 0.05 * (1 - lo), 0.95))
+        return np.array([np.sqrt(v), np.log((rho - lo) / (1.0 - rho))])
+
+    def natural(self, phi):
+        return np.array([phi[0], self.rho(phi[1])])
+
+
+def _lower(theta, q):
+    L = np.zeros((q, q))
+    r, c = lower_indices(q)
+    L[r, c] = theta
+    return L
+
+
+class _PhiBlock:
+    """Where a tied term's scale parameters sit in phi (for the optimizer's ``blocks``)."""
+
+    def __init__(self, positions):
+        self._positions = np.asarray(positions, dtype=int)
+
+    def diagonal(self) -> np.ndarray:
+        return self._positions
+
+
+class Tied(Minimizer):
+    """A criterion in theta seen through the terms' parametrizations: phi -> theta(phi).
+
+    ``maps`` has one entry per term, its :class:`Parametrization` or None (the term's theta
+    elements themselves); parameters after the terms' (a correlation's, a variance function's)
+    pass through. Everything the fit asks of its criterion (solve, modes, Lambdas, conditional
+    covariances) is answered at theta(phi)."""
+
+    def __init__(self, inner, maps):
+        self.inner, self.maps = inner, maps
+        self.terms, self.n, self.p = inner.terms, inner.n, inner.p
+        self.analytic, self.numeric_cost = inner.analytic, inner.numeric_cost
+        self.start_hessian = inner.start_hessian
+        slices, diag, start = [], [], 0
+        for block, pmap in zip(inner.blocks, maps):
+            size = block.size if pmap is None else pmap.size
+            local = (block.diagonal() - block.start) if pmap is None else np.asarray(pmap.diagonal)
+            diag.extend(start + local)
+            slices.append(slice(start, start + size))
+            start += size
+        self.slices, self.ntheta = slices, start
+        self.n_extra = inner.lower_bounds().size - inner.ntheta
+        self.blocks = [_PhiBlock(diag)]
+        self.n_numeric = None if inner.n_numeric is None else inner.n_numeric
+
+    def theta(self, phi) -> np.ndarray:
+        phi = np.asarray(phi, dtype=float)
+        parts = [phi[s] if m is None else m.theta(phi[s]) for s, m in zip(self.slices, self.maps)]
+        return np.concatenate(parts + [phi[self.ntheta:]])
+
+    def jacobian(self, phi) -> np.ndarray:
+        phi = np.asarray(phi, dtype=float)
+        J = np.zeros((self.inner.ntheta + self.n_extra, phi.size))
+        for block, s, m in zip(self.inner.blocks, self.slices, self.maps):
+            rows = slice(block.start, block.start + block.size)
+            J[rows, s] = np.eye(block.size) if m is None else m.jacobian(phi[s])
+        J[self.inner.ntheta:, self.ntheta:] = np.eye(self.n_extra)
+        return J
+
+    def from_theta(self, theta) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        parts = []
+        for block, m in zip(self.inner.blocks, self.maps):
+            t = theta[block.start:block.start + block.size]
+            parts.append(t if m is None else m.from_theta(t))
+        return np.concatenate(parts + [theta[self.inner.ntheta:]])
+
+    # --- the Minimizer's interface ----------------------------------------------------
+    def start(self) -> np.ndarray:
+        return self.from_theta(self.inner.start())
+
+    def lower_bounds(self) -> np.ndarray:
+        inner_lb = self.inner.lower_bounds()
+        parts = []
+        for block, m in zip(self.inner.blocks, self.maps):
+            parts.append(inner_lb[block.start:block.start + block.size] if m is None else m.lower_bounds())
+        return np.concatenate(parts + [inner_lb[self.inner.ntheta:]])
+
+    def objective(self, phi, reml: bool) -> float:
+        return self.inner.objective(self.theta(phi), reml)
+
+    def gradient(self, phi, reml: bool) -> np.ndarray:
+        if not self.analytic and self.inner.n_numeric is None:
+            return self.numerical_gradient(phi, reml)
+        return self.jacobian(phi).T @ self.inner.gradient(self.theta(phi), reml)
+
+    # --- what the fit asks of its criterion -----------------------------------------
+    def solve(self, phi, reml: bool):
+        return self.inner.solve(self.theta(phi), reml)
+
+    def modes(self, phi, solution):
+        return self.inner.modes(self.theta(phi), solution)
+
+    def lambdas(self, phi):
+        return self.inner.lambdas(self.theta(phi))
+
+    def conditional_covariances(self, phi):
+        return self.inner.conditional_covariances(self.theta(phi))

@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 SUMMARY_ROWS = ["Min.", "1st Qu.", "Median", "Mean", "3rd Qu.", "Max."]
 
@@ -34,6 +35,16 @@ def format_r(values, digits: int = 4) -> list[str]:
         if max(len(t) for t in fixed) > max(len(t) for t in sci):
             return sci
     return fixed
+
+
+def format_digits(values, digits: int = 4) -> list[str]:
+    """R's ``format(values, digits = digits)`` in fixed notation: as many decimals as the value
+    needing the most to show ``digits`` significant digits, right-aligned to a common width."""
+    x = np.asarray(values, dtype=float)
+    need = max((_decimals(v, digits) for v in x[np.isfinite(x)]), default=0)
+    texts = [f"{v:.{need}f}" for v in x]
+    width = max(len(t) for t in texts)
+    return [t.rjust(width) for t in texts]
 
 
 def _decimals(v: float, digits: int) -> int:
@@ -394,36 +405,7 @@ class LmeSummary:
         lines.append(_vector(fit, vals).replace(" \n", "\n"))
         if m.n_dropped:
             lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
-        term = m.reterms[0]
-        lines += ["", "Random effects:", f" Formula: ~{_deparse(m.formula.random[0].expr)} | {term.group}"]
-        rnd = self.tables["random"]
-        if not m.formula.random[0].correlated:  # nlme's pdDiag
-            lines.append(" Structure: Diagonal")
-        if term.q == 1:
-            names = list(rnd.index)
-            texts = format_r(rnd["StdDev"].to_numpy(), 4)
-            widths = [max(len(n), len(t)) for n, t in zip(names, texts)]
-            lines += ["        " + " ".join(n.rjust(w) for n, w in zip(names, widths)),
-                      "StdDev: " + " ".join(t.rjust(w) for t, w in zip(texts, widths))]
-        else:
-            lines.append(" Structure: General positive-definite, Log-Cholesky parametrization")
-            sdt = format_r(rnd["StdDev"].to_numpy(), 5)
-            corr = self.tables["random_corr"]
-            labels = [abbreviate(n, 6) for n in corr.index[:-1]]
-            nw = max(len(n) for n in rnd.index)
-            sw = max(len(t) for t in sdt + ["StdDev"])
-            head = " " * nw + " " + "StdDev".ljust(sw) + " Corr"
-            body = []
-            for i, name in enumerate(rnd.index):
-                cells = []
-                if i == 0:
-                    cells = [labels[0]]
-                elif i < term.q:
-                    cells = [_fixed(corr.iat[i, j], 3) for j in range(i)]
-                    if i < term.q - 1:
-                        cells.append(labels[i])
-                body.append(name.ljust(nw) + " " + sdt[i].ljust(sw) + " " + " ".join(c.ljust(6) for c in cells))
-            lines += [head] + [b.rstrip() for b in body]
+        lines += ["", "Random effects:"] + _nlme_random_lines(m)
         lines += _structure_lines(m, m.theta[m.criterion.ntheta:])
         lines += ([] if m.variance is not None else [""]) + [f"Fixed effects: {m.formula.response} ~ {_deparse_rhs(m)} "]
         lines.append(_table(self.tables["fixed"], {"Value": ("zap", 5), "Std.Error": ("zap", 4), "DF": ("int",),
@@ -432,12 +414,93 @@ class LmeSummary:
             lines += [" Correlation: ", _lower_corr(self.tables["corr"], None)]
         sr = self.tables["std_residuals"]
         lines += ["", "Standardized Within-Group Residuals:", _vector(sr, format_r(sr.to_numpy(), 6)), "",
-                  f"Number of Observations: {m.n}",
-                  f"Number of Groups: {', '.join(str(k) for k in m.ngroups.values())} "]
+                  f"Number of Observations: {m.n}"]
+        groups = pd.Series(m.ngroups)
+        if len(groups) == 1:
+            lines.append(f"Number of Groups: {groups.iloc[0]} ")
+        else:  # nlme names the inner levels "Side %in% Dog"
+            names = [_level_label(g) for g in groups.index]
+            width = max(len(t) for t in names + [str(k) for k in groups])  # a named vector: one width
+            lines += ["Number of Groups: ", " ".join(n.rjust(width) for n in names) + " ",
+                      " ".join(str(k).rjust(width) for k in groups) + " "]
         notes = m.optinfo.messages()
         if notes:
             lines += [""] + notes
         return "\n".join(lines)
+
+
+def _level_label(group: str) -> str:
+    """nlme's name of a grouping level in printouts: "Side %in% Dog" for the level Dog:Side."""
+    return " %in% ".join(reversed(group.split(":")))
+
+
+def _nlme_random_lines(m) -> list[str]:
+    """nlme's "Random effects:" block: for each level (outer first) its formula, its pdMat's
+    structure and standard deviations (with correlations for a general or compound-symmetric
+    matrix), a PdBlocked level block by block; sigma joins the innermost level's table
+    (nlme's ``print.summary.pdMat``)."""
+    from .pdmat import PdSymm
+
+    covs = m.VarCorr().covariances
+    levels = list(dict.fromkeys(t.group for t in m.reterms))
+    out = []
+    for depth, group in enumerate(levels):
+        # the level's pdMats: the terms each came from (a PdDiag is a term per effect)
+        sources = {}
+        for t, cov in zip(m.reterms, covs):
+            if t.group == group:
+                sources.setdefault(id(t.source), (t.source, []))[1].append((t, cov))
+        last = depth == len(levels) - 1
+        blocks = list(sources.values())
+        composite = blocks[0][0].composite
+        if depth:
+            out.append("")
+        if composite is not None:
+            out.append(" Composite Structure: Blocked")
+        for k, (source, parts) in enumerate(blocks):
+            names = [n for t, _ in parts for n in t.names]
+            cov = scipy.linalg.block_diag(*[c for _, c in parts])
+            if composite is not None:
+                out += ["", f" Block {k + 1}: {', '.join(names)}"]
+            pd_obj = source.pd if source.pd is not None else (PdSymm("~1") if source.correlated else None)
+            structure = pd_obj.structure if pd_obj is not None else "Diagonal"
+            correlated = pd_obj is not None and type(pd_obj).__name__ in ("PdSymm", "PdCompSymm")
+            out.append(f" Formula: ~{_deparse(source.expr)} | {_level_label(group)}")
+            out += _pdmat_lines(names, cov, m.sigma, structure, correlated,
+                                labels=type(pd_obj).__name__ == "PdSymm",
+                                resid=last and k == len(blocks) - 1)
+    return out
+
+
+def _pdmat_lines(names, cov, sigma, structure, correlated, labels, resid) -> list[str]:
+    """One pdMat's standard deviations (and correlations) as nlme prints them."""
+    sd = np.sqrt(np.diag(cov))
+    q = len(names)
+    lines = [] if q == 1 else [f" Structure: {structure}"]
+    if q == 1 or not correlated:
+        cols = list(names) + (["Residual"] if resid else [])
+        texts = [format_r([v], 4)[0] for v in list(sd) + ([sigma] if resid else [])]
+        widths = [max(len(n), len(t)) for n, t in zip(cols, texts)]
+        return lines + ["        " + " ".join(n.rjust(w) for n, w in zip(cols, widths)),
+                        "StdDev: " + " ".join(t.rjust(w) for t, w in zip(texts, widths))]
+    # a character matrix printed left-aligned: the standard deviations formatted together
+    # (with sigma's), the correlations below the diagonal, the first row the columns' labels
+    rows = list(names) + (["Residual"] if resid else [])
+    sdt = format_digits(np.concatenate([sd, [sigma] if resid else []]), 4)
+    corr = cov / np.outer(sd, sd)
+    cells = [["" for _ in range(q - 1)] for _ in rows]
+    if labels:
+        cells[0] = [abbreviate(n, 6) for n in names[:-1]]
+    for i in range(1, q):
+        for j in range(i):
+            cells[i][j] = _fixed(corr[i, j], 3)
+    header = ["StdDev", "Corr"] + [""] * (q - 2)
+    table = [[t] + c for t, c in zip(sdt, cells)]
+    widths = [max(len(header[j]), *(len(r[j]) for r in table)) for j in range(q)]
+    nw = max(len(n) for n in rows)
+    out = [" " * nw + " " + " ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out += [name.ljust(nw) + " " + " ".join(c.ljust(w) for c, w in zip(r, widths)) for name, r in zip(rows, table)]
+    return lines + [line.rstrip() for line in out]
 
 
 def _deparse(expr: str) -> str:

@@ -10,9 +10,10 @@ import json
 import numpy as np
 import pytest
 
+from mmlib.design import DataError
 from mmlib.formula import FormulaError
 from mmlib.lmm import lme, lmer
-from mmlib.pdmat import PdDiag, PdSymm
+from mmlib.pdmat import PdCompSymm, PdDiag, PdIdent, PdSymm
 from rref import ROOT, frame
 
 REF = json.loads((ROOT / "tests" / "r" / "lme_pdmat.json").read_text())
@@ -46,8 +47,14 @@ def test_diagonal_is_lme4s_double_bar():
 
 def test_random_forms_refused_by_name():
     data = frame("Orthodont")
-    with pytest.raises(NotImplementedError, match="2 grouping levels with their own formulas"):
+    with pytest.raises(FormulaError, match="level Sex within Subject has no more groups than Subject"):
         lme(FIXED, data, random={"Subject": "~ age", "Sex": "~ 1"})
+    with pytest.raises(FormulaError, match="a key must be one grouping factor"):
+        lme(FIXED, data, random={"Subject/Sex": "~ 1"})
+    with pytest.raises(DataError, match=r"random-effects term \(Side - 1 \| Subject\) names column\(s\) not in the data: Side"):
+        lme(FIXED, data, random={"Subject": PdIdent("~ Side - 1")})
+    with pytest.raises(FormulaError, match="compound symmetry needs at least two"):
+        lme(FIXED, data, random={"Subject": PdCompSymm("~ 1")})
     with pytest.raises(FormulaError, match="needs its grouping factor"):
         lme(FIXED, data, random=PdDiag("~ age"))
     with pytest.raises(FormulaError, match="names two groups"):

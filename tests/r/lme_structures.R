@@ -51,6 +51,18 @@ for (name in names(fits)) {
     apVar = unname(f$apVar))
   cat("\n==", name, "\n"); print(summary(f)); print(iv)
 }
+## nlme's apVar takes its Hessian by fdHess with relative step .Machine$double.eps^(1/3) = 6e-6,
+## where the log-likelihood's rounding error already moves it (oats_cs: the variance of the
+## correlation's parameter 0.74730 at the default step, 0.74846, 0.74839, 0.74814 at steps 1e-4,
+## 3e-5, 1e-5): the intervals again with lmeControl(.relStep = 1e-4), to test against
+ctl_step <- ctl; ctl_step$.relStep <- 1e-4
+for (name in names(fits)) {
+  f <- update(fits[[name]], control = ctl_step)
+  iv <- intervals(f)
+  out[[name]]$intervals_relstep <- list(fixed = unname(iv$fixed), sigma = unname(iv$sigma),
+    reStruct = lapply(iv$reStruct, function(d) list(lower = d$lower, est = d$est., upper = d$upper)),
+    logLik = as.numeric(logLik(f)))
+}
 f <- fits$pixel
 out$pixel$ranef_Dog <- unname(as.matrix(ranef(f, level = 1)))
 out$pixel$ranef_Side <- unname(as.matrix(ranef(f, level = 2)))
@@ -61,3 +73,8 @@ newd <- data.frame(Dog = c("1", "3"), Side = c("R", "L"), day = c(3, 12))
 out$pixel$predict_new <- unname(as.matrix(predict(f, newd, level = 0:2)[, -(1:2)]))
 cat("\n== pixel: ranef, predict\n"); print(ranef(f, level = 2)[1:4, ]); print(predict(f, newd, level = 0:2))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/lme_structures.json")
+## the summaries as the book prints them (options(digits = 4), as the appendix), for the
+## printout tests: tests/r/lme_structures_digits4.txt
+sink("tests/r/lme_structures_digits4.txt"); options(digits = 4)
+for (name in names(fits)) { cat("==", name, "\n"); print(summary(fits[[name]])) }
+sink()

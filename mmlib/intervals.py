@@ -1,0 +1,263 @@
+"""nlme's ``intervals()``: approximate confidence intervals for an ``lme`` fit's fixed effects,
+its variance-covariance parameters on their natural scale, and sigma (Pinheiro & Bates 2000,
+sec. 2.4.3 and 4.2).
+
+* Fixed effects: beta_j -/+ t(df_j) se_j, df_j by nlme's containment rule.
+* Variance-covariance parameters (nlme's ``apVar``): the (RE)ML log-likelihood l, beta profiled
+  out, as a function of each level's covariance Psi on an unconstrained scale (Psi itself, not
+  Psi / sigma^2), the correlation's and variance function's unconstrained parameters, and
+  log sigma.  Their covariance is (-Hessian of l)^-1 at the estimates (nlme differentiates
+  numerically with ``fdHess``; here fourth-order differences), and each interval is the estimate
+  -/+ z se on that scale, transformed back. The scales, as nlme's:
+
+  - PdSymm (nlme's ``pdNatural``): log sd_i and log((1 + rho_ij) / (1 - rho_ij));
+  - PdDiag, PdIdent: log sd;  PdCompSymm: log sd and log((rho + 1/(q-1)) / (1 - rho));
+  - a correlation structure's and a variance function's own unconstrained parameters (the
+    interval does not depend on an affine change of scale, e.g. atanh(phi) for nlme's
+    log((1 + phi)/(1 - phi))).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from .covariance import lower_indices
+from .optimizer import central_jacobian, fourth_order_difference
+from .printing import format_digits
+
+
+STEP = 3e-3  # the relative step of the Hessian's differences (see _varcov_intervals)
+
+
+@dataclass
+class _Component:
+    """One pdMat of one level: its parameters on nlme's unconstrained scale and back."""
+
+    level: str
+    kind: str
+    names: list[str]  # nlme's row names
+    terms: list[int]  # the fit's random-effects terms it covers (several for a PdDiag)
+
+    def size(self, q: int) -> int:
+        return {"PdSymm": q + q * (q - 1) // 2, "PdDiag": q, "PdIdent": 1, "PdCompSymm": 2}[self.kind]
+
+    def to_u(self, covs: list[np.ndarray]) -> np.ndarray:
+        """Psi (absolute) -> the unconstrained parameters."""
+        if self.kind == "PdDiag":
+            return np.log(np.sqrt([c[0, 0] for c in covs]))
+        cov = covs[0]
+        sd = np.sqrt(np.diag(cov))
+        corr = cov / np.outer(sd, sd)
+        q = len(sd)
+        if self.kind == "PdIdent":
+            return np.log(sd[:1])
+        if self.kind == "PdCompSymm":
+            rho = corr[1, 0]
+            return np.array([np.log(sd[0]), np.log((rho + 1.0 / (q - 1)) / (1.0 - rho))])
+        i, j = _pairs(q)
+        r = corr[i, j]
+        return np.concatenate([np.log(sd), np.log((1 + r) / (1 - r))])
+
+    def natural(self, u: np.ndarray, q: int) -> np.ndarray:
+        if self.kind == "PdCompSymm":
+            a = np.exp(u[1])
+            return np.array([np.exp(u[0]), (a - 1.0 / (q - 1)) / (a + 1.0)])
+        if self.kind == "PdSymm":
+            return np.concatenate([np.exp(u[:q]), np.tanh(u[q:] / 2)])
+        return np.exp(u)
+
+    def params(self, u: np.ndarray, sigma: float, q: int, sizes: list[int]) -> list[np.ndarray]:
+        """The unconstrained parameters -> the criterion's parameters of each term (theta, or
+        a PdIdent's or PdCompSymm's phi), for residual standard deviation sigma."""
+        if self.kind == "PdDiag":
+            return [np.array([s]) for s in np.exp(u) / sigma]
+        if self.kind == "PdIdent":
+            return [np.array([np.exp(u[0]) / sigma])]
+        if self.kind == "PdCompSymm":
+            return [np.array([np.exp(u[0]) / sigma, u[1]])]
+        sd, r = np.exp(u[:q]), np.tanh(u[q:] / 2)
+        corr = np.eye(q)
+        i, j = _pairs(q)
+        corr[i, j] = corr[j, i] = r
+        lam = np.linalg.cholesky(corr * np.outer(sd, sd) / sigma ** 2)
+        rows, cols = lower_indices(q)
+        return [lam[rows, cols]]
+
+
+def _pairs(q: int):
+    """The correlations' order in nlme's pdNatural: (1,2), (1,3), (2,3), ... (upper triangle by column)."""
+    i, j = np.triu_indices(q, 1)
+    order = np.lexsort((i, j))
+    return i[order], j[order]
+
+
+def _components(fit) -> list[_Component]:
+    from .printing import _level_label
+
+    out, seen = [], {}
+    for k, t in enumerate(fit.reterms):
+        src = t.source
+        key = id(src)
+        if key in seen:
+            seen[key].terms.append(k)
+            continue
+        kind = type(src.pd).__name__ if src.pd is not None else ("PdSymm" if src.correlated else "PdDiag")
+        comp = _Component(_level_label(t.group).split(" %in% ")[0], kind, [], [k])
+        seen[key] = comp
+        out.append(comp)
+    for comp in out:
+        names = [n for k in comp.terms for n in fit.reterms[k].names]
+        if comp.kind == "PdCompSymm":
+            comp.names = ["std. dev", "corr."]
+        elif comp.kind == "PdIdent":
+            comp.names = [f"sd({_expr_text(fit.reterms[comp.terms[0]].expr)})"]
+        else:
+            comp.names = [f"sd({n})" for n in names]
+            if comp.kind == "PdSymm":
+                i, j = _pairs(len(names))
+                comp.names += [f"cor({names[a]},{names[b]})" for a, b in zip(i, j)]
+    return out
+
+
+def _expr_text(expr: str) -> str:
+    from .formula import deparse
+    return deparse(expr)
+
+
+class Intervals:
+    """``intervals(fit)``: ``fixed`` (a frame lower, est., upper), ``random`` (a frame per level),
+    ``corStruct``, ``varStruct`` (frames or None) and ``sigma`` (a Series), printed as nlme."""
+
+    def __init__(self, level, fixed, random, corStruct, varStruct, sigma):
+        self.level, self.fixed, self.random = level, fixed, random
+        self.corStruct, self.varStruct, self.sigma = corStruct, varStruct, sigma
+
+    def to_string(self, digits: int = 4) -> str:
+        lines = [f"Approximate {100 * self.level:g}% confidence intervals"]
+        if self.fixed is not None:
+            lines += ["", " Fixed effects:", _matrix(self.fixed, digits)]
+        if self.random is not None:
+            lines += ["", " Random Effects:"]
+            for level, frame in self.random.items():
+                lines += [f"  Level: {level} ", _matrix(frame, digits)]
+            if self.corStruct is not None:
+                lines += ["", " Correlation structure:", _matrix(self.corStruct, digits)]
+            if self.varStruct is not None:
+                lines += ["", " Variance function:", _matrix(self.varStruct, digits)]
+            texts = format_digits(self.sigma.to_numpy(), digits)
+            width = max(len(t) for t in texts + list(self.sigma.index))
+            lines += ["", " Within-group standard error:",
+                      " ".join(n.rjust(width) for n in self.sigma.index) + " ",
+                      " ".join(t.rjust(width) for t in texts) + " "]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.to_string()
+
+
+def _matrix(frame: pd.DataFrame, digits: int) -> str:
+    """A numeric matrix as R prints it: each column formatted alone, right-aligned."""
+    cols = [format_digits(frame[c].to_numpy(), digits) for c in frame.columns]
+    widths = [max(len(c), *(len(t) for t in col)) for c, col in zip(frame.columns, cols)]
+    nw = max(len(str(i)) for i in frame.index)
+    out = [" " * nw + " " + " ".join(str(c).rjust(w) for c, w in zip(frame.columns, widths))]
+    for r, name in enumerate(frame.index):
+        out.append(str(name).ljust(nw) + " " + " ".join(col[r].rjust(w) for col, w in zip(cols, widths)))
+    return "\n".join(out)
+
+
+def _frame(lower, est, upper, index) -> pd.DataFrame:
+    return pd.DataFrame({"lower": lower, "est.": est, "upper": upper}, index=index)
+
+
+def intervals(fit, level: float = 0.95, which: str = "all") -> Intervals:
+    """nlme's ``intervals(fit, level, which = "all" | "var-cov" | "fixed")`` for an lme fit."""
+    if which not in ("all", "var-cov", "fixed"):
+        raise ValueError(f"which must be 'all', 'var-cov' or 'fixed', not {which!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, not {level!r}")
+    fixed = random = cor = var = sigma = None
+    if which != "var-cov":
+        df = fit.fixed_df().to_numpy().astype(float)
+        half = special.stdtrit(df, (1 + level) / 2) * fit.se.to_numpy()
+        fixed = _frame(fit.beta - half, fit.beta, fit.beta + half, fit.coef_names)
+    if which != "fixed":
+        random, cor, var, sigma = _varcov_intervals(fit, level)
+    return Intervals(level, fixed, random, cor, var, sigma)
+
+
+def _varcov_intervals(fit, level):
+    from .corstruct import CorCompSymm
+    from .inference import _varpar_deviance
+
+    if isinstance(fit.correlation, CorCompSymm):
+        raise NotImplementedError("intervals() for a CorCompSymm correlation is not implemented "
+                                  "(nlme's scale for it is not this fit's); use which='fixed'")
+    comps = _components(fit)
+    covs = fit.VarCorr().covariances
+    crit = fit.criterion
+    slices = getattr(crit, "slices", None) or [slice(b.start, b.start + b.size) for b in crit.blocks]
+    qs = [sum(fit.reterms[k].q for k in c.terms) if c.kind == "PdDiag" else fit.reterms[c.terms[0]].q
+          for c in comps]
+    sizes = [c.size(q) for c, q in zip(comps, qs)]
+    u0 = np.concatenate([c.to_u([covs[k] for k in c.terms]) for c in comps])
+    extra = np.asarray(fit.theta[crit.ntheta:], dtype=float)
+    x0 = np.concatenate([u0, extra, [np.log(fit.sigma)]])
+
+    def params(x):
+        sigma = np.exp(x[-1])
+        out = np.empty(fit.theta.size)
+        start = 0
+        for c, q, size in zip(comps, qs, sizes):
+            for k, p in zip(c.terms, c.params(x[start:start + size], sigma, q, sizes)):
+                out[slices[k]] = p
+            start += size
+        out[crit.ntheta:] = x[start:-1]
+        return np.concatenate([out, [sigma]])
+
+    # fourth-order differences of fourth-order differences, step 3e-3: the criterion of several
+    # terms carries rounding noise of ~1e-12 relative, which a second difference with a small
+    # step turns into an error of the Hessian (nlme's own fdHess, step 6e-6, is off by 1e-3)
+    def deviance(x):
+        return _varpar_deviance(fit, params(x))
+
+    H = central_jacobian(lambda x: np.array([fourth_order_difference(deviance, x, k, STEP) for k in range(x.size)]),
+                         x0, STEP)
+    try:
+        cov = 2 * np.linalg.inv(H)
+        ok = np.all(np.linalg.eigvalsh(H) > 0)
+    except np.linalg.LinAlgError:
+        ok = False
+    if not ok:
+        raise np.linalg.LinAlgError("cannot get confidence intervals on var-cov components: the approximate "
+                                    "covariance is not positive definite (a boundary fit?); use which='fixed'")
+    half = special.ndtri((1 + level) / 2) * np.sqrt(np.diag(cov))
+    lo, hi = x0 - half, x0 + half
+    random, start = {}, 0
+    for c, q, size in zip(comps, qs, sizes):
+        s = slice(start, start + size)
+        nat = [c.natural(v[s], q) for v in (lo, x0, hi)]
+        frame = _frame(*nat, c.names)
+        random[c.level] = pd.concat([random[c.level], frame]) if c.level in random else frame
+        start += size
+    cor = var = None
+    k = start
+    if fit.correlation is not None:
+        n = fit.correlation.n_params
+        nat = [fit.correlation.to_natural(v[k:k + n]) for v in (lo, x0, hi)]
+        cor = _frame(*nat, [fit.correlation.parameter] if n == 1 else list(range(n)))
+        k += n
+    if fit.variance is not None:
+        vf = fit.variance
+        n = vf.n_params
+        nat = [vf.to_natural(v[k:k + n]) for v in (lo, x0, hi)]
+        names = vf.estimates(x0[k:k + n]).index
+        cor_names = list(names[-n:]) if len(names) >= n else list(range(n))
+        var = _frame(*nat, cor_names)
+        k += n
+    sigma = pd.Series(np.exp([lo[-1], x0[-1], hi[-1]]), index=["lower", "est.", "upper"])
+    return random, cor, var, sigma
