@@ -178,6 +178,8 @@ def test_a_cells_appendix_blocks_are_checked(tmp_path):
         appendix.chapter_pairs(chapter([shown(["bryk.lme.1"])]))
     with pytest.raises(appendix.PairingError, match="shown by cells 0 and 1"):
         appendix.chapter_pairs(chapter([shown(["Wong/head6"]), shown(["Wong/head6"])]))
+    with pytest.raises(RenderError, match=r"04-coma.ipynb: .*'Wong/head7' is not printed"):
+        render.notebook_markdown(chapter([shown(["Wong/head7"])]), tmp_path, "f")
     pairs = appendix.chapter_pairs(chapter([shown(["wong.mod.1", "wong.mod.1/prose"])]))
     assert len(pairs[0].records) == 49 + 7  # the printed blocks of the summary, and the prose
 

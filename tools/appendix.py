@@ -245,12 +245,14 @@ def place(rows: list[str], recs: list, results: dict, row_of=None, tokens=None,
     placed = Placed()
     cursor = (0, 0)  # row, position
 
-    def find(token, rows_to_try, after, rounds=None):
+    def find(token, rows_to_try, after, rounds=None, anywhere=False):
         pattern = _NUMBER if rounds else _pattern(token)
         for r in rows_to_try:
             start = after[1] if r == after[0] else 0
             if r < after[0]:
                 continue
+            if anywhere and re.fullmatch(r"\d{1,2}", token) and len(_NUMBER.findall(rows[r])) > 3:
+                continue  # a small count found by chance in a table's row (a model's index)
             for m in pattern.finditer(rows[r], start):
                 if masks is not None and masks[r][m.start()]:
                     continue
@@ -275,7 +277,8 @@ def place(rows: list[str], recs: list, results: dict, row_of=None, tokens=None,
                 hit = find(token, preferred, (preferred[0], 0) if cursor[0] < preferred[0] else cursor, rounds) \
                     or find(token, preferred, (preferred[0], 0), rounds)
             if hit is None and not strict:
-                hit = find(token, everywhere, cursor, rounds) or find(token, everywhere, (0, 0), rounds)
+                hit = (find(token, everywhere, cursor, rounds, anywhere=True)
+                       or find(token, everywhere, (0, 0), rounds, anywhere=True))
             if hit is not None:
                 break
         if hit is None:

@@ -87,7 +87,10 @@ def notebook_markdown(path: Path, figdir: Path, figprefix: str) -> str:
     import appendix
 
     nb = nbformat.read(path, as_version=4)
-    pairs = appendix.chapter_pairs(path) if appendix.is_chapter(path) else {}
+    try:  # the cells' appendix blocks, checked: a misspelt or doubly shown block stops the render
+        pairs = appendix.chapter_pairs(path) if appendix.is_chapter(path) else {}
+    except appendix.PairingError as exc:
+        raise RenderError(f"{path.name}: {exc}") from None
     check = appendix.check_section(nb)
     parts, nimg = [], 0
     for index, cell in enumerate(nb.cells):
