@@ -162,3 +162,47 @@ def test_tables_print_as_lmertest(name, fits):
     text = repr(fit.summary(ddf="Kenward-Roger"))
     assert text.startswith("Linear mixed model fit by REML. t-tests use Kenward-Roger's method ['lmerModLmerTest']")
     assert printed[f"{name} coefficients Kenward-Roger"] in text
+
+
+# ------------------------------------------------------- property: exact df on balanced designs
+def _split_plot(seed):
+    """A balanced split plot: blocks x whole-plot factor A x sub-plot factor B, response drawn
+    at random (the df must not depend on it)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    blocks, a, b = 5, 3, 4
+    grid = pd.MultiIndex.from_product([range(blocks), range(a), range(b)], names=["blk", "A", "B"]).to_frame(index=False)
+    grid["blk"] = grid["blk"].map(lambda v: f"k{v}")
+    grid["A"] = grid["A"].map(lambda v: f"a{v}")
+    grid["B"] = grid["B"].map(lambda v: f"b{v}")
+    whole = rng.normal(size=blocks * a) * rng.uniform(0.5, 2)
+    grid["y"] = (rng.normal(size=len(grid)) + np.repeat(whole, b) + np.repeat(rng.normal(size=blocks), a * b))
+    return grid, blocks, a, b
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_balanced_split_plot_df_are_the_classical_ones(seed):
+    """In a balanced split plot every F test is exact: the whole-plot factor on the whole-plot
+    error's (blocks - 1)(a - 1) df, the sub-plot factor and the interaction on the sub-plot error's
+    a blocks (b - 1) - (b - 1) - (a - 1)(b - 1); Satterthwaite and Kenward-Roger both give them."""
+    data, blocks, a, b = _split_plot(seed)
+    fit = lmer("y ~ A * B + (1 | blk/A)", data)
+    whole = (blocks - 1) * (a - 1)
+    sub = a * blocks * (b - 1) - (b - 1) - (a - 1) * (b - 1)
+    for ddf in ["Satterthwaite", "Kenward-Roger"]:
+        table = anova(fit, ddf=ddf).frame
+        np.testing.assert_allclose(table["DenDF"], [whole, sub, sub], rtol=1e-6, err_msg=ddf)
+        table = Anova(fit, test="F", ddf=ddf).frame
+        np.testing.assert_allclose(table["Df.res"], [whole, sub, sub], rtol=1e-6, err_msg=ddf)
+
+
+def test_machines_df_are_the_classical_ones(fits):
+    """Machines (6 workers x 3 machines x 3 replicates, (1 | Worker) + (1 | Worker:Machine)): the
+    machine contrasts are tested on the Worker:Machine mean square's (6 - 1)(3 - 1) = 10 df."""
+    fit = fits("machines")
+    data = fit.frame
+    expected = (data["Worker"].nunique() - 1) * (data["Machine"].nunique() - 1)
+    for ddf in ["Satterthwaite", "Kenward-Roger"]:
+        assert abs(anova(fit, ddf=ddf).frame.loc["Machine", "DenDF"] - expected) < 1e-6 * expected
+        np.testing.assert_allclose(fit.coef_table(ddf=ddf)["df"].iloc[1:], expected, rtol=1e-6)
