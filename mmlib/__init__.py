@@ -7,8 +7,8 @@
   ``KenwardRoger``;
 * ``effect``, ``all_effects``, ``plot_effects`` (effects);
 * the within-group correlation structures ``CorCAR1``, ``CorAR1``, ``CorCompSymm``, ``CorExp``,
-  ``CorGaus``, ``CorLin``, ``CorRatio``, ``CorSpher``; the variance functions ``VarIdent``,
-  ``VarPower``, ``VarExp``, ``VarFixed``; the pdMat classes ``PdSymm``, ``PdDiag``, ``PdIdent``, ``PdCompSymm``, ``PdBlocked``;
+  ``CorGaus``, ``CorLin``, ``CorRatio``, ``CorSpher``, ``CorARMA``, ``CorSymm``; the variance functions ``VarIdent``,
+  ``VarPower``, ``VarExp``, ``VarConstPower``, ``VarFixed``, ``VarComb``; the pdMat classes ``PdSymm``, ``PdDiag``, ``PdIdent``, ``PdCompSymm``, ``PdBlocked``;
 * ``datasets`` (the appendix's data), the result classes and the warnings and errors fits raise.
 
 The submodules stay importable (``mmlib.lmm``, ``mmlib.glmm``, ...). Helpers written for the
@@ -17,7 +17,8 @@ book itself (its display settings, the published-number checker, its schematic f
 """
 
 from . import datasets
-from .corstruct import CorAR1, CorCAR1, CorCompSymm, CorExp, CorGaus, CorLin, CorRatio, CorSpher, CorStructError
+from .corstruct import (CorAR1, CorARMA, CorCAR1, CorCompSymm, CorExp, CorGaus, CorLin, CorRatio, CorSpher,
+                        CorStructError, CorSymm)
 from .design import DataError, model_matrix
 from .effects import Effect, all_effects, effect, plot_effects
 from .formula import FormulaError
@@ -29,15 +30,15 @@ from .lmm import ConvergenceError, LinearMixedModel, Lme, LmerMod, lme, lmer, up
 from .nlmm import NlmeError, NlmeFit, nlme
 from .optsummary import ConvergenceWarning, SingularFitWarning
 from .pdmat import PdBlocked, PdCompSymm, PdDiag, PdIdent, PdSymm
-from .varfunc import VarExp, VarFixed, VarFuncError, VarIdent, VarPower
+from .varfunc import VarComb, VarConstPower, VarExp, VarFixed, VarFuncError, VarIdent, VarPower
 
 __version__ = "0.2.0"
 
 __all__ = [
     "lmer", "glmer", "lme", "nlme", "gls", "lmList", "update", "anova", "Anova", "KenwardRoger", "compare_coefs",
     "pval_corrected", "effect", "all_effects", "plot_effects", "Effect", "model_matrix",
-    "CorCAR1", "CorAR1", "CorCompSymm", "CorExp", "CorGaus", "CorLin", "CorRatio", "CorSpher",
-    "VarIdent", "VarPower", "VarExp", "VarFixed", "PdSymm", "PdDiag", "PdIdent", "PdCompSymm", "PdBlocked", "datasets",
+    "CorCAR1", "CorAR1", "CorCompSymm", "CorExp", "CorGaus", "CorLin", "CorRatio", "CorSpher", "CorARMA", "CorSymm",
+    "VarIdent", "VarPower", "VarExp", "VarConstPower", "VarFixed", "VarComb", "PdSymm", "PdDiag", "PdIdent", "PdCompSymm", "PdBlocked", "datasets",
     "LinearMixedModel", "LmerMod", "Lme", "GlmerMod", "NlmeFit", "GlsFit", "LmList",
     "ConvergenceWarning", "SingularFitWarning", "ConvergenceError", "DataError", "FormulaError", "NlmeError",
     "CorStructError", "VarFuncError",

@@ -269,3 +269,179 @@ class CorSpher(CorExp):
     def _correlation(self, rng):
         r = np.minimum(self.lags / rng, 1.0)
         return 1.0 - 1.5 * r + 0.5 * r ** 3
+
+
+# ----------------------------------------------------------------- several parameters
+def _integer_positions(cor: CorStruct, frame: pd.DataFrame) -> None:
+    """Positions for the structures defined on integer lags (ARMA, general): a time variable's
+    values, which must be integers (nlme's rule), else the order within the group."""
+    if cor.time and cor.time != "1":
+        t = frame[cor.time].to_numpy(dtype=float)
+        if not np.all(t == np.round(t)):
+            raise CorStructError(f"{cor.name} needs an integer position variable: {cor.time!r} has non-integer "
+                                 f"values (e.g. {t[t != np.round(t)][0]:g})")
+    else:  # the order of the observations within each group
+        cor.times = np.where(cor.valid, np.arange(cor.nmax, dtype=float)[None, :], np.nan)
+        cor._lags = None
+
+
+def _from_partial(r: np.ndarray) -> np.ndarray:
+    """AR coefficients phi_1..phi_p from partial autocorrelations r_1..r_p, each in (-1, 1), by the
+    Durbin-Levinson recursion: every such r gives a stationary AR polynomial (Barndorff-Nielsen &
+    Schou 1973), so an unconstrained parameter u, r = tanh(u / 2), is always admissible."""
+    a = np.zeros(0)
+    for rk in r:
+        a = np.concatenate([a - rk * a[::-1], [rk]])
+    return a
+
+
+def arma_acf(phi: np.ndarray, theta: np.ndarray, nlags: int) -> np.ndarray:
+    """Autocorrelations at lags 0..nlags of x_t = sum phi_i x_(t-i) + a_t + sum theta_j a_(t-j)
+    (Brockwell & Davis 1991, sec. 3.3): the psi weights, then gamma(0..p) from p + 1 linear
+    equations, then the recursion gamma(k) = sum phi_i gamma(k - i) + c_k."""
+    p, q = len(phi), len(theta)
+    th = np.concatenate([[1.0], theta])
+    psi = np.zeros(q + 1)
+    for j in range(q + 1):
+        psi[j] = th[j] + sum(phi[i - 1] * psi[j - i] for i in range(1, min(j, p) + 1))
+    c = np.array([sum(th[j] * psi[j - k] for j in range(k, q + 1)) for k in range(max(p, q, nlags) + 1)])
+    gamma = np.zeros(max(p, nlags) + 1)
+    A = np.eye(p + 1)
+    for k in range(p + 1):
+        for i in range(1, p + 1):
+            A[k, abs(k - i)] -= phi[i - 1]
+    gamma[:p + 1] = np.linalg.solve(A, c[:p + 1])
+    for k in range(p + 1, len(gamma)):
+        gamma[k] = sum(phi[i - 1] * gamma[k - i] for i in range(1, p + 1)) + (c[k] if k < len(c) else 0.0)
+    return gamma[:nlags + 1] / gamma[0]
+
+
+class CorARMA(CorStruct):
+    """nlme's ``corARMA(p, q, form = ~ 1 | g)``: errors an ARMA(p, q) process in the order of the
+    observations (or at integer positions ``~ k | g``). Estimated through the partial
+    autocorrelations of the AR part and of the MA part, each tanh(u / 2) (nlme's scale), which
+    keeps the process stationary and invertible."""
+
+    def __init__(self, form: str = "~ 1", p: int = 0, q: int = 0, value=None):
+        if p < 0 or q < 0 or p + q == 0 or p != int(p) or q != int(q):
+            raise CorStructError(f"CorARMA needs p >= 0 and q >= 0 integers, not both 0 (got p={p}, q={q})")
+        super().__init__(form)
+        self.p, self.q = int(p), int(q)
+        self.n_params = self.p + self.q
+        self.name = f"ARMA({self.p},{self.q})"
+        self.value = np.zeros(self.n_params) if value is None else np.asarray(value, dtype=float)
+        if self.value.size != self.n_params:
+            raise CorStructError(f"CorARMA value must have p + q = {self.n_params} numbers")
+
+    def set_data(self, frame, codes, m):
+        super().set_data(frame, codes, m)
+        _integer_positions(self, frame)
+
+    def coefficients(self, u) -> tuple[np.ndarray, np.ndarray]:
+        r = np.tanh(np.asarray(u, dtype=float) / 2)
+        # the MA polynomial 1 + theta_1 z + ... is invertible when -theta is a stationary AR's
+        # coefficients: -theta from the partial autocorrelations -r (theta_1 = r_1 for q = 1, as nlme)
+        return _from_partial(r[:self.p]), -_from_partial(-r[self.p:])
+
+    def to_natural(self, u):
+        phi, theta = self.coefficients(u)
+        return np.concatenate([phi, theta])
+
+    def to_unconstrained(self, natural):
+        raise NotImplementedError("CorARMA starts from value=(partial autocorrelations' tanh-scale parameters)")
+
+    def start(self):
+        return self.value.copy()
+
+    def names(self) -> list[str]:
+        return [f"Phi{i + 1}" for i in range(self.p)] + [f"Theta{j + 1}" for j in range(self.q)]
+
+    def matrices(self, u):
+        phi, theta = self.coefficients(u)
+        lags = self.lags.astype(int)
+        rho = arma_acf(phi, theta, int(lags.max()))
+        C = rho[lags]
+        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
+        idx = np.arange(self.nmax)
+        C[:, idx, idx] = 1.0
+        return C
+
+
+class CorSymm(CorStruct):
+    """nlme's ``corSymm(form = ~ 1 | g)``: a general correlation matrix among the positions
+    within a group (the order of the observations, or an integer position ``~ k | g``).
+
+    Parametrized by canonical partial correlations z_ij = tanh(u_ij / 2) (Lewandowski,
+    Kurowicka & Joe 2009): the Cholesky factor's row i is built from them with unit length, so
+    every u gives a positive-definite correlation matrix."""
+
+    name = "General"
+
+    def __init__(self, form: str = "~ 1", value=None):
+        super().__init__(form)
+        self.value = value
+
+    def set_data(self, frame, codes, m):
+        super().set_data(frame, codes, m)
+        _integer_positions(self, frame)
+        t = self.times[self.valid]
+        self.labels = np.unique(t)
+        self.K = len(self.labels)
+        self.slot = np.zeros(self.times.shape, dtype=int)
+        self.slot[self.valid] = np.searchsorted(self.labels, t)
+        self.n_params = self.K * (self.K - 1) // 2
+        if self.n_params == 0:
+            raise CorStructError("CorSymm needs groups of two or more observations")
+
+    def start(self):
+        if self.value is None:
+            return np.zeros(self.n_params)
+        r = np.asarray(self.value, dtype=float)
+        if r.size != self.n_params:
+            raise CorStructError(f"CorSymm value must have {self.n_params} correlations")
+        return self.to_unconstrained(r)
+
+    def _pairs(self):
+        """The correlations' order: (1,2), (1,3), ..., (2,3), ... (nlme's, column by column of the lower triangle)."""
+        cols, rows = np.triu_indices(self.K, 1)
+        return rows, cols
+
+    def full(self, u) -> np.ndarray:
+        z = np.tanh(np.asarray(u, dtype=float) / 2)
+        K = self.K
+        Z = np.zeros((K, K))
+        rows, cols = self._pairs()
+        Z[rows, cols] = z
+        L = np.zeros((K, K))
+        L[0, 0] = 1.0
+        for i in range(1, K):
+            rest = 1.0
+            for j in range(i):
+                L[i, j] = Z[i, j] * np.sqrt(rest)
+                rest -= L[i, j] ** 2
+            L[i, i] = np.sqrt(rest)
+        return L @ L.T
+
+    def to_natural(self, u):
+        C = self.full(u)
+        rows, cols = self._pairs()
+        return C[rows, cols]
+
+    def to_unconstrained(self, natural):
+        K = self.K
+        C = np.eye(K)
+        rows, cols = self._pairs()
+        C[rows, cols] = C[cols, rows] = natural
+        L = np.linalg.cholesky(C)
+        u = []
+        for i, j in zip(rows, cols):
+            rest = 1.0 - float(np.sum(L[i, :j] ** 2))
+            u.append(2 * np.arctanh(L[i, j] / np.sqrt(rest)))
+        return np.array(u)
+
+    def matrices(self, u):
+        C = self.full(u)[self.slot[:, :, None], self.slot[:, None, :]]
+        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
+        idx = np.arange(self.nmax)
+        C[:, idx, idx] = 1.0
+        return C

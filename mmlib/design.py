@@ -48,8 +48,10 @@ def _parse(text: str, what: str) -> rexpr.Node:
 
 
 def _variables(rhs: str, columns=None) -> set[str]:
-    """The data columns an R formula's right-hand side (or any R expression) uses."""
-    return set(rexpr.variables(_parse(rhs, "formula terms")))
+    """The data columns an R formula's right-hand side (or any R expression) uses (R's constant
+    ``pi`` only when it is a column)."""
+    names = set(rexpr.variables(_parse(rhs, "formula terms")))
+    return {v for v in names if v not in rexpr.CONSTANTS or (columns is not None and v in columns)}
 
 
 @dataclass

@@ -27,10 +27,10 @@ from scipy import special
 
 from .covariance import lower_indices
 from .optimizer import central_jacobian, fourth_order_difference
-from .printing import format_digits
+from .printing import _vector_common, format_digits
 
 
-STEP = 3e-3  # the relative step of the Hessian's differences (see _varcov_intervals)
+STEP = 1e-2  # the relative step of the Hessian's differences (see _varcov_intervals)
 
 
 @dataclass
@@ -132,6 +132,8 @@ class Intervals:
     """``intervals(fit)``: ``fixed`` (a frame lower, est., upper), ``random`` (a frame per level),
     ``corStruct``, ``varStruct`` (frames or None) and ``sigma`` (a Series), printed as nlme."""
 
+    labels = {"fixed": "Fixed effects:", "sigma": "Within-group standard error:"}
+
     def __init__(self, level, fixed, random, corStruct, varStruct, sigma):
         self.level, self.fixed, self.random = level, fixed, random
         self.corStruct, self.varStruct, self.sigma = corStruct, varStruct, sigma
@@ -139,20 +141,18 @@ class Intervals:
     def to_string(self, digits: int = 4) -> str:
         lines = [f"Approximate {100 * self.level:g}% confidence intervals"]
         if self.fixed is not None:
-            lines += ["", " Fixed effects:", _matrix(self.fixed, digits)]
-        if self.random is not None:
-            lines += ["", " Random Effects:"]
-            for level, frame in self.random.items():
-                lines += [f"  Level: {level} ", _matrix(frame, digits)]
+            lines += ["", f" {self.labels['fixed']}", _matrix(self.fixed, digits)]
+        if self.sigma is not None:
+            if self.random is not None:
+                lines += ["", " Random Effects:"]
+                for level, frame in self.random.items():
+                    lines += [f"  Level: {level} ", _matrix(frame, digits)]
             if self.corStruct is not None:
                 lines += ["", " Correlation structure:", _matrix(self.corStruct, digits)]
             if self.varStruct is not None:
                 lines += ["", " Variance function:", _matrix(self.varStruct, digits)]
-            texts = format_digits(self.sigma.to_numpy(), digits)
-            width = max(len(t) for t in texts + list(self.sigma.index))
-            lines += ["", " Within-group standard error:",
-                      " ".join(n.rjust(width) for n in self.sigma.index) + " ",
-                      " ".join(t.rjust(width) for t in texts) + " "]
+            lines += ["", f" {self.labels['sigma']}",
+                      _vector_common(self.sigma, format_digits(self.sigma.to_numpy(), digits))]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -175,89 +175,122 @@ def _frame(lower, est, upper, index) -> pd.DataFrame:
 
 
 def intervals(fit, level: float = 0.95, which: str = "all") -> Intervals:
-    """nlme's ``intervals(fit, level, which = "all" | "var-cov" | "fixed")`` for an lme fit."""
-    if which not in ("all", "var-cov", "fixed"):
+    """nlme's ``intervals(fit, level, which = "all" | "var-cov" | "fixed")`` for an lme or gls
+    fit (gls: coefficients on n - p df)."""
+    if which not in ("all", "var-cov", "fixed", "coef"):
         raise ValueError(f"which must be 'all', 'var-cov' or 'fixed', not {which!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, not {level!r}")
+    mixed = hasattr(fit, "reterms")
     fixed = random = cor = var = sigma = None
-    if which != "var-cov":
-        df = fit.fixed_df().to_numpy().astype(float)
+    if which not in ("var-cov",):
+        df = fit.fixed_df().to_numpy().astype(float) if mixed else np.full(fit.p, fit.n - fit.p, dtype=float)
+        beta = fit.fixef.to_numpy()
         half = special.stdtrit(df, (1 + level) / 2) * fit.se.to_numpy()
-        fixed = _frame(fit.beta - half, fit.beta, fit.beta + half, fit.coef_names)
-    if which != "fixed":
-        random, cor, var, sigma = _varcov_intervals(fit, level)
-    return Intervals(level, fixed, random, cor, var, sigma)
+        fixed = _frame(beta - half, beta, beta + half, list(fit.fixef.index))
+    if which not in ("fixed", "coef"):
+        random, cor, var, sigma = _varcov_intervals(fit, level, mixed)
+    out = Intervals(level, fixed, random, cor, var, sigma)
+    if not mixed:
+        out.labels = {"fixed": "Coefficients:", "sigma": "Residual standard error:"}
+    return out
 
 
-def _varcov_intervals(fit, level):
+def _gls_deviance(fit, u, sigma) -> float:
+    """-2 log-likelihood of a gls fit at structure parameters u and residual SD sigma (beta
+    profiled): the profiled criterion with its sigma term replaced."""
+    dev, _, s_hat, _ = fit._fit(u, final=True)
+    if not np.isfinite(dev):
+        return np.inf
+    dof = fit.n - fit.p if fit.REML else fit.n
+    return float(dev - dof * (1 + np.log(2 * np.pi) + np.log(s_hat ** 2))
+                 + dof * s_hat ** 2 / sigma ** 2 + dof * np.log(2 * np.pi * sigma ** 2))
+
+
+def _structure_scale(fit):
+    """The correlation's parameters on nlme's scale for intervals and back: a CorSymm's
+    correlations each as log((1 + r)/(1 - r)) (nlme's corNatural); the others' own
+    unconstrained parameters (nlme's, up to an affine map, which leaves the intervals as they are)."""
     from .corstruct import CorCompSymm
-    from .inference import _varpar_deviance
 
-    if isinstance(fit.correlation, CorCompSymm):
+    cor = fit.correlation
+    if isinstance(cor, CorCompSymm):
         raise NotImplementedError("intervals() for a CorCompSymm correlation is not implemented "
                                   "(nlme's scale for it is not this fit's); use which='fixed'")
-    comps = _components(fit)
-    covs = fit.VarCorr().covariances
-    crit = fit.criterion
-    slices = getattr(crit, "slices", None) or [slice(b.start, b.start + b.size) for b in crit.blocks]
-    qs = [sum(fit.reterms[k].q for k in c.terms) if c.kind == "PdDiag" else fit.reterms[c.terms[0]].q
-          for c in comps]
-    sizes = [c.size(q) for c, q in zip(comps, qs)]
-    u0 = np.concatenate([c.to_u([covs[k] for k in c.terms]) for c in comps])
-    extra = np.asarray(fit.theta[crit.ntheta:], dtype=float)
-    x0 = np.concatenate([u0, extra, [np.log(fit.sigma)]])
+    if cor is not None and hasattr(cor, "full"):
+        return (lambda u: 2 * np.arctanh(cor.to_natural(u)), lambda x: cor.to_unconstrained(np.tanh(x / 2)))
+    return (lambda u: u, lambda x: x)
 
-    def params(x):
+
+def _varcov_intervals(fit, level, mixed):
+    from .inference import _varpar_deviance
+
+    comps = _components(fit) if mixed else []
+    struct = np.asarray(fit.theta[fit.criterion.ntheta:] if mixed else fit.params, dtype=float)
+    n_cor = fit.correlation.n_params if fit.correlation is not None else 0
+    to_scale, from_scale = _structure_scale(fit)
+    if mixed:
+        covs = fit.VarCorr().covariances
+        crit = fit.criterion
+        slices = getattr(crit, "slices", None) or [slice(b.start, b.start + b.size) for b in crit.blocks]
+        qs = [sum(fit.reterms[k].q for k in c.terms) if c.kind == "PdDiag" else fit.reterms[c.terms[0]].q
+              for c in comps]
+        sizes = [c.size(q) for c, q in zip(comps, qs)]
+        u0 = np.concatenate([c.to_u([covs[k] for k in c.terms]) for c in comps])
+    else:
+        qs, sizes, u0 = [], [], np.zeros(0)
+    x0 = np.concatenate([u0, to_scale(struct[:n_cor]), struct[n_cor:], [np.log(fit.sigma)]])
+    k0 = u0.size
+
+    def structure(x):
+        return np.concatenate([from_scale(x[k0:k0 + n_cor]), x[k0 + n_cor:-1]])
+
+    def deviance(x):
         sigma = np.exp(x[-1])
+        if not mixed:
+            return _gls_deviance(fit, structure(x), sigma)
         out = np.empty(fit.theta.size)
         start = 0
         for c, q, size in zip(comps, qs, sizes):
             for k, p in zip(c.terms, c.params(x[start:start + size], sigma, q, sizes)):
                 out[slices[k]] = p
             start += size
-        out[crit.ntheta:] = x[start:-1]
-        return np.concatenate([out, [sigma]])
+        out[crit.ntheta:] = structure(x)
+        return _varpar_deviance(fit, np.concatenate([out, [sigma]]))
 
     # fourth-order differences of fourth-order differences, step 3e-3: the criterion of several
     # terms carries rounding noise of ~1e-12 relative, which a second difference with a small
     # step turns into an error of the Hessian (nlme's own fdHess, step 6e-6, is off by 1e-3)
-    def deviance(x):
-        return _varpar_deviance(fit, params(x))
-
     H = central_jacobian(lambda x: np.array([fourth_order_difference(deviance, x, k, STEP) for k in range(x.size)]),
                          x0, STEP)
     try:
         cov = 2 * np.linalg.inv(H)
-        ok = np.all(np.linalg.eigvalsh(H) > 0)
+        ok = bool(np.all(np.linalg.eigvalsh(H) > 0))
     except np.linalg.LinAlgError:
         ok = False
     if not ok:
         raise np.linalg.LinAlgError("cannot get confidence intervals on var-cov components: the approximate "
                                     "covariance is not positive definite (a boundary fit?); use which='fixed'")
     half = special.ndtri((1 + level) / 2) * np.sqrt(np.diag(cov))
-    lo, hi = x0 - half, x0 + half
-    random, start = {}, 0
+    ends = (x0 - half, x0, x0 + half)
+    random, start = ({} if mixed else None), 0
     for c, q, size in zip(comps, qs, sizes):
         s = slice(start, start + size)
-        nat = [c.natural(v[s], q) for v in (lo, x0, hi)]
-        frame = _frame(*nat, c.names)
+        frame = _frame(*[c.natural(v[s], q) for v in ends], c.names)
         random[c.level] = pd.concat([random[c.level], frame]) if c.level in random else frame
         start += size
     cor = var = None
-    k = start
     if fit.correlation is not None:
-        n = fit.correlation.n_params
-        nat = [fit.correlation.to_natural(v[k:k + n]) for v in (lo, x0, hi)]
-        cor = _frame(*nat, [fit.correlation.parameter] if n == 1 else list(range(n)))
-        k += n
+        c = fit.correlation
+        nat = [c.to_natural(structure(v)[:n_cor]) for v in ends]
+        if hasattr(c, "full"):
+            i, j = c._pairs()
+            names = [f"cor({b + 1},{a + 1})" for a, b in zip(i, j)]
+        else:
+            names = c.names() if hasattr(c, "names") else [c.parameter]
+        cor = _frame(*nat, names)
     if fit.variance is not None:
         vf = fit.variance
-        n = vf.n_params
-        nat = [vf.to_natural(v[k:k + n]) for v in (lo, x0, hi)]
-        names = vf.estimates(x0[k:k + n]).index
-        cor_names = list(names[-n:]) if len(names) >= n else list(range(n))
-        var = _frame(*nat, cor_names)
-        k += n
-    sigma = pd.Series(np.exp([lo[-1], x0[-1], hi[-1]]), index=["lower", "est.", "upper"])
+        var = _frame(*[vf.to_natural(structure(v)[n_cor:]) for v in ends], vf.free_names())
+    sigma = pd.Series(np.exp([v[-1] for v in ends]), index=["lower", "est.", "upper"])
     return random, cor, var, sigma

@@ -733,10 +733,29 @@ class LinearMixedModel(StructuredErrors, FittedModel):
 class LmerMod(LinearMixedModel):
     """A fit by :func:`lmer` (lme4's conventions)."""
 
-    def confint(self, level: float = 0.95, method: str = "Wald") -> pd.DataFrame:
-        """lme4's ``confint(fit, method = "Wald")`` (see :meth:`FittedModel.wald_confint`); the
-        profile intervals are not implemented."""
+    def confint(self, level: float = 0.95, method: str = "Wald", parm=None) -> pd.DataFrame:
+        """lme4's ``confint(fit)``: ``method="Wald"`` (see :meth:`FittedModel.wald_confint`) or
+        ``"profile"`` (lme4's default there; :func:`mmlib.profile.profile_confint`, ``parm`` as
+        lme4's), rows ``.sig01``, ..., ``.sigma``, then the fixed effects."""
+        if method == "profile":
+            from .profile import profile_confint
+            return profile_confint(self, level, parm)
+        if parm is not None:
+            raise NotImplementedError("parm= with method='Wald'")
         return self.wald_confint(level, method, self.criterion.ntheta, True)
+
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+        """lme4's table; ``ddf="Satterthwaite"`` or ``"Kenward-Roger"`` adds lmerTest's df and
+        Pr(>|t|) columns (Kenward-Roger: the adjusted standard errors, as lmerTest)."""
+        if ddf is None:
+            return super().coef_table()
+        from .inference import coef_tests
+        return coef_tests(self, ddf)
+
+    def anova(self, ddf: str = "Satterthwaite", type: int = 3):
+        """lmerTest's ``anova(fit)``: the type-III F test of each term (see :func:`mmlib.inference.anova_lmer`)."""
+        from .inference import anova_lmer
+        return anova_lmer(self, ddf=ddf, type=type)
 
     def resid(self, type: str = "response", scaled: bool = False) -> pd.Series:
         """lme4's residuals: for an unweighted linear mixed model the response, working,
@@ -908,7 +927,7 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
     if isinstance(weights, str):
         weights = VarFixed(weights)
     if weights is not None and not isinstance(weights, VarFunc):
-        raise TypeError(f"weights must be a variance function (mmlib.varfunc: VarIdent, VarPower, VarExp, VarFixed) "
+        raise TypeError(f"weights must be a variance function (mmlib.varfunc: VarIdent, VarPower, VarExp, VarConstPower, VarFixed, VarComb) "
                         f"or a formula '~ v', not {type(weights).__name__}")
     check.choice("method", method, ("REML", "ML"))
     formula = parse_lme(check.text("fixed", fixed), check.text("random", random) if isinstance(random, str) else random)

@@ -277,7 +277,7 @@ class LmerSummary:
         m = self.model
         crit = "REML criterion at convergence" if m.REML else "AIC BIC logLik deviance df.resid"
         method = "REML" if m.REML else "maximum likelihood"
-        title = (f"Linear mixed model fit by {method}. t-tests use Satterthwaite's method ['lmerModLmerTest']"
+        title = (f"Linear mixed model fit by {method}. t-tests use {self.ddf}'s method ['lmerModLmerTest']"
                  if self.ddf else f"Linear mixed model fit by {method} ['lmerMod']")
         lines = [title, f"Formula: {m.formula.text}", f"   Data: {m.data_name}", ""]
         if m.REML:
@@ -286,9 +286,9 @@ class LmerSummary:
             vals = [m.aic, m.bic, m.loglik, -2 * m.loglik, m.n - m.n_params]
             lines += ["     AIC      BIC   logLik deviance df.resid",
                       " ".join(f"{v:>8}" for v in format_r(vals[:4], 5)) + f" {int(vals[4]):>8}"]
-        return "\n".join(lines + _lme4_body(m, self.tables, {"Estimate": ("zap", 5), "Std. Error": ("zap", 3),
-                                                              "df": ("fixed", 3), "t value": ("zap", 3),
-                                                              "Pr(>|t|)": ("pvalue4",)}))
+        # lmerTest's table (with df) is lme4's printCoefmat at digits 4, stars and legend
+        formats = None if self.ddf else {"Estimate": ("zap", 5), "Std. Error": ("zap", 3), "t value": ("zap", 3)}
+        return "\n".join(lines + _lme4_body(m, self.tables, formats))
 
 
 def _lme4_body(m, tables, fixed_formats, **varcorr) -> list[str]:
@@ -302,7 +302,7 @@ def _lme4_body(m, tables, fixed_formats, **varcorr) -> list[str]:
     lines += _varcorr_lines(tables["random"], **varcorr)
     groups = "; ".join(f"{g}, {k}" for g, k in m.ngroups.items())  # lme4: "id, 316; item, 24"
     lines += [f"Number of obs: {m.n}, groups:  {groups}", "", "Fixed effects:"]
-    lines.append(_table(tables["fixed"], fixed_formats))
+    lines.append(coefmat(tables["fixed"], 4) if fixed_formats is None else _table(tables["fixed"], fixed_formats))
     if m.p > 1:
         lines += ["", "Correlation of Fixed Effects:", _lower_corr(tables["corr"], 11)]
     notes = m.optinfo.messages()
@@ -315,6 +315,13 @@ def _vector(series: pd.Series, texts: list[str]) -> str:
     widths = [max(len(str(k)), len(t)) for k, t in zip(series.index, texts)]
     return (" ".join(str(k).rjust(w) for k, w in zip(series.index, widths)) + " \n"
             + " ".join(t.rjust(w) for t, w in zip(texts, widths)) + " ")
+
+
+def _vector_common(series: pd.Series, texts: list[str]) -> str:
+    """R's print of a named vector: every name and value right-aligned to one common width."""
+    width = max(len(t) for t in list(texts) + [str(k) for k in series.index])
+    return (" ".join(str(k).rjust(width) for k in series.index) + " \n"
+            + " ".join(t.rjust(width) for t in texts) + " ")
 
 
 def _varcorr_lines(frame: pd.DataFrame, var_digits: int = 5, residual: bool = True) -> list[str]:
@@ -350,11 +357,33 @@ def _structure_lines(m, params) -> list[str]:
     if m.correlation is not None:
         cor = m.correlation
         lines += ["", f"Correlation Structure: {cor.name}", f" Formula: ~{_deparse(cor.form.split('~', 1)[1])} ",
-                  " Parameter estimate(s):", f"{cor.parameter:>6} ", f"{format_r([m.cor_params[0]], 4)[0]} "]
+                  " Parameter estimate(s):"]
+        if hasattr(cor, "full"):  # CorSymm: the correlation matrix's lower triangle
+            lines += [" Correlation: "] + _lower_triangle(cor.full(params[:cor.n_params]))
+        else:
+            names = cor.names() if hasattr(cor, "names") else [cor.parameter]
+            lines.append(_vector_common(pd.Series(m.cor_params, index=names), format_digits(m.cor_params, 4)))
     if m.variance is not None:
         k = m.correlation.n_params if m.correlation is not None else 0
         lines += ([] if m.correlation is not None else [""]) + m.variance.describe(params[k:])
     return lines
+
+
+def _lower_triangle(C: np.ndarray) -> list[str]:
+    """nlme's print of a correlation matrix: the lower triangle rounded to 3 places, formatted
+    together, left-aligned columns named by position."""
+    K = len(C)
+    names = [str(k + 1) for k in range(K)]  # nlme numbers the positions 1..K
+    rows, cols = np.tril_indices(K, -1)
+    texts = format_digits(np.round(C[rows, cols], 3), 4)
+    cells = [["" for _ in range(K - 1)] for _ in range(K - 1)]
+    for t, i, j in zip(texts, rows, cols):
+        cells[i - 1][j] = t
+    widths = [max(len(names[j]), *(len(r[j]) for r in cells)) for j in range(K - 1)]
+    nw = max(len(n) for n in names[1:])
+    out = [" " * nw + " " + " ".join(names[j].ljust(w) for j, w in enumerate(widths))]
+    out += [names[i + 1].ljust(nw) + " " + " ".join(c.ljust(w) for c, w in zip(r, widths)) for i, r in enumerate(cells)]
+    return out
 
 
 class GlsSummary:
@@ -419,10 +448,8 @@ class LmeSummary:
         if len(groups) == 1:
             lines.append(f"Number of Groups: {groups.iloc[0]} ")
         else:  # nlme names the inner levels "Side %in% Dog"
-            names = [_level_label(g) for g in groups.index]
-            width = max(len(t) for t in names + [str(k) for k in groups])  # a named vector: one width
-            lines += ["Number of Groups: ", " ".join(n.rjust(width) for n in names) + " ",
-                      " ".join(str(k).rjust(width) for k in groups) + " "]
+            groups.index = [_level_label(g) for g in groups.index]
+            lines += ["Number of Groups: ", _vector_common(groups, [str(k) for k in groups])]
         notes = m.optinfo.messages()
         if notes:
             lines += [""] + notes
@@ -582,3 +609,153 @@ class NlmeSummary(LmeSummary):
         if m.optinfo.notes:
             lines += [""] + [textwrap.fill(f"Note: {note}", 88) for note in m.optinfo.notes]
         return "\n".join(lines)
+
+
+# ----------------------------------------------------- R's printCoefmat (lmerTest's tables)
+def _zapsmall_r(x: np.ndarray, digits: int) -> np.ndarray:
+    """R 4.2's ``zapsmall``: round to digits - log10(max |x|) places (R's ``round`` takes the
+    nearest whole number of places)."""
+    finite = x[np.isfinite(x)]
+    mx = np.abs(finite).max() if finite.size else 0.0
+    places = max(0.0, digits - math.log10(mx)) if mx > 0 else digits
+    return np.round(x, int(math.floor(places + 0.5)))
+
+
+def _significant(v: float, digits: int) -> tuple[int, int]:
+    """(significant digits needed, decimal exponent) of ``v`` shown to ``digits`` significant
+    digits with trailing zeros dropped (R's ``scientific``)."""
+    e = math.floor(math.log10(abs(v)))
+    mant = round(abs(v) / 10.0 ** e, digits - 1)
+    if mant >= 10:
+        e, mant = e + 1, mant / 10
+    sig = digits
+    while sig > 1 and round(mant, sig - 2) == mant:
+        sig -= 1
+    return sig, e
+
+
+def format_real(values, digits: int) -> list[str]:
+    """R's ``format(x, digits = digits)`` of a numeric vector (``formatReal``): one notation and
+    one number of decimals for all, the fewest that show every value to ``digits`` significant
+    digits, scientific when that is narrower than fixed, padded to one width.  NaN is "NA"."""
+    x = np.asarray(values, dtype=float)
+    ok = np.isfinite(x)
+    if not ok.any():
+        return ["NA"] * x.size
+    v = x[ok]
+    nonzero = v[v != 0]
+    sig_e = [_significant(a, digits) for a in nonzero]
+    rgt = max([max(0, s - 1 - e) for s, e in sig_e] + [0])
+    left = max([e + 1 for _, e in sig_e] + [1])
+    neg = bool(np.any(v < 0))
+    fixed_width = neg + left + (rgt > 0) + rgt
+    if sig_e:
+        sig = max(s for s, _ in sig_e)
+        expo = max(abs(e) for _, e in sig_e)
+        sci_width = neg + (sig + 1 if sig > 1 else sig) + (4 if expo < 100 else 5)
+        if fixed_width > sci_width:
+            return _common_width([f"{a:.{sig - 1}e}" if np.isfinite(a) else "NA" for a in x])
+    return _common_width([f"{a:.{rgt}f}" if np.isfinite(a) else "NA" for a in x])
+
+
+def _common_width(texts: list[str]) -> list[str]:
+    width = max(len(t) for t in texts)
+    return [t.rjust(width) for t in texts]
+
+
+def format_pval(pv, digits: int, eps: float = 2.220446049250313e-16) -> list[str]:
+    """R's ``format.pval``: values from 1e-3 up formatted together, smaller ones together
+    (scientific), and those below ``eps`` as "< 2.2e-16"-style bounds."""
+    pv = np.asarray(pv, dtype=float)
+    out = [""] * pv.size
+    small = pv < eps
+    expo = np.floor(np.log10(np.where(pv > 0, pv, 1e-50)))
+    for group in (~small & ((expo >= -3) | (pv == 0)), ~small & ~((expo >= -3) | (pv == 0))):
+        idx = np.flatnonzero(group)
+        if idx.size:
+            for i, text in zip(idx, format_real(pv[idx], digits)):
+                out[i] = text
+    if small.any():
+        bound = "< " + format_real([eps], max(1, digits - 2))[0]
+        for i in np.flatnonzero(small):
+            out[i] = bound
+    return out
+
+
+def _signif_stars(pv: np.ndarray) -> list[str]:
+    cuts = [(0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")]
+    marks = [next((s for c, s in cuts if p <= c), " ") for p in pv]
+    width = max(len(m) for m in marks)
+    return [m.ljust(width) for m in marks]
+
+
+SIGNIF_LEGEND = ["---", "Signif. codes:  0 \u2018***\u2019 0.001 \u2018**\u2019 0.01 \u2018*\u2019 0.05 \u2018.\u2019 0.1 \u2018 \u2019 1"]
+
+
+def coefmat(frame: pd.DataFrame, digits: int, cs_ind=None, tst_ind=None, zap_ind=(), na_print: str = "NA") -> str:
+    """R's ``printCoefmat`` of a table whose last column is a p-value: the columns ``cs_ind``
+    (estimates and standard errors) rounded together to the decimals the smallest needs and
+    formatted together, the test statistics ``tst_ind`` rounded to ``digits - 1`` places, the
+    others formatted one by one (after R's ``zapsmall`` for ``zap_ind``), p-values by
+    ``format.pval`` on ``digits - 1`` digits, then significance stars and their legend."""
+    x = frame.to_numpy(dtype=float).copy()
+    nc = x.shape[1]
+    k = nc - 1 - (1 if tst_ind is None else len(tst_ind))
+    cs = list(range(k)) if cs_ind is None else list(cs_ind)
+    tst = [k] if tst_ind is None else list(tst_ind)
+    dig_tst = max(1, min(5, digits - 1))
+    cells = np.full(x.shape, "", dtype=object)
+    for i in zap_ind:
+        x[:, i] = _zapsmall_r(x[:, i], digits)
+    if cs:
+        block = x[:, cs]
+        acs = np.abs(block[np.isfinite(block) & (block != 0)])
+        digmin = 1 + (np.floor(np.log10([acs.min(), acs.max()])) if acs.size else np.zeros(2))
+        places = int(max(1, *(digits - digmin)))
+        texts = format_real(np.round(block, places).ravel(), digits)
+        cells[:, cs] = np.array(texts, dtype=object).reshape(block.shape)
+    for i in tst:
+        cells[:, i] = format_real(np.round(x[:, i], dig_tst), digits)
+    for i in range(nc - 1):
+        if i not in cs and i not in tst:
+            cells[:, i] = format_real(x[:, i], digits)
+    for i in range(nc - 1):  # R's "not both 0" repair: a nonzero value shown as zero, or back
+        if i in tst:
+            continue
+        for r in range(x.shape[0]):
+            if np.isfinite(x[r, i]) and (x[r, i] == 0) != (float(cells[r, i]) == 0):
+                cells[r, i] = format_real([x[r, i]], max(1, digits - 1))[0]
+    cells[np.isnan(x)] = na_print
+    pv = x[:, nc - 1]
+    ok = np.isfinite(pv)
+    cells[ok, nc - 1] = format_pval(pv[ok], dig_tst)
+    header = list(frame.columns)
+    stars = bool(ok.any() and np.any(pv[ok] < 0.1))
+    if stars:
+        cells = np.column_stack([cells, _signif_stars(np.where(ok, pv, 1.0))])
+        header.append("")
+    rows = [str(r) for r in frame.index]
+    rw = max([len(r) for r in rows] + [0])
+    widths = [max(len(h), *(len(str(c)) for c in cells[:, j])) for j, h in enumerate(header)]
+    lines = [" " * rw + "".join(" " + h.rjust(w) for h, w in zip(header, widths))]
+    for r, row in zip(rows, cells):
+        lines.append(r.ljust(rw) + "".join(" " + str(c).rjust(w) for c, w in zip(row, widths)))
+    return "\n".join(lines + (SIGNIF_LEGEND if stars else []))
+
+
+class AnovaTable(RTable):
+    """An R ``anova`` table printed by ``print.anova`` (``printCoefmat`` at ``digits`` 5: the
+    statistic columns by their rule, the rest after ``zapsmall``), as lmerTest's ``anova(fit)``."""
+
+    def __init__(self, frame: pd.DataFrame, heading: list[str] | None = None, statistic: str = "F value",
+                 digits: int = 5):
+        super().__init__(frame, heading)
+        self.statistic, self.digits = statistic, digits
+
+    def __repr__(self) -> str:
+        head = "\n".join(self.heading)
+        cols = list(self.frame.columns)
+        tst = [cols.index(self.statistic)]
+        zap = [i for i, c in enumerate(cols[:-1]) if i not in tst and not c.endswith("Df")]
+        body = coefmat(self.frame, self.digits, cs_ind=[], tst_ind=tst, zap_ind=zap, na_print="")
+        return (head + "\n" if head else "") + body

@@ -197,6 +197,9 @@ def deparse(node: Node) -> str:
     raise RExprError(f"cannot print a {k} node")
 
 
+CONSTANTS = {"pi": float(np.pi)}  # base R's constant (a column of the data of that name wins)
+
+
 def variables(node: Node) -> list[str]:
     """The data columns an expression names, in order of first appearance (function names,
     keyword names and constants excluded)."""
@@ -512,6 +515,8 @@ def evaluate(node: Node, data, state: State):
         return bool(node.value)
     if k == "name":
         if node.value not in data:
+            if node.value in CONSTANTS:  # R's base constants, unless a column has the name
+                return CONSTANTS[node.value]
             raise RExprError(f"object {node.value!r} not found (not a column of the data)")
         return data[node.value]
     if k == "paren":

@@ -9,10 +9,12 @@ in a group is ``sigma^2 G R G``, G = diag(g)), and the criterion gains log|G^2| 
   reference stratum (the stratum of the first observation in the data sorted by group);
 * :class:`VarPower`: ``g = |v|^delta``; :class:`VarExp`: ``g = exp(delta v)`` (one delta per
   stratum with ``| s``);
-* :class:`VarFixed`: ``g = sqrt(v)``, nothing estimated (nlme's ``varFixed(~ v)``).
+* :class:`VarConstPower`: ``g = const + |v|^delta``;
+* :class:`VarFixed`: ``g = sqrt(v)``, nothing estimated (nlme's ``varFixed(~ v)``);
+* :class:`VarComb`: the product of several (nlme's ``varComb``).
 
 The optimizer sees nlme's unconstrained parameters: log(delta) for VarIdent, delta itself for
-VarPower and VarExp.
+VarPower and VarExp, log(const) and power for VarConstPower.
 """
 
 from __future__ import annotations
@@ -97,15 +99,19 @@ class VarFunc:
         """The parameter estimates as nlme prints them."""
         raise NotImplementedError
 
+    def free_names(self) -> list[str]:
+        """The estimated parameters' names (nlme's rows in ``intervals``)."""
+        return list(self.estimates(self.start()).index) if self.n_params else []
+
     def describe(self, u) -> list[str]:
         """nlme's "Variance function:" block."""
         lines = ["Variance function:", f" Structure: {self.structure}", f" Formula: ~{self._form_text()} "]
         if self.n_params:
             lines.append(" Parameter estimates:")
-            from .printing import _vector, format_r
+            from .printing import _vector_common, format_digits
 
             est = self.estimates(u)
-            lines.append(_vector(est, format_r(est.to_numpy(), 7)))
+            lines.append(_vector_common(est, format_digits(est.to_numpy(), 4)))
         return lines
 
     def _form_text(self) -> str:
@@ -143,6 +149,9 @@ class VarIdent(VarFunc):
 
     def estimates(self, u) -> pd.Series:
         return pd.Series(np.concatenate([[1.0], self.to_natural(u)]), index=self.strata)
+
+    def free_names(self) -> list[str]:
+        return self.strata[1:]
 
 
 class _CovariateFunc(VarFunc):
@@ -189,6 +198,57 @@ class VarExp(_CovariateFunc):
         return np.exp(np.asarray(u, dtype=float)[self.s] * self.v)
 
 
+class VarConstPower(_CovariateFunc):
+    """nlme's ``varConstPower(form = ~ v)``: g = const + |v|^power, const > 0 (estimated on the
+    log scale, as nlme), one pair per stratum with ``| s``."""
+
+    structure = "Constant plus power of variance covariate"
+
+    @property
+    def n_params(self) -> int:
+        return 2 * len(self.strata)
+
+    def start(self) -> np.ndarray:
+        return np.zeros(self.n_params)  # const 1, power 0: g = 2, a constant, as no variance function
+
+    def _split(self, u):
+        u = np.asarray(u, dtype=float)
+        k = len(self.strata)
+        return np.exp(u[:k]), u[k:]
+
+    def to_natural(self, u) -> np.ndarray:
+        const, power = self._split(u)
+        return np.concatenate([const, power])
+
+    def g(self, u) -> np.ndarray:
+        const, power = self._split(u)
+        return const[self.s] + np.abs(self.v) ** power[self.s]
+
+    def estimates(self, u) -> pd.Series:
+        const, power = self._split(u)
+        if not self.stratum:
+            return pd.Series([const[0], power[0]], index=["const", "power"])
+        return pd.Series(np.concatenate([const, power]),
+                         index=[f"{name}.{s}" for name in ("const", "power") for s in self.strata])
+
+    def describe(self, u) -> list[str]:
+        lines = VarFunc.describe(self, u)
+        if self.stratum:  # nlme prints a stratum-by-parameter matrix
+            from .printing import format_digits
+
+            const, power = self._split(u)
+            frame = pd.DataFrame({"const": const, "power": power}, index=self.strata)
+            texts = {c: format_digits(frame[c].to_numpy(), 4) for c in frame.columns}
+            width = {c: max(len(c), *(len(t) for t in texts[c])) for c in frame.columns}
+            nw = max(len(n) for n in frame.index)
+            lines = lines[:3] + [" Parameter estimates:",
+                                 " " * nw + " " + " ".join(c.rjust(width[c]) for c in frame.columns)]
+            lines += [n.ljust(nw) + " " + " ".join(texts[c][i].rjust(width[c]) for c in frame.columns)
+                      for i, n in enumerate(frame.index)]
+            lines[1] += ", different strata"
+        return lines
+
+
 class VarFixed(VarFunc):
     """nlme's ``varFixed(~ v)``: g = sqrt(v), the variance proportional to a known v > 0."""
 
@@ -208,6 +268,61 @@ class VarFixed(VarFunc):
         return np.sqrt(self.v)
 
 
+class VarComb(VarFunc):
+    """nlme's ``varComb(f1, f2, ...)``: the product of variance functions, g = g_1 g_2 ...; the
+    parameters are the functions' in order."""
+
+    structure = "Combination of variance functions"
+    needs_covariate = False
+
+    def __init__(self, *functions: VarFunc):
+        if len(functions) < 2 or not all(isinstance(f, VarFunc) and not isinstance(f, VarComb) for f in functions):
+            raise VarFuncError("VarComb combines two or more variance functions, as VarComb(VarIdent('~ 1 | Sex'), "
+                               "VarPower('~ age'))")
+        self.functions = functions
+        self.form = " * ".join(f.form for f in functions)
+
+    def variables(self) -> list[str]:
+        return list(dict.fromkeys(v for f in self.functions for v in f.variables()))
+
+    def set_data(self, frame: pd.DataFrame, order: np.ndarray) -> None:
+        for f in self.functions:
+            f.set_data(frame, order)
+
+    @property
+    def n_params(self) -> int:
+        return sum(f.n_params for f in self.functions)
+
+    def _parts(self, u):
+        u = np.asarray(u, dtype=float)
+        bounds = np.cumsum([0] + [f.n_params for f in self.functions])
+        return [u[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def start(self) -> np.ndarray:
+        return np.concatenate([f.start() for f in self.functions])
+
+    def to_natural(self, u) -> np.ndarray:
+        return np.concatenate([f.to_natural(p) for f, p in zip(self.functions, self._parts(u))])
+
+    def g(self, u) -> np.ndarray:
+        out = 1.0
+        for f, p in zip(self.functions, self._parts(u)):
+            out = out * f.g(p)
+        return out
+
+    def estimates(self, u) -> pd.Series:
+        return pd.concat([f.estimates(p) for f, p in zip(self.functions, self._parts(u)) if f.n_params])
+
+    def free_names(self) -> list[str]:
+        return [f"{chr(65 + i)}.{name}" for i, f in enumerate(self.functions) for name in f.free_names()]
+
+    def describe(self, u) -> list[str]:
+        lines = ["Combination of variance functions: "]
+        for f, p in zip(self.functions, self._parts(u)):
+            lines += f.describe(p)[1:]
+        return lines
+
+
 class Weighted:
     """A variance function with an optional correlation structure, seen by the criterion as one
     structure (``mmlib.lmm.CorrelatedLMMCriterion``): its parameters are the correlation's then
@@ -218,7 +333,11 @@ class Weighted:
         self.varfunc, self.cor = varfunc, correlation
         self.layout = correlation if correlation is not None else CorStruct("~ 1")
         self.group = correlation.group if correlation is not None else None
-        self.n_cor = correlation.n_params if correlation is not None else 0
+
+    @property
+    def n_cor(self) -> int:
+        """The correlation's parameters (known once it has seen the data: CorSymm's depend on it)."""
+        return self.cor.n_params if self.cor is not None else 0
 
     @property
     def n_params(self) -> int:

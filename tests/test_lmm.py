@@ -290,5 +290,3 @@ def test_wald_intervals_are_lme4s():
     assert ci.iloc[:4].isna().all().all() and list(ci.columns) == ["2.5 %", "97.5 %"]
     np.testing.assert_allclose(ci.iloc[4:, 0], fit.beta - 1.959963984540054 * fit.se.to_numpy(), rtol=1e-12)
     np.testing.assert_allclose(ci.loc["(Intercept)"], [238.02914112, 264.78106858], rtol=1e-6)
-    with pytest.raises(NotImplementedError, match="profile"):
-        fit.confint(method="profile")
