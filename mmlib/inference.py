@@ -1,15 +1,20 @@
 """Tests for mixed models: likelihood-ratio tests between models, Wald tests of terms, and
-the Kenward-Roger adjustment.
+small-sample F and t tests (Kenward-Roger, Satterthwaite) for lmer fits.
 
 * :func:`anova` compares nested fits by their log-likelihoods, in nlme's layout for ``lme``
-  fits and lme4's for ``lmer`` fits (which refits REML fits by ML unless ``refit=False``).
+  fits and lme4's for ``lmer`` fits (which refits REML fits by ML unless ``refit=False``); for
+  one ``lme`` fit it gives nlme's F tests, for one ``lmer`` fit lmerTest's type-III table.
 * :func:`pval_corrected` is the appendix's p-value for a variance on the boundary of its
   parameter space: the LR statistic is then a 50:50 mixture of chi-square variables on
   ``df`` and ``df - 1`` degrees of freedom (Self & Liang 1987; Stram & Lee 1994).
 * :func:`Anova` gives car's type-II Wald tests of each term: chi-square tests with the
   model's covariance of the fixed effects, or F tests with the Kenward-Roger adjusted
   covariance and denominator degrees of freedom (Kenward & Roger 1997, Biometrics 53;
-  Halekoh & Hojsgaard 2014, J. Stat. Softw. 59(9), whose pbkrtest car calls).
+  Halekoh & Hojsgaard 2014, J. Stat. Softw. 59(9), whose pbkrtest car calls) or Satterthwaite's.
+* :class:`KenwardRoger` (with :func:`KRmodcomp`) and :class:`Satterthwaite` work for any
+  random-effects structure of an lmer fit, from :class:`MarginalCovariance`, which computes the
+  derivatives of V in pbkrtest's basis without an n-by-n matrix; :func:`coef_tests` and
+  :func:`anova_lmer` are lmerTest's ``summary(ddf=)`` and ``anova(fit)``.
 """
 
 from __future__ import annotations
@@ -241,19 +246,21 @@ class MarginalCovariance:
         trVG_r = tr(V^-1 G_r),  trPG_r = tr(P G_r) = trVG_r + tr(Phi P_r),
         yPGPy_r = y'P G_r P y,  yPGPGPy_rs = y'P G_r P G_s P y.
 
-    **No n-by-n matrix.**  With q the number of random effects, K = Lambda (Lambda'Z'Z Lambda +
-    I)^-1 Lambda' (q x q) and Woodbury's identity sigma^2 V^-1 = I - Z K Z', all of it is a product
-    of q-dimensional pieces: with S = Z'Z, T = sigma^2 Z'V^-1 X = (I - S K) Z'X and
-    U = sigma^2 Z'V^-1 Z = S - S K S,
+    **No n-by-n matrix.**  With K = Lambda (Lambda'Z'Z Lambda + I)^-1 Lambda' and Woodbury's
+    identity sigma^2 V^-1 = I - Z K Z', all of it is a product of pieces in the random effects'
+    dimension: with S = Z'Z, T = sigma^2 Z'V^-1 X = (I - S K) Z'X and U = sigma^2 Z'V^-1 Z = S - S K S,
 
         sigma^4 P_r = -T' D_r T,    sigma^6 Q_rs = T' D_r U D_s T,    sigma^4 Ktr_rs = tr(U D_r U D_s),
 
     and for sigma^2: sigma^4 X'V^-2 X = X'X - 2 X'Z K Z'X + X'Z K S K Z'X, sigma^6 X'V^-3 X = sigma^4
     X'V^-2 X - T'K T, sigma^4 Z'V^-2 X = (I - S K) T, sigma^4 Z'V^-2 Z = (I - S K) U,
-    sigma^4 tr(V^-2) = n - 2 tr(K S) + tr(K S K S).  Each D_r touches only the m rows of its
-    element's columns, so each P_r, Q_rs and trace costs O(m q p) or O(m^2); the quadratic forms
-    in y use n-vectors (P v = V^-1 v - V^-1 X Phi X'V^-1 v by the same identity).  The q x q
-    matrices are dense: q is limited to :attr:`MAX_Q`.
+    sigma^4 tr(V^-2) = n - 2 tr(K S) + tr(K S K S); the quadratic forms in y use n-vectors
+    (P v = V^-1 v - V^-1 X Phi X'V^-1 v by the same identity).  These matrices are block diagonal
+    over *blocks*: with one grouping factor (any number of its terms, as ``(x || g)``) a block is a
+    group, of the factor's Q columns, and every product is batched over the groups (the cost is
+    linear in their number); with several factors (crossed or nested) the one block is the whole
+    random-effects vector, dense, its size limited to :attr:`MAX_Q`.  Each D_r is a set of index
+    pairs within a block.
     """
 
     MAX_Q = 6000
@@ -263,50 +270,80 @@ class MarginalCovariance:
             raise NotImplementedError("small-sample tests with prior weights or a correlation structure are "
                                       "not implemented")
         terms = model.reterms
-        X, n = model.X, model.n
-        sizes = [t.m * t.q for t in terms]
-        q = sum(sizes)
-        if q > self.MAX_Q:
-            raise NotImplementedError(f"{q} random effects: the q x q matrices of the small-sample tests are "
-                                      f"limited to q <= {self.MAX_Q}")
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        X, n, p = model.X, model.n, model.p
         s2 = model.sigma ** 2
         lams = model.criterion.lambdas(model.theta)
-        rows, cols, vals = [], [], []
-        for t, off in zip(terms, offsets):
-            for a in range(t.q):
-                rows.append(np.arange(n))
-                cols.append(off + t.codes * t.q + a)
-                vals.append(t.Z[:, a])
-        Z = scipy.sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, q))
-        Lam = scipy.sparse.block_diag([scipy.sparse.kron(scipy.sparse.eye(t.m), lam) for t, lam in zip(terms, lams)],
-                                      format="csr")
-        S = (Z.T @ Z).toarray()
-        ZX = np.asarray(Z.T @ X)
-        LtS = np.asarray(Lam.T @ S)
-        A = np.asarray(Lam.T @ LtS.T).T + np.eye(q)  # Lambda' S Lambda + I
-        K = np.asarray(Lam @ scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, lower=True), Lam.T.toarray()))
+        params = []  # each D_r as pairs (x, y) of index arrays within a block: D_r = sum J_x J_y'
+        if len({t.group for t in terms}) == 1:
+            codes, m = terms[0].codes, terms[0].m
+            Zc = np.column_stack([t.Z for t in terms])
+            Q = Zc.shape[1]
+            S = dsg.group_crossprod(codes, m, Zc)
+            ZX = dsg.group_crossprod(codes, m, Zc, X)
+            lam = scipy.linalg.block_diag(*lams)
+            A = lam.T @ S @ lam + np.eye(Q)
+            K = lam @ np.linalg.solve(A, np.broadcast_to(lam.T, (m, Q, Q)))
+
+            def zt(v):  # Z'v by blocks
+                return dsg.group_crossprod(codes, m, Zc, v[:, None])[:, :, 0]
+
+            def zmul(w):  # Z w for w by blocks
+                return np.einsum("nq,nq->n", Zc, w[codes])
+
+            at = 0
+            for t in terms:
+                idx = [np.array([at + a]) for a in range(t.q)]
+                at += t.q
+                params += [[(idx[a], idx[b])] if a == b else [(idx[a], idx[b]), (idx[b], idx[a])]
+                           for b in range(t.q) for a in range(b, t.q)]
+        else:
+            sizes = [t.m * t.q for t in terms]
+            Q = sum(sizes)
+            if Q > self.MAX_Q:
+                raise NotImplementedError(f"{Q} random effects in crossed or nested factors: the dense q x q "
+                                          f"matrices of the small-sample tests are limited to q <= {self.MAX_Q}")
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            rows, cols, vals = [], [], []
+            for t, off in zip(terms, offsets):
+                for a in range(t.q):
+                    rows.append(np.arange(n))
+                    cols.append(off + t.codes * t.q + a)
+                    vals.append(t.Z[:, a])
+            Z = scipy.sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                        shape=(n, Q))
+            Lam = scipy.sparse.block_diag([scipy.sparse.kron(scipy.sparse.eye(t.m), lam)
+                                           for t, lam in zip(terms, lams)], format="csr")
+            S2 = (Z.T @ Z).toarray()
+            LtS = np.asarray(Lam.T @ S2)
+            A2 = np.asarray(Lam.T @ LtS.T).T + np.eye(Q)  # Lambda' S Lambda + I (S symmetric)
+            K2 = np.asarray(Lam @ scipy.linalg.cho_solve(scipy.linalg.cho_factor(A2, lower=True), Lam.T.toarray()))
+            S, K, ZX = S2[None], K2[None], np.asarray(Z.T @ X)[None]
+
+            def zt(v):
+                return np.asarray(Z.T @ v)[None]
+
+            def zmul(w):
+                return np.asarray(Z @ w[0])
+
+            for t, off in zip(terms, offsets):
+                idx = [off + np.arange(t.m) * t.q + a for a in range(t.q)]
+                params += [[(idx[a], idx[b])] if a == b else [(idx[a], idx[b]), (idx[b], idx[a])]
+                           for b in range(t.q) for a in range(b, t.q)]
         SK = S @ K
         T = ZX - SK @ ZX
         U = S - SK @ S
         KZX = K @ ZX
-        XV1X = X.T @ X - ZX.T @ KZX
-        XV2X = X.T @ X - 2 * ZX.T @ KZX + KZX.T @ S @ KZX
-        XV3X = XV2X - T.T @ K @ T
+        ZXt = np.swapaxes(ZX, 1, 2)
+        XV1X = X.T @ X - (ZXt @ KZX).sum(0)
+        XV2X = X.T @ X - 2 * (ZXt @ KZX).sum(0) + (np.swapaxes(KZX, 1, 2) @ S @ KZX).sum(0)
+        XV3X = XV2X - (np.swapaxes(T, 1, 2) @ K @ T).sum(0)
         R = T - SK @ T  # sigma^4 Z'V^-2 X
         Y = U - SK @ U  # sigma^4 Z'V^-2 Z
         Phi = s2 * np.linalg.inv(XV1X)
-        # each random-effects parameter as the index pairs (x, y) of D_r = sum J_x J_y'
-        params = []
-        for t, off in zip(terms, offsets):
-            idx = [off + np.arange(t.m) * t.q + a for a in range(t.q)]
-            for b in range(t.q):
-                for a in range(b, t.q):
-                    params.append([(idx[a], idx[b])] if a == b else [(idx[a], idx[b]), (idx[b], idx[a])])
         k = len(params) + 1
 
-        def left(pairs, M, N):  # M' D_r N
-            return sum(M[x].T @ N[y] for x, y in pairs)
+        def left(pairs, M, N):  # M' D_r N, summed over the blocks
+            return sum(np.einsum("gxp,gxq->pq", M[:, x], N[:, y]) for x, y in pairs)
 
         Pm = [None] * k
         Qm = [[None] * k for _ in range(k)]
@@ -315,21 +352,22 @@ class MarginalCovariance:
         UDT = []
         for i, pi in enumerate(params):
             Pm[i] = -left(pi, T, T) / s2 ** 2
-            UDT.append(sum(U[:, x] @ T[y] for x, y in pi))  # U D_r T
-            trVG[i] = sum(U[x, y].sum() for x, y in pi) / s2
+            UDT.append(sum(U[:, :, x] @ T[:, y] for x, y in pi))  # U D_r T
+            trVG[i] = sum(U[:, y, x].sum() for x, y in pi) / s2
         for i, pi in enumerate(params):
             for j in range(i, k - 1):
                 Qm[i][j] = left(pi, T, UDT[j]) / s2 ** 3
                 Qm[j][i] = Qm[i][j].T
-                Ktr[i, j] = Ktr[j, i] = sum(np.sum(U[np.ix_(y, z)] * U[np.ix_(w, x)].T)
+                Ktr[i, j] = Ktr[j, i] = sum(np.einsum("gab,gba->", U[:, y][:, :, z], U[:, w][:, :, x])
                                             for x, y in pi for z, w in params[j]) / s2 ** 2
             Qm[i][k - 1] = left(pi, T, R) / s2 ** 3
             Qm[k - 1][i] = Qm[i][k - 1].T
-            Ktr[i, k - 1] = Ktr[k - 1, i] = sum(Y[y, x].sum() for x, y in pi) / s2 ** 2
+            Ktr[i, k - 1] = Ktr[k - 1, i] = sum(Y[:, y, x].sum() for x, y in pi) / s2 ** 2
         Pm[k - 1] = -XV2X / s2 ** 2
         Qm[k - 1][k - 1] = XV3X / s2 ** 3
-        Ktr[k - 1, k - 1] = (n - 2 * np.trace(SK) + np.sum(SK * SK.T)) / s2 ** 2
-        trVG[k - 1] = (n - np.trace(SK)) / s2
+        trSK = np.trace(SK, axis1=1, axis2=2).sum()
+        Ktr[k - 1, k - 1] = (n - 2 * trSK + np.einsum("gab,gba->", SK, SK)) / s2 ** 2
+        trVG[k - 1] = (n - trSK) / s2
         IE2 = np.empty((k, k))
         for i in range(k):
             PhiPi = Phi @ Pm[i]
@@ -337,23 +375,27 @@ class MarginalCovariance:
                 IE2[i, j] = IE2[j, i] = Ktr[i, j] - 2 * np.sum(Phi * Qm[i][j]) + np.sum(PhiPi * (Pm[j] @ Phi))
 
         def Vinv(v):  # V^-1 v
-            return (v - Z @ (K @ (Z.T @ v))) / s2
+            return (v - zmul(np.einsum("gab,gb->ga", K, zt(v)))) / s2
 
         def Pmul(v):  # P v
             Vv = Vinv(v)
             return Vv - Vinv(X @ (Phi @ (X.T @ Vv)))
 
         Py = Pmul(model.criterion.y)
-        ZPy = Z.T @ Py
-        W = [Z @ sum(np.bincount(x, weights=ZPy[y], minlength=q) for x, y in pi) for pi in params] + [Py]
+        ZPy = zt(Py)
+        W = []
+        for pi in params:  # G_r P y = Z D_r Z'P y
+            Du = np.zeros_like(ZPy)
+            for x, y in pi:
+                Du[:, x] += ZPy[:, y]
+            W.append(zmul(Du))
+        W.append(Py)
         PW = [Pmul(w) for w in W]
         self.yPGPy = np.array([Py @ w for w in W])
         self.yPGPGPy = np.array([[wi @ pwj for pwj in PW] for wi in W])
         self.Phi, self.P, self.Q, self.Ktr, self.IE2, self.k = Phi, Pm, Qm, Ktr, IE2, k
         self.trVG = trVG
         self.trPG = trVG + np.array([np.sum(Phi * Pr.T) for Pr in Pm])
-        self.gamma = np.concatenate([[s2 * (lam @ lam.T)[a, b] for b in range(t.q) for a in range(b, t.q)]
-                                     for t, lam in zip(terms, lams)] + [[s2]])
 
 
 @dataclass
