@@ -270,7 +270,7 @@ class MarginalCovariance:
             raise NotImplementedError("small-sample tests with prior weights or a correlation structure are "
                                       "not implemented")
         terms = model.reterms
-        X, n, p = model.X, model.n, model.p
+        X, n = model.X, model.n
         s2 = model.sigma ** 2
         lams = model.criterion.lambdas(model.theta)
         params = []  # each D_r as pairs (x, y) of index arrays within a block: D_r = sum J_x J_y'
