@@ -206,3 +206,72 @@ def test_machines_df_are_the_classical_ones(fits):
     for ddf in ["Satterthwaite", "Kenward-Roger"]:
         assert abs(anova(fit, ddf=ddf).frame.loc["Machine", "DenDF"] - expected) < 1e-6 * expected
         np.testing.assert_allclose(fit.coef_table(ddf=ddf)["df"].iloc[1:], expected, rtol=1e-6)
+
+
+# ------------------------------------------- properties: the Woodbury pieces equal dense algebra
+def _crossed_data(seed):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n = 160
+    d = pd.DataFrame({"g": rng.integers(0, 9, n).astype(str), "h": rng.integers(0, 6, n).astype(str),
+                      "x": rng.normal(size=n), "f": rng.choice(["a", "b"], size=n)})
+    bg = rng.normal(size=(9, 2)) * [1.0, 0.6]
+    bh = rng.normal(size=6) * 0.8
+    gi, hi = d.g.astype(int).to_numpy(), d.h.astype(int).to_numpy()
+    d["y"] = 1 + d.x + bg[gi, 0] + bg[gi, 1] * d.x + bh[hi] + rng.normal(size=n)
+    return d
+
+
+def _dense_kenward_roger(fit):
+    """pbkrtest's vcovAdj_internal with dense n x n matrices: G_r = Z_t (I kron E_ab) Z_t' for each
+    element of each term's covariance, then I."""
+    n = fit.n
+    G, Sigma = [], fit.sigma ** 2 * np.eye(n)
+    for t, lam in zip(fit.reterms, fit.criterion.lambdas(fit.theta)):
+        Zt = np.zeros((n, t.m * t.q))
+        for a in range(t.q):
+            Zt[np.arange(n), t.codes * t.q + a] = t.Z[:, a]
+        Psi = fit.sigma ** 2 * lam @ lam.T
+        Sigma += Zt @ np.kron(np.eye(t.m), Psi) @ Zt.T
+        for b in range(t.q):
+            for a in range(b, t.q):
+                E = np.zeros((t.q, t.q))
+                E[a, b] = E[b, a] = 1.0
+                G.append(Zt @ np.kron(np.eye(t.m), E) @ Zt.T)
+    G.append(np.eye(n))
+    Vi, X = np.linalg.inv(Sigma), fit.X
+    Phi = np.linalg.inv(X.T @ Vi @ X)
+    P = [-X.T @ Vi @ g @ Vi @ X for g in G]
+    Q = [[X.T @ Vi @ gi @ Vi @ gj @ Vi @ X for gj in G] for gi in G]
+    k = len(G)
+    IE2 = np.array([[np.trace(Vi @ G[i] @ Vi @ G[j]) - 2 * np.sum(Phi * Q[i][j]) + np.trace(Phi @ P[i] @ Phi @ P[j])
+                     for j in range(k)] for i in range(k)])
+    W = 2 * np.linalg.inv(IE2)
+    U = sum(W[i, j] * (Q[i][j] - P[i] @ Phi @ P[j]) for i in range(k) for j in range(k))
+    return Phi, P, W, Phi + 2 * Phi @ U @ Phi
+
+
+@pytest.mark.parametrize("formula", ["y ~ x * f + (x | g) + (1 | h)", "y ~ x + f + (x || g) + (1 | h)",
+                                     "y ~ x + f + (1 | g/h)"])
+def test_kenward_roger_equals_the_dense_computation_for_several_factors(formula):
+    fit = lmer(formula, _crossed_data(3))
+    Phi, P, W, PhiA = _dense_kenward_roger(fit)
+    kr = KenwardRoger(fit)
+    np.testing.assert_allclose(kr.Phi, Phi, rtol=1e-9, atol=1e-13)
+    for ours, theirs in zip(kr.P, P):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=1e-10 * np.abs(theirs).max())
+    np.testing.assert_allclose(kr.W, W, rtol=1e-7, atol=1e-10 * np.abs(W).max())
+    np.testing.assert_allclose(kr.PhiA, PhiA, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("formula, reml", [("y ~ x * f + (x | g) + (1 | h)", True),
+                                           ("y ~ x + f + (1 | g/h)", False)])
+def test_exact_satterthwaite_derivatives_equal_numerical_ones(formula, reml):
+    """The chain-rule Hessian and Jacobian (through pbkrtest's basis) against fourth-order
+    differences of the deviance in (theta, sigma) and of Var(beta): lmerTest's definition."""
+    fit = lmer(formula, _crossed_data(4), REML=reml)
+    exact = Satterthwaite(fit)
+    A, J = Satterthwaite._numerical(exact, fit)
+    np.testing.assert_allclose(exact.J, J, rtol=1e-6, atol=1e-9 * np.abs(J).max())
+    np.testing.assert_allclose(exact.A, A, rtol=1e-5, atol=1e-8 * np.abs(A).max())
