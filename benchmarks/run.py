@@ -268,6 +268,11 @@ def main(reps: int = 5) -> None:
 
     peers.report(max(1, reps // 2))
 
+    import pinheiro_bates  # lme and gls with pdMat classes, levels, ARMA/general correlations, variance functions
+
+    print("\nPinheiro & Bates's models (nlme with its default controls; nlme / mmlib above 1: mmlib faster)")
+    print(pinheiro_bates.run(reps).round(4).to_string())
+
     secs, n = large_car1()
     print(f"\nlme(y ~ t, random = ~ 1 | g, correlation = CorCAR1(~ t | g)) on {n:,} simulated "
           f"observations at irregular times: {secs:.2f} s")

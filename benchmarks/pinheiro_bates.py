@@ -1,0 +1,82 @@
+"""mmlib beside nlme on models of Pinheiro & Bates (2000): pdMat classes, random effects at two
+levels, ARMA and general within-group correlations, variance functions, gls (the models
+tests/r/lme_structures.R and tests/r/lme_arma_symm.R check against nlme).
+
+Run by ``benchmarks/run.py`` (``make bench``) with one BLAS thread; nlme is timed with its
+default controls by ``benchmarks/pinheiro_bates_r.R`` in the same run, when Rscript is present.
+Each fit is the median of ``reps`` runs after one warm-up fit. Ratios are nlme's time over
+mmlib's: above 1, mmlib is faster.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "r" / "data"
+sys.path.insert(0, str(ROOT))
+
+from mmlib import (CorARMA, CorSymm, PdBlocked, PdCompSymm, PdIdent, VarComb, VarConstPower,  # noqa: E402
+                   VarIdent, VarPower, gls, lme)
+from peers import median_time  # noqa: E402
+
+
+def _read(name: str, **dtype) -> pd.DataFrame:
+    return pd.read_csv(DATA / f"{name}.csv", dtype=dtype or None)
+
+
+def models() -> dict:
+    oats, machines = _read("Oats"), _read("Machines", Worker=str)
+    assay, pixel = _read("Assay", Block=str, dilut=str), _read("Pixel", Dog=str)
+    orth, ovary = _read("Orthodont"), _read("Ovary", Mare=str)
+    orth["Sex"] = pd.Categorical(orth.Sex, ["Male", "Female"])
+    dial = _read("Dialyzer", Subject=str, QB=str)
+    ov = "follicles ~ sin(2 * pi * Time) + cos(2 * pi * Time)"
+    dialf = "rate ~ (pressure + I(pressure^2) + I(pressure^3) + I(pressure^4)) * QB"
+    return {
+        "oats_cs": lambda: lme("yield ~ nitro", oats, random={"Block": PdCompSymm("~ Variety - 1")}),
+        "machines_ident": lambda: lme("score ~ Machine", machines, random={"Worker": PdIdent("~ Machine - 1")}),
+        "assay_blocked": lambda: lme("logDens ~ sample * dilut", assay, random={"Block": PdBlocked(
+            [PdIdent("~ 1"), PdIdent("~ sample - 1"), PdIdent("~ dilut - 1")])}),
+        "pixel": lambda: lme("pixel ~ day + I(day^2)", pixel, random={"Dog": "~ day", "Side": "~ 1"}),
+        "ovary_arma11": lambda: lme(ov, ovary, random="~ 1 | Mare", correlation=CorARMA("~ 1 | Mare", p=1, q=1)),
+        "dial_power": lambda: lme(dialf, dial, random="~ pressure + I(pressure^2) | Subject",
+                                  weights=VarPower("~ pressure")),
+        "dial_constpower": lambda: lme(dialf, dial, random="~ pressure + I(pressure^2) | Subject",
+                                       weights=VarConstPower("~ pressure")),
+        "orth_comb": lambda: lme("distance ~ age * Sex", orth, random="~ 1 | Subject",
+                                 weights=VarComb(VarIdent("~ 1 | Sex"), VarPower("~ age"))),
+        "gls_symm_ident": lambda: gls("distance ~ Sex * I(age - 11)", orth, correlation=CorSymm("~ 1 | Subject"),
+                                      weights=VarIdent("~ 1 | age")),
+        "gls_arma": lambda: gls(ov, ovary, correlation=CorARMA("~ 1 | Mare", p=1, q=1)),
+    }
+
+
+def time_nlme(reps: int) -> dict[str, float] | None:
+    if not shutil.which("Rscript"):
+        print("nlme: Rscript is not on the PATH, so nlme's times are not measured")
+        return None
+    done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / "pinheiro_bates_r.R"), str(DATA), str(reps)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"nlme: the timing script failed:\n{done.stderr.strip()}")
+        return None
+    return json.loads(done.stdout)
+
+
+def run(reps: int = 5) -> pd.DataFrame:
+    ours = {name: median_time(fit, reps) for name, fit in models().items()}
+    theirs = time_nlme(reps) or {}
+    table = pd.DataFrame({"mmlib (s)": ours, "nlme (s)": pd.Series(theirs, dtype=float)})
+    table["nlme / mmlib"] = table["nlme (s)"] / table["mmlib (s)"]
+    return table
+
+
+if __name__ == "__main__":
+    print(run().round(4).to_string())
