@@ -210,17 +210,12 @@ def Anova(model, test: str = "Chisq", ddf: str = "Kenward-Roger") -> RTable:
                    f"Response: {model.formula.response}"]
         return RTable(frame, heading=heading,
                       formats={"Chisq": ("signif", 4), "Df": ("int",), "Pr(>Chisq)": ("pvalue",)})
-    if ddf not in ("Kenward-Roger", "Satterthwaite"):
-        raise ValueError(f"ddf must be 'Kenward-Roger' or 'Satterthwaite', not {ddf!r}")
-    if ddf == "Kenward-Roger":
-        tester = KenwardRoger(model)
-        hypotheses, run = type2_hypotheses(model, tester.PhiA), (lambda L: _kr_test(tester, L))
-    else:
-        tester = Satterthwaite(model)
-        hypotheses, run = type2_hypotheses(model, model._vcov), tester.test
+    tester = _small_sample(model, ddf)
+    # car builds the hypotheses with the covariance it tests with: the adjusted one for KR
+    hypotheses = type2_hypotheses(model, tester.PhiA if ddf == "Kenward-Roger" else model._vcov)
     rows = {}
     for term, L in hypotheses.items():
-        res = run(L)
+        res = tester.f_test(L)
         rows[term] = {"F": res["F"], "Df": res["NumDF"], "Df.res": res["DenDF"],
                       "Pr(>F)": special.fdtrc(res["NumDF"], res["DenDF"], res["F"])}
     frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -456,6 +451,11 @@ class KenwardRoger:
         self.beta = model.beta
         self.sigma = model.sigma
 
+    def f_test(self, L) -> dict:
+        """:meth:`test` as lmerTest's tables use it: F (scaled), the unscaled F, NumDF, DenDF."""
+        res = self.test(L)
+        return {"F": res.F, "F_unscaled": res.F_unscaled, "NumDF": res.df1, "DenDF": res.df2}
+
     def test(self, L: np.ndarray) -> KRTest:
         """The KR F test of L beta = 0 (pbkrtest's .KR_adjust)."""
         L = np.atleast_2d(L)
@@ -659,7 +659,7 @@ class Satterthwaite:
         g = np.einsum("ri,kij,rj->rk", L, self.J, L)
         return var, 2 * var ** 2 / np.einsum("rk,kl,rl->r", g, self.A, g)
 
-    def test(self, L) -> dict:
+    def f_test(self, L) -> dict:
         """The F test of L beta = 0 (lmerTest's ``contestMD``): F, NumDF, DenDF, and the
         unscaled F (the same here) for the mean square F sigma^2."""
         L = np.atleast_2d(np.asarray(L, dtype=float))
@@ -681,11 +681,6 @@ def satterthwaite(fit, L) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------ lmerTest's tables
-def _kr_test(kr: KenwardRoger, L) -> dict:
-    res = kr.test(L)
-    return {"F": res.F, "F_unscaled": res.F_unscaled, "NumDF": res.df1, "DenDF": res.df2}
-
-
 def _small_sample(model, ddf: str):
     """The test object for ``ddf``: Satterthwaite or Kenward-Roger."""
     if ddf == "Satterthwaite":
@@ -779,10 +774,9 @@ def anova_lmer(model, ddf: str = "Satterthwaite", type: int = 3) -> RTable:
     if type not in (3, "3", "III"):
         raise NotImplementedError(f"type={type!r}: the type-III table is implemented")
     tester = _small_sample(model, ddf)
-    run = (lambda L: _kr_test(tester, L)) if ddf == "Kenward-Roger" else tester.test
     rows = {}
     for term, L in type3_hypotheses(model).items():
-        res = run(L)
+        res = tester.f_test(L)
         ms = res["F_unscaled"] * model.sigma ** 2
         rows[term] = {"Sum Sq": ms * res["NumDF"], "Mean Sq": ms, "NumDF": res["NumDF"], "DenDF": res["DenDF"],
                       "F value": res["F"], "Pr(>F)": special.fdtrc(res["NumDF"], res["DenDF"], res["F"])}

@@ -121,7 +121,7 @@ def test_satterthwaite_multi_df_combines_the_eigen_contrasts(fits):
     fit = fits("machines_unbalanced")
     sat = Satterthwaite(fit)
     L = np.eye(3)[1:]
-    res = sat.test(L)
+    res = sat.f_test(L)
     d, P = np.linalg.eigh(L @ fit._vcov @ L.T)
     PL = P.T @ L
     _, nu = sat.contrasts(PL)
