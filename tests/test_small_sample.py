@@ -275,3 +275,15 @@ def test_exact_satterthwaite_derivatives_equal_numerical_ones(formula, reml):
     A, J = Satterthwaite._numerical(exact, fit)
     np.testing.assert_allclose(exact.J, J, rtol=1e-6, atol=1e-9 * np.abs(J).max())
     np.testing.assert_allclose(exact.A, A, rtol=1e-5, atol=1e-8 * np.abs(A).max())
+
+
+def test_prior_weights_are_refused_by_kenward_roger_and_differenced_by_satterthwaite():
+    """V = sigma^2 (W^-1 + Z Lambda Lambda' Z') is not pbkrtest's basis: Kenward-Roger refuses
+    weights (it used to ignore them); Satterthwaite falls back to differences of the deviance."""
+    data = _crossed_data(5)
+    data["w"] = 2.0  # equal weights only rescale sigma: the df are the unweighted fit's
+    fit = lmer("y ~ x + f + (1 | g)", data, weights="w")
+    with pytest.raises(NotImplementedError, match="prior weights"):
+        KenwardRoger(fit)
+    exact = lmer("y ~ x + f + (1 | g)", data).coef_table(ddf="Satterthwaite")["df"]
+    np.testing.assert_allclose(fit.coef_table(ddf="Satterthwaite")["df"], exact, rtol=1e-5)
