@@ -12,8 +12,9 @@ leaves ordinary least squares: beta and sigma are profiled out and
 with log|C| = sum_i log|G_i R_i G_i| and X_w the whitened X. nlme's REML adds log|X_w'X_w| alone
 (its REML log-likelihood omits the constant log|X'X|), and so does this module; the
 coefficients' covariance is RSS / (n - p) (X_w'X_w)^-1 for ML fits too, as nlme's. The few
-structure parameters are found by BFGS on central differences, ended by Newton steps (see
-``mmlib.optimizer``), so the printed digits do not depend on the machine.
+structure parameters are found by BFGS on the criterion's gradient (one pass over the groups,
+see ``GlsFit._gradient``), ended by Newton steps (see ``mmlib.optimizer``), so the printed
+digits do not depend on the machine.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from . import design as dsg
 from .corstruct import CorStruct
 from .fitted import FittedModel
 from .formula import FormulaError, parse
-from .optimizer import central_hessian
+from .optimizer import central_jacobian
 from .optsummary import ConvergenceWarning
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
 
@@ -118,42 +119,114 @@ class GlsFit(StructuredErrors, FittedModel):
         from .intervals import intervals
         return intervals(self, level, which)
 
+    def _gradient(self, u, scoring: bool = False):
+        """The criterion's gradient in the structure parameters, in one pass over the groups.
+
+        With V_i = G_i C_i G_i each group's error covariance over sigma^2, M = X'V^-1 X and e the
+        GLS residuals, by the envelope theorem (beta profiled) and d log|A| = tr(A^-1 dA):
+
+            d(-2 l)/du_k = dof * d(RSS)/RSS + tr(V^-1 dV_k) [+ tr(M^-1 dM_k) for REML],
+            d(RSS) = -a' dV_k a,  dM_k = -Q' dV_k Q,  a = V^-1 e,  Q = V^-1 X,
+
+        summed over groups; dV_k from the structure (``derivatives``: differences of the cheap
+        V_i alone, ~1e-12 relative, where differences of the criterion refactor every group).
+
+        ``scoring=True`` also returns the expected Hessian of -2 l with sigma profiled out (Fisher
+        scoring's matrix): tr(V^-1 dV_k V^-1 dV_l) - t_k t_l / dof, t_k = tr(V^-1 dV_k)."""
+        u = np.asarray(u, dtype=float)
+        p = self.p
+        try:
+            V = np.array(self._structure.matrices(u))
+            Vinv = np.linalg.inv(V)
+        except np.linalg.LinAlgError:
+            return np.full(u.size, np.nan)
+        X, y = self._padded[:, :, :p], self._padded[:, :, p]
+        Q = Vinv @ X
+        M = np.einsum("gip,giq->pq", X, Q)
+        beta = np.linalg.solve(M, np.einsum("gip,gi->p", Q, y))
+        e = y - X @ beta
+        a = np.einsum("gij,gj->gi", Vinv, e)
+        rss = float(np.einsum("gi,gi->", e, a))
+        Minv = np.linalg.inv(M)
+        dof = self.n - p if self.REML else self.n
+        g = np.empty(u.size)
+        dVs = self._structure.derivatives(u)
+        for k, dV in enumerate(dVs):
+            d_rss = -float(np.einsum("gi,gij,gj->", a, dV, a))
+            g[k] = dof * d_rss / rss + float(np.einsum("gij,gji->", Vinv, dV))
+            if self.REML:
+                dM = -np.einsum("gip,gij,gjq->pq", Q, dV, Q)
+                g[k] += float(np.sum(Minv * dM))
+        if not scoring:
+            return g
+        P = [Vinv @ dV for dV in dVs]
+        t = np.array([float(np.einsum("gii->", Pk)) for Pk in P])
+        W = np.array([[float(np.einsum("gij,gji->", Pk, Pl)) for Pl in P] for Pk in P])
+        return g, W - np.outer(t, t) / dof
+
     def _optimize(self) -> np.ndarray:
-        """BFGS on central differences from the structures' starts, then Newton steps on a
-        fourth-order difference Hessian until a step no longer moves the parameters."""
+        """Fisher scoring and BFGS on the gradient (:meth:`_gradient`) from the structures' starts, then Newton steps
+        (a chord method: the Hessian, differences of the gradient, formed once) until a step no
+        longer moves the parameters, as ``mmlib.optimizer``'s polish."""
         u = np.asarray(self._structure.start(), dtype=float)
 
         def f(z):
             return self._fit(z)
 
-        def grad(z, h=1e-5):
-            g = np.empty_like(z)
-            for k in range(z.size):
-                e = np.zeros_like(z)
-                e[k] = h * max(1.0, abs(z[k]))
-                g[k] = (f(z + e) - f(z - e)) / (2 * e[k])
-            return g
-
-        res = scipy.optimize.minimize(f, u, jac=grad, method="BFGS", options={"gtol": 1e-8, "maxiter": 500})
-        u = res.x
-        for _ in range(10):  # Newton polish: the optimum itself, not where BFGS stopped
-            H = central_hessian(f, u, h=1e-3)
+        # Fisher scoring first (a few steps reach the optimum's neighbourhood where BFGS needs
+        # dozens), then BFGS from there in case scoring stalled, then Newton's polish
+        value = f(u)
+        for _ in range(50):
             try:
-                step = -np.linalg.solve(H, grad(u))
+                g, W = self._gradient(u, scoring=True)
+                step = -np.linalg.solve(W + 1e-10 * np.trace(W) / u.size * np.eye(u.size), g)
             except np.linalg.LinAlgError:
                 break
-            if not f(u + step) <= f(u) + 1e-12 * abs(f(u)):
+            if not np.all(np.isfinite(step)):
+                break
+            for _half in range(30):
+                trial = f(u + step)
+                if np.isfinite(trial) and trial <= value:
+                    break
+                step = step / 2
+            else:
+                break
+            u, decrease, value = u + step, value - trial, trial
+            if decrease < 1e-10 * max(1.0, abs(value)):
+                break
+        u = self._polish(f, u)
+        message = "Fisher scoring and Newton steps"
+        if not self._settled(f, u):  # scoring stalled: BFGS from there, then the polish again
+            res = scipy.optimize.minimize(f, u, jac=self._gradient, method="BFGS",
+                                          options={"gtol": 1e-8, "maxiter": 500})
+            u, message = self._polish(f, res.x), res.message
+        # converged where the gradient vanishes relative to the criterion (never silently otherwise)
+        self.converged = self._settled(f, u)
+        if not self.converged:
+            warnings.warn(f"gls: the optimization of the correlation/variance parameters stopped without "
+                          f"the gradient vanishing ({message}); the estimates are the last iterate's",
+                          ConvergenceWarning, stacklevel=4)
+        return u
+
+    def _polish(self, f, u):
+        """Newton steps, a chord method (the Hessian, differences of the gradient, formed once),
+        while the criterion does not rise and a step still moves the parameters."""
+        try:
+            factor = scipy.linalg.cho_factor(central_jacobian(self._gradient, u))
+        except (np.linalg.LinAlgError, ValueError):
+            return u
+        for _ in range(20):
+            step = -scipy.linalg.cho_solve(factor, self._gradient(u))
+            if not (np.all(np.isfinite(step)) and f(u + step) <= f(u) + 1e-12 * abs(f(u))):
                 break
             u = u + step
             if np.max(np.abs(step) / np.maximum(1.0, np.abs(u))) < 1e-11:
                 break
-        # converged where the gradient vanishes relative to the criterion (never silently otherwise)
-        self.converged = bool(np.isfinite(f(u)) and np.max(np.abs(grad(u))) < 1e-6 * max(1.0, abs(f(u))))
-        if not self.converged:
-            warnings.warn(f"gls: the optimization of the correlation/variance parameters stopped without "
-                          f"the gradient vanishing ({res.message}); the estimates are the last iterate's",
-                          ConvergenceWarning, stacklevel=4)
         return u
+
+    def _settled(self, f, u) -> bool:
+        value = f(u)
+        return bool(np.isfinite(value) and np.max(np.abs(self._gradient(u))) < 1e-6 * max(1.0, abs(value)))
 
     # --- results ------------------------------------------------------------------
     @property

@@ -360,6 +360,37 @@ class Weighted:
     def g(self, u) -> np.ndarray:
         return self.varfunc.g(np.asarray(u, dtype=float)[self.n_cor:])
 
+    def matrices(self, u: np.ndarray) -> np.ndarray:
+        """Each group's error covariance over sigma^2, G C G, padded (m, nmax, nmax) with the
+        identity in empty slots."""
+        G = np.ones(self.layout.valid.shape)
+        G[self.codes, self.position] = self.g(u)
+        C = self.cor.matrices(np.asarray(u, dtype=float)[:self.n_cor]) if self.cor is not None else \
+            np.broadcast_to(np.eye(G.shape[1]), (G.shape[0],) + (G.shape[1],) * 2)
+        return G[:, :, None] * C * G[:, None, :]
+
+    def derivatives(self, u: np.ndarray) -> list[np.ndarray]:
+        """d(G C G)/du_k: G dC G for the correlation's parameters, dG C G + G C dG for the
+        variance function's (dg by fourth-order differences of g alone)."""
+        from .optimizer import fourth_order_difference
+
+        u = np.asarray(u, dtype=float)
+        G = np.ones(self.layout.valid.shape)
+        G[self.codes, self.position] = self.g(u)
+        out = []
+        if self.cor is not None:
+            out += [G[:, :, None] * dC * G[:, None, :] for dC in self.cor.derivatives(u[:self.n_cor])]
+            C = self.cor.matrices(u[:self.n_cor])
+        else:
+            C = np.broadcast_to(np.eye(G.shape[1]), (G.shape[0],) + (G.shape[1],) * 2)
+        for k in range(self.n_cor, u.size):
+            dG = np.zeros(G.shape)
+            dG[self.codes, self.position] = fourth_order_difference(self.g, u, k)
+            CG = C * G[:, None, :]
+            part = dG[:, :, None] * CG
+            out.append(part + np.swapaxes(part, 1, 2))
+        return out
+
     def whiten(self, u: np.ndarray, padded: np.ndarray) -> tuple[np.ndarray, float]:
         g = self.g(u)
         if not np.all(np.isfinite(g) & (g > 0)):

@@ -166,3 +166,20 @@ def test_bad_structures_are_refused():
         lme(OV, OVARY, random="~ 1 | Mare", correlation=CorARMA("~ Time | Mare", p=1))
     with pytest.raises(VarFuncError, match="two or more variance functions"):
         VarComb(VarPower("~ age"))
+
+
+@pytest.mark.parametrize("name", ["gls_symm_ident", "gls_arma"])
+def test_gls_gradient_and_scoring_matrix(name):
+    """GlsFit._gradient (one pass over the groups) equals fourth-order differences of the
+    criterion away from the optimum and vanishes at it; the scoring matrix is symmetric and
+    positive semi-definite."""
+    from mmlib.optimizer import fourth_order_difference
+
+    f = fit(name)
+    u = f.params + 0.1
+    g, W = f._gradient(u, scoring=True)
+    numeric = [fourth_order_difference(f._fit, u, k) for k in range(u.size)]
+    np.testing.assert_allclose(g, numeric, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(W, W.T, rtol=1e-12, atol=1e-12)
+    assert np.linalg.eigvalsh(W).min() > -1e-8 * np.abs(W).max()
+    assert np.max(np.abs(f._gradient(f.params))) < 1e-6
