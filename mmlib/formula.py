@@ -148,6 +148,9 @@ def parse_lme(fixed: str, random) -> MixedFormula:
                                "(several levels are several keys, outer first)")
         if getattr(spec, "group", None) not in (None, group):
             raise FormulaError(f"random={{{group!r}: {spec!r}}} names two groups")
+        if getattr(spec, "lhs", None) or any(getattr(b, "lhs", None) for b in getattr(spec, "blocks", [])):
+            raise FormulaError(f"random={{{group!r}: {spec!r}}}: a form with parameters on the left is nlme's; "
+                               "lme's pdMat forms are one-sided, as '~ age'")
         outer.append(group)
         nested = ":".join(outer)  # nlme's levels within the outer ones
         if isinstance(spec, str):

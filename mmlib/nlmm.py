@@ -33,6 +33,7 @@ from . import design as dsg
 from .covariance import VarCorr, lower_indices
 from .fitted import FittedModel
 from .lmm import LMMCriterion
+from .pdmat import DiagMap, Tied
 from .optsummary import ConvergenceWarning, OptSummary, SingularFitWarning
 
 FUNCTIONS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "log2": np.log2, "log10": np.log10,
@@ -132,23 +133,36 @@ class NlmeFit(FittedModel):
         if len(random) != 1:
             raise NotImplementedError("nlme fits here take one grouping level")
         (self.group, rterms), = random.items()
-        self.random_params = []
+        # nlme's random = pdDiag(lKa + lCl ~ 1): a pdMat whose form names the parameters
+        self.pd = rterms if hasattr(rterms, "correlated") else None
+        if self.pd is not None:
+            if not self.pd.lhs:
+                raise NlmeError(f"{self.pd!r}: for nlme a pdMat's form names the parameters, as "
+                                f"{type(self.pd).__name__}('lKa + lCl ~ 1')")
+            rterms = [f"{name.strip()} ~ {self.pd.expr}" for name in self.pd.lhs.split("+")]
+        elif isinstance(rterms, str):
+            rterms = [rterms]
+        self.random_params, self.random_exprs = [], {}
         for spec in rterms:
             name, _, expr = spec.partition("~")
             name, expr = name.strip(), expr.strip()
             if name not in self.params:
                 raise NlmeError(f"random effect for {name!r}, which is not a parameter ({', '.join(self.params)})")
-            if expr != "1":
-                raise NotImplementedError(f"random effects other than '~ 1' ({spec!r})")
+            if name in self.random_exprs:
+                raise NlmeError(f"random effects for {name!r} are given twice")
             self.random_params.append(name)
+            self.random_exprs[name] = expr or "1"
         needed = [response, self.group] + self.f.variables
         missing = [c for c in needed if c not in data.columns]
         if missing:
             raise NlmeError(f"column(s) {', '.join(missing)} are not in the data")
         # fixed-effect designs, one per parameter
         extra = []
-        for spec in fixed.values():
+        for spec in list(fixed.values()) + [f"~ {e}" for e in self.random_exprs.values()]:
             extra += sorted(dsg._variables(spec.split("~", 1)[1], data.columns))
+        absent = [c for c in extra if c not in data.columns]
+        if absent:
+            raise NlmeError(f"column(s) {', '.join(absent)} of the fixed or random formulas are not in the data")
         frame = data[list(dict.fromkeys(needed + extra))].dropna()
         self.n_dropped = len(data) - len(frame)
         self.frame = frame
@@ -164,7 +178,10 @@ class NlmeFit(FittedModel):
             d = dsg.fixed_design(rhs_p, frame)
             self.fixed_designs[p] = d  # its coding (levels, contrasts) rebuilds it for new data
             self.designs[p] = d.X
-            cols = [p] if d.names == ["(Intercept)"] else [f"{p}.{n}" for n in d.names]
+            # nlme names a parameter's fixed effect by the parameter alone when both its fixed
+            # and random parts are an intercept
+            alone = d.names == ["(Intercept)"] and self.random_exprs.get(p, "1") == "1"
+            cols = [p] if alone else [f"{p}.{n}" for n in d.names]
             self.names += cols
             self.slices[p] = slice(start_idx, start_idx + d.X.shape[1])
             start_idx += d.X.shape[1]
@@ -177,7 +194,14 @@ class NlmeFit(FittedModel):
         self.data = {v: frame[v].to_numpy(dtype=float) for v in self.f.variables}
         levels, codes = dsg.grouping_factor(frame, self.group)
         self.levels, self.codes = levels, codes
-        self.n, self.p, self.q, self.m = len(self.y), len(self.names), len(self.random_params), len(levels)
+        # each random parameter's design (nlme's Asym ~ 1 + x: an effect per column)
+        self.re_designs, self.re_slices, col = {}, {}, 0
+        for p in self.random_params:
+            d = dsg.fixed_design(self.random_exprs[p], frame)
+            self.re_designs[p] = d
+            self.re_slices[p] = slice(col, col + d.X.shape[1])
+            col += d.X.shape[1]
+        self.n, self.p, self.q, self.m = len(self.y), len(self.names), col, len(levels)
         f0 = self._f(start, np.zeros((self.m, self.q)))
         if not np.all(np.isfinite(f0)):
             raise NlmeError(f"the model gives non-finite predictions at the start values "
@@ -187,8 +211,8 @@ class NlmeFit(FittedModel):
     # --- the model ---------------------------------------------------------------------
     def _phi(self, beta, b) -> dict[str, np.ndarray]:
         phi = {p: self.designs[p] @ beta[self.slices[p]] for p in self.params}
-        for j, p in enumerate(self.random_params):
-            phi[p] = phi[p] + b[self.codes, j]
+        for p in self.random_params:
+            phi[p] = phi[p] + np.einsum("nk,nk->n", self.re_designs[p].X, b[self.codes, self.re_slices[p]])
         return phi
 
     def _f(self, beta, b) -> np.ndarray:
@@ -199,19 +223,33 @@ class NlmeFit(FittedModel):
         phi = self._phi(beta, b)
         grads = {p: self.f.derivative(phi, self.data, p) for p in self.params}
         X = np.column_stack([grads[p][:, None] * self.designs[p] for p in self.params])
-        Z = np.column_stack([grads[p] for p in self.random_params])
+        Z = np.column_stack([grads[p][:, None] * self.re_designs[p].X for p in self.random_params])
         return X, Z
 
     def _linearized(self, beta, b):
         X, Z = self._jacobian(beta, b)
         w = self.y - self._f(beta, b) + X @ beta + np.einsum("nq,nq->n", Z, b[self.codes])
         term = dsg.ReTerm(self.group, self.levels, self.codes, Z, self._re_names(), "", None)
-        return LMMCriterion(w, X, [term])
+        crit = LMMCriterion(w, X, [term])
+        pmap = self._parametrization()
+        return crit if pmap is None else Tied(crit, [pmap])
+
+    def _parametrization(self):
+        """A pdMat's tied parameters (PdDiag: Lambda's diagonal; PdIdent, PdCompSymm), or None."""
+        if self.pd is None:
+            return None
+        if not self.pd.correlated:
+            return DiagMap(self.q)
+        return self.pd.parametrization(self.q, self._re_names())
 
     def _re_names(self):
         """nlme's names: a parameter whose fixed part is only an intercept goes by its own name."""
-        return [p if self.designs[p].shape[1] == 1 and self.names[self.slices[p]] == [p] else f"{p}.(Intercept)"
-                for p in self.random_params]
+        out = []
+        for p in self.random_params:
+            names = self.re_designs[p].names
+            alone = names == ["(Intercept)"] and self.names[self.slices[p]] == [p]
+            out += [p] if alone else [f"{p}.{n}" for n in names]
+        return out
 
     def _initial_theta(self, crit) -> np.ndarray:
         """nlme's starting precision (``pdInitial``): Delta = 0.375 sqrt(mean_i z_i'z_i) per effect,
@@ -354,7 +392,9 @@ class NlmeFit(FittedModel):
         """
         best = None
         for drop in self.random_params:
-            keep = [f"{p} ~ 1" for p in self.random_params if p != drop]
+            others = [p for p in self.random_params if p != drop]
+            keep = ([f"{p} ~ {self.random_exprs[p]}" for p in others] if self.pd is None else
+                    type(self.pd)(f"{' + '.join(others)} ~ {self.pd.expr}"))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
@@ -394,13 +434,15 @@ class NlmeFit(FittedModel):
         notes = []
         if face is not None:
             drop, reduced = face
-            j = self.random_params.index(drop)
-            keep = [k for k in range(self.q) if k != j]
+            dropped = self.re_slices[drop]
+            keep = [k for k in range(self.q) if not dropped.start <= k < dropped.stop]
             b = np.zeros((self.m, self.q))
             b[:, keep] = reduced._b
             lam = np.zeros((self.q, self.q))
             lam[np.ix_(keep, keep)] = reduced.criterion.lambdas(reduced.theta)[0]
-            self._set_estimates(self._linearized(reduced.beta, b), lam[lower_indices(self.q)])
+            crit = self._linearized(reduced.beta, b)
+            theta = lam[lower_indices(self.q)]
+            self._set_estimates(crit, crit.from_theta(theta) if isinstance(crit, Tied) else theta)
             # the same numbers as the reduced fit's, not a re-computation differing at rounding level
             self.beta, self.sigma, self._vcov = reduced.beta, reduced.sigma, reduced._vcov
             self.deviance_value = reduced.deviance_value
@@ -478,8 +520,8 @@ class NlmeFit(FittedModel):
         """nlme's coef: each group's coefficients, the fixed effects plus its random effects."""
         re = self.ranef()[self.group]
         out = pd.DataFrame(np.tile(self.beta, (self.m, 1)), index=re.index, columns=self.names)
-        for j, p in enumerate(self.random_params):
-            out[self.names[self.slices[p].start]] += self._b[:, j]
+        for name in re.columns:  # a random effect adds to the fixed effect of its name (or stands alone)
+            out[name] = (out[name] if name in out.columns else 0.0) + re[name].to_numpy()
         return out
 
     def fitted(self, level: int = 1) -> pd.Series:
@@ -514,9 +556,10 @@ class NlmeFit(FittedModel):
         if level:
             codes = dsg.group_codes(newdata, self.group, self.levels)
             known = codes >= 0
-            for j, p in enumerate(self.random_params):
+            for p in self.random_params:
+                B = self.re_designs[p].matrix(newdata)
                 add = np.full(len(newdata), np.nan)
-                add[known] = self._b[codes[known], j]
+                add[known] = np.einsum("nk,nk->n", B[known], self._b[codes[known], self.re_slices[p]])
                 phi[p] = phi[p] + add
         data = {v: newdata[v].to_numpy(dtype=float) for v in self.f.variables}
         return pd.Series(self.f(phi, data), index=newdata.index, name="predict")

@@ -36,11 +36,13 @@ class PdMat:
     correlated = True
 
     def __init__(self, form: str):
-        match = re.fullmatch(r"\s*~\s*([^|]+?)\s*(?:\|\s*([\w.:/]+)\s*)?", form)
+        # lme's one-sided '~ age [| Subject]'; nlme's names the parameters, 'lKa + lCl ~ 1'
+        match = re.fullmatch(r"\s*([^~]*?)\s*~\s*([^|]+?)\s*(?:\|\s*([\w.:/]+)\s*)?", form)
         if not match:
-            raise FormulaError(f"{type(self).__name__} form {form!r} must be one-sided, as '~ age' or '~ age | Subject'")
+            raise FormulaError(f"{type(self).__name__} form {form!r} must be one-sided, as '~ age' or '~ age | Subject'"
+                               " (for nlme, the parameters on the left: 'lKa + lCl ~ 1')")
         self.form = form.strip()
-        self.expr, self.group = match.group(1), match.group(2)
+        self.lhs, self.expr, self.group = match.group(1) or None, match.group(2), match.group(3)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.form!r})"
@@ -138,6 +140,30 @@ class IdentMap(Parametrization):
 
     def natural(self, phi):
         return np.array([phi[0]])
+
+
+class DiagMap(Parametrization):
+    """A diagonal Lambda, phi its diagonal (nlme's pdDiag where the effects are one term, as the
+    random effects on an nlme model's parameters)."""
+
+    def __init__(self, q: int):
+        self.q, self.size, self.diagonal = q, q, tuple(range(q))
+        r, c = lower_indices(q)
+        self._J = np.zeros((len(r), q))
+        self._J[np.flatnonzero(r == c), np.arange(q)] = 1.0
+
+    def theta(self, phi):
+        return self._J @ phi
+
+    def jacobian(self, phi):
+        return self._J
+
+    def from_theta(self, theta):
+        L = _lower(theta, self.q)
+        return np.sqrt(np.sum(L ** 2, axis=1))
+
+    def natural(self, phi):
+        return np.asarray(phi)
 
 
 class CompSymmMap(Parametrization):

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
+from .pdmat import PdSymm
+
 SUMMARY_ROWS = ["Min.", "1st Qu.", "Median", "Mean", "3rd Qu.", "Max."]
 
 
@@ -466,8 +468,6 @@ def _nlme_random_lines(m) -> list[str]:
     structure and standard deviations (with correlations for a general or compound-symmetric
     matrix), a PdBlocked level block by block; sigma joins the innermost level's table
     (nlme's ``print.summary.pdMat``)."""
-    from .pdmat import PdSymm
-
     covs = m.VarCorr().covariances
     levels = list(dict.fromkeys(t.group for t in m.reterms))
     out = []
@@ -584,18 +584,15 @@ class NlmeSummary(LmeSummary):
                  f"  Data: {m.data_name} ", _vector(fit, [format_r([v], 4)[0] for v in fit]).replace(" \n", "\n")]
         if m.n_dropped:
             lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
-        lines += ["", "Random effects:",
-                  f" Formula: list({', '.join(f'{p} ~ 1' for p in m.random_params)})", f" Level: {m.group}",
-                  " Structure: General positive-definite, Log-Cholesky parametrization"]
-        rnd = self.tables["random"]
-        corr = self.tables["random_corr"]
-        sdt = format_r(rnd["StdDev"].to_numpy(), 5)
-        nw = max(len(n) for n in rnd.index)
-        lines.append(" " * nw + " StdDev   Corr")
-        for i, name in enumerate(rnd.index):
-            cells = ([_fixed(corr.iat[i, j], 3) for j in range(i)] if 0 < i < len(corr) else
-                     ([abbreviate(n, 6) for n in corr.index[:-1]] if i == 0 else []))
-            lines.append((name.ljust(nw) + " " + sdt[i].ljust(8) + " " + " ".join(cells)).rstrip())
+        # nlme: one parameter's random part as 'Asym ~ 1 + x | g', several as 'list(...)' and a Level line
+        specs = [f"{p} ~ {_deparse(m.random_exprs[p])}" for p in m.random_params]
+        lines += ["", "Random effects:"] + ([f" Formula: {specs[0]} | {m.group}"] if len(specs) == 1 else
+                                            [f" Formula: list({', '.join(specs)})", f" Level: {m.group}"])
+        pd_obj = m.pd if m.pd is not None else PdSymm("~ 1")
+        names = m._re_names()
+        lines += _pdmat_lines(names, m.VarCorr().covariances[0], m.sigma, pd_obj.structure if pd_obj.correlated
+                              else "Diagonal", type(pd_obj).__name__ in ("PdSymm", "PdCompSymm"),
+                              labels=type(pd_obj).__name__ == "PdSymm", resid=True)
         fixed = ", ".join(f"{p} {m.fixed_text[p].strip()}" for p in m.params)
         lines += ["", f"Fixed effects: list({fixed})"]
         lines.append(_table(self.tables["fixed"], {"Value": ("zap", 4), "Std.Error": ("zap", 4), "DF": ("int",),

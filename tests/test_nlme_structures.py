@@ -1,0 +1,104 @@
+"""nlme with a pdMat on the parameters' random effects and with covariates in a parameter's
+random part, against nlme.
+
+Known values: tests/r/nlme_structures.R (R 4.2.2, nlme 3.1-162, tolerances tightened):
+Theoph with random = pdDiag(lKa + lCl ~ 1) (P&B's fm2Theo.nlme, the first-order compartment
+model written out), Loblolly with pdDiag(Asym + lrc ~ 1), Orange with random = Asym ~ 1 +
+I(age/1000) | Tree. Printouts at options(digits = 4): nlme_structures_digits4.txt.
+Property: a PdSymm of the parameters is the default (a list of 'p ~ 1').
+"""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmlib import PdDiag, PdSymm, nlme
+from mmlib.nlmm import NlmeError
+from rref import ROOT
+
+R = ROOT / "tests" / "r"
+REF = json.loads((R / "nlme_structures.json").read_text())
+PRINTED = dict(re.findall(r"== (\S+) \n(.*?)(?=\n== |\Z)", (R / "nlme_structures_digits4.txt").read_text(), re.S))
+
+
+def _data(name, group):
+    d = pd.read_csv(R / "data" / f"{name}.csv")
+    d[group] = d[group].astype(str)
+    return d
+
+
+THEO, LOB, ORA = _data("Theoph", "Subject"), _data("Loblolly", "Seed"), _data("Orange", "Tree")
+SSFOL = ("conc ~ Dose * exp(lKe + lKa - lCl) * (exp(-exp(lKe) * Time) - exp(-exp(lKa) * Time)) / "
+         "(exp(lKa) - exp(lKe))")
+ASYMP = "height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age)"
+LOGIS = "circumference ~ Asym / (1 + exp((xmid - age) / scal))"
+MODELS = {
+    "theoph_diag": lambda: nlme(SSFOL, THEO, fixed={"lKe": "~ 1", "lKa": "~ 1", "lCl": "~ 1"},
+                                random={"Subject": PdDiag("lKa + lCl ~ 1")}, start=[-2.4, 0.45, -3.2]),
+    "loblolly_diag": lambda: nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"},
+                                  random={"Seed": PdDiag("Asym + lrc ~ 1")}, start=[103, -8.5, -3.3]),
+    "orange_slope": lambda: nlme(LOGIS, ORA, fixed={"Asym": "~ 1", "xmid": "~ 1", "scal": "~ 1"},
+                                 random={"Tree": ["Asym ~ 1 + I(age / 1000)"]}, start=[192, 728, 353]),
+}
+_FITS = {}
+
+
+def fit(name):
+    if name not in _FITS:
+        _FITS[name] = MODELS[name]()
+    return _FITS[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_estimates_are_nlmes(name):
+    f, ref = fit(name), REF[name]
+    np.testing.assert_allclose(f.loglik, ref["logLik"], atol=2e-6)
+    np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-6)
+    sd = np.sqrt(np.diag(f.VarCorr().covariances[0]))
+    np.testing.assert_allclose(np.r_[sd, f.sigma], ref["stddev"], rtol=2e-6)
+    re = f.ranef()[f.group]
+    re = re.reindex(sorted(re.index, key=int))  # R's groups in numeric order (factor() of integers)
+    assert list(re.columns) == ref["re_names"]
+    np.testing.assert_allclose(re.to_numpy(), ref["ranef"], rtol=1e-4, atol=1e-6 * np.abs(ref["ranef"]).max())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_random_effects_print_as_nlme(name):
+    def block(text):
+        return [line.rstrip() for line in text.split("Random effects:")[1].split("Fixed effects")[0].strip().splitlines()]
+
+    assert block(repr(fit(name).summary())) == block(PRINTED[name])
+
+
+def test_diagonal_has_no_covariance_and_symm_is_the_default():
+    cov = fit("loblolly_diag").VarCorr().covariances[0]
+    assert cov[0, 1] == 0.0
+    a = nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"}, random={"Seed": PdSymm("Asym + lrc ~ 1")},
+             start=[103, -8.5, -3.3])
+    b = nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"}, random={"Seed": ["Asym ~ 1", "lrc ~ 1"]},
+             start=[103, -8.5, -3.3])
+    np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
+    assert a.loglik >= fit("loblolly_diag").loglik - 1e-8  # one more parameter
+
+
+def test_predict_with_random_covariates():
+    f = fit("orange_slope")
+    np.testing.assert_allclose(f.predict(ORA).to_numpy(), f.fitted().to_numpy(), rtol=1e-12)
+    coef = f.coef()
+    assert "Asym.I(age/1000)" in coef.columns
+
+
+def test_bad_random_specifications():
+    with pytest.raises(NlmeError, match="names the parameters"):
+        nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"}, random={"Seed": PdDiag("~ 1")},
+             start=[103, -8.5, -3.3])
+    with pytest.raises(NlmeError, match="not in the data"):
+        nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"}, random={"Seed": ["Asym ~ 1 + width"]},
+             start=[103, -8.5, -3.3])
+    with pytest.raises(NlmeError, match="given twice"):
+        nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"}, random={"Seed": ["Asym ~ 1", "Asym ~ 1"]},
+             start=[103, -8.5, -3.3])
