@@ -259,7 +259,11 @@ class CorrelatedLMMCriterion(LMMCriterion):
 
     def __init__(self, y, X, terms, cor, frame):
         if len(terms) != 1:
-            raise NotImplementedError("correlated errors are implemented for one grouping factor")
+            raise NotImplementedError(
+                f"a correlation structure with {len(terms)} random-effects terms "
+                f"({', '.join(dict.fromkeys(str(t.source or t.group) for t in terms))}) "
+                "is not implemented: correlated errors take one term, a general (PdSymm) covariance of one grouping "
+                "level; a PdDiag or PdBlocked level is several terms")
         term = terms[0]
         if cor.group and cor.group != term.group:
             raise CorStructError(f"the correlation's grouping ({cor.form}) differs from the random "

@@ -38,6 +38,11 @@ class VarFunc:
     needs_covariate = True
 
     def __init__(self, form: str = "~ 1"):
+        if re.fullmatch(r"\s*~\s*fitted\(\s*\.\s*\)\s*(\|.*)?", form) or (
+                self.needs_covariate and re.fullmatch(r"\s*~\s*1\s*", form)):
+            raise VarFuncError(f"{type(self).__name__}: nlme's default covariate, the fitted values (~ fitted(.)), is "
+                               f"not implemented (it is re-estimated between iterations, not by the likelihood); "
+                               f"give a covariate, as {type(self).__name__}('~ age')")
         match = re.fullmatch(r"\s*~\s*([\w.]+|1)\s*(?:\|\s*([\w.]+)\s*)?", form)
         if not match:
             raise VarFuncError(f"form {form!r} must be '~ covariate', '~ covariate | stratum' or '~ 1 | stratum'")

@@ -183,3 +183,11 @@ def test_gls_gradient_and_scoring_matrix(name):
     np.testing.assert_allclose(W, W.T, rtol=1e-12, atol=1e-12)
     assert np.linalg.eigvalsh(W).min() > -1e-8 * np.abs(W).max()
     assert np.max(np.abs(f._gradient(f.params))) < 1e-6
+
+
+def test_unsupported_combinations_are_refused_by_name():
+    with pytest.raises(VarFuncError, match=r"fitted values \(~ fitted\(\.\)\), is not implemented"):
+        VarPower()
+    with pytest.raises(NotImplementedError, match=r"correlation structure with 2 random-effects terms \(\(age \|\| Subject\)\)"):
+        from mmlib import PdDiag
+        lme("distance ~ age", ORTH, random={"Subject": PdDiag("~ age")}, correlation=CorAR1("~ 1 | Subject"))
