@@ -40,7 +40,8 @@ class _Component:
     level: str
     kind: str
     names: list[str]  # nlme's row names
-    terms: list[int]  # the fit's random-effects terms it covers (several for a PdDiag)
+    terms: list[int]  # the fit's random-effects terms it covers (several for an lme PdDiag)
+    single: bool = False  # a PdDiag that is one term with a diagonal Lambda (nlme's)
 
     def size(self, q: int) -> int:
         return {"PdSymm": q + q * (q - 1) // 2, "PdDiag": q, "PdIdent": 1, "PdCompSymm": 2}[self.kind]
@@ -48,7 +49,7 @@ class _Component:
     def to_u(self, covs: list[np.ndarray]) -> np.ndarray:
         """Psi (absolute) -> the unconstrained parameters."""
         if self.kind == "PdDiag":
-            return np.log(np.sqrt([c[0, 0] for c in covs]))
+            return np.log(np.sqrt(np.diag(covs[0]) if self.single else [c[0, 0] for c in covs]))
         cov = covs[0]
         sd = np.sqrt(np.diag(cov))
         corr = cov / np.outer(sd, sd)
@@ -74,7 +75,7 @@ class _Component:
         """The unconstrained parameters -> the criterion's parameters of each term (theta, or
         a PdIdent's or PdCompSymm's phi), for residual standard deviation sigma."""
         if self.kind == "PdDiag":
-            return [np.array([s]) for s in np.exp(u) / sigma]
+            return [np.exp(u) / sigma] if self.single else [np.array([s]) for s in np.exp(u) / sigma]
         if self.kind == "PdIdent":
             return [np.array([np.exp(u[0]) / sigma])]
         if self.kind == "PdCompSymm":
@@ -98,6 +99,12 @@ def _pairs(q: int):
 def _components(fit) -> list[_Component]:
     from .printing import _level_label
 
+    if not hasattr(fit, "reterms"):  # nlme: one level, its random effects one term
+        kind = type(fit.pd).__name__ if fit.pd is not None else "PdSymm"
+        names = fit._re_names()
+        comp = _Component(fit.group, kind, [], [0], single=True)
+        _name_rows(comp, names, f"sd({' + '.join(fit.random_params)})")
+        return [comp]
     out, seen = [], {}
     for k, t in enumerate(fit.reterms):
         src = t.source
@@ -111,16 +118,21 @@ def _components(fit) -> list[_Component]:
         out.append(comp)
     for comp in out:
         names = [n for k in comp.terms for n in fit.reterms[k].names]
-        if comp.kind == "PdCompSymm":
-            comp.names = ["std. dev", "corr."]
-        elif comp.kind == "PdIdent":
-            comp.names = [f"sd({_expr_text(fit.reterms[comp.terms[0]].expr)})"]
-        else:
-            comp.names = [f"sd({n})" for n in names]
-            if comp.kind == "PdSymm":
-                i, j = _pairs(len(names))
-                comp.names += [f"cor({names[a]},{names[b]})" for a, b in zip(i, j)]
+        _name_rows(comp, names, f"sd({_expr_text(fit.reterms[comp.terms[0]].expr)})")
     return out
+
+
+def _name_rows(comp: _Component, names: list[str], ident: str) -> None:
+    """nlme's row names: sd(x) and cor(x,y); a PdIdent's one sd by its formula; PdCompSymm's two."""
+    if comp.kind == "PdCompSymm":
+        comp.names = ["std. dev", "corr."]
+    elif comp.kind == "PdIdent":
+        comp.names = [ident]
+    else:
+        comp.names = [f"sd({n})" for n in names]
+        if comp.kind == "PdSymm":
+            i, j = _pairs(len(names))
+            comp.names += [f"cor({names[a]},{names[b]})" for a, b in zip(i, j)]
 
 
 def _expr_text(expr: str) -> str:
@@ -181,7 +193,7 @@ def intervals(fit, level: float = 0.95, which: str = "all") -> Intervals:
         raise ValueError(f"which must be 'all', 'var-cov' or 'fixed', not {which!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, not {level!r}")
-    mixed = hasattr(fit, "reterms")
+    mixed = hasattr(fit, "reterms") or hasattr(fit, "random_params")
     fixed = random = cor = var = sigma = None
     if which not in ("var-cov",):
         df = fit.fixed_df().to_numpy().astype(float) if mixed else np.full(fit.p, fit.n - fit.p, dtype=float)
@@ -213,7 +225,7 @@ def _structure_scale(fit):
     unconstrained parameters (nlme's, up to an affine map, which leaves the intervals as they are)."""
     from .corstruct import CorCompSymm
 
-    cor = fit.correlation
+    cor = getattr(fit, "correlation", None)
     if isinstance(cor, CorCompSymm):
         raise NotImplementedError("intervals() for a CorCompSymm correlation is not implemented "
                                   "(nlme's scale for it is not this fit's); use which='fixed'")
@@ -227,14 +239,15 @@ def _varcov_intervals(fit, level, mixed):
 
     comps = _components(fit) if mixed else []
     struct = np.asarray(fit.theta[fit.criterion.ntheta:] if mixed else fit.params, dtype=float)
-    n_cor = fit.correlation.n_params if fit.correlation is not None else 0
+    correlation, variance = getattr(fit, "correlation", None), getattr(fit, "variance", None)
+    n_cor = correlation.n_params if correlation is not None else 0
     to_scale, from_scale = _structure_scale(fit)
     if mixed:
         covs = fit.VarCorr().covariances
         crit = fit.criterion
         slices = getattr(crit, "slices", None) or [slice(b.start, b.start + b.size) for b in crit.blocks]
-        qs = [sum(fit.reterms[k].q for k in c.terms) if c.kind == "PdDiag" else fit.reterms[c.terms[0]].q
-              for c in comps]
+        term_q = [t.q for t in fit.reterms] if hasattr(fit, "reterms") else [fit.q]
+        qs = [sum(term_q[k] for k in c.terms) for c in comps]
         sizes = [c.size(q) for c, q in zip(comps, qs)]
         u0 = np.concatenate([c.to_u([covs[k] for k in c.terms]) for c in comps])
     else:
@@ -280,8 +293,8 @@ def _varcov_intervals(fit, level, mixed):
         random[c.level] = pd.concat([random[c.level], frame]) if c.level in random else frame
         start += size
     cor = var = None
-    if fit.correlation is not None:
-        c = fit.correlation
+    if correlation is not None:
+        c = correlation
         nat = [c.to_natural(structure(v)[:n_cor]) for v in ends]
         if hasattr(c, "full"):
             i, j = c._pairs()
@@ -289,8 +302,8 @@ def _varcov_intervals(fit, level, mixed):
         else:
             names = c.names() if hasattr(c, "names") else [c.parameter]
         cor = _frame(*nat, names)
-    if fit.variance is not None:
-        vf = fit.variance
+    if variance is not None:
+        vf = variance
         var = _frame(*[vf.to_natural(structure(v)[n_cor:]) for v in ends], vf.free_names())
     sigma = pd.Series(np.exp([v[-1] for v in ends]), index=["lower", "est.", "upper"])
     return random, cor, var, sigma

@@ -564,6 +564,12 @@ class NlmeFit(FittedModel):
         data = {v: newdata[v].to_numpy(dtype=float) for v in self.f.variables}
         return pd.Series(self.f(phi, data), index=newdata.index, name="predict")
 
+    def intervals(self, level: float = 0.95, which: str = "all"):
+        """nlme's approximate confidence intervals (``mmlib.intervals``), from the LME model
+        linearized at the estimates, as nlme's apVar."""
+        from .intervals import intervals
+        return intervals(self, level, which)
+
     def summary(self):
         from .printing import NlmeSummary
         return NlmeSummary(self)

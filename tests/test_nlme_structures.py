@@ -102,3 +102,18 @@ def test_bad_random_specifications():
     with pytest.raises(NlmeError, match="given twice"):
         nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"}, random={"Seed": ["Asym ~ 1", "Asym ~ 1"]},
              start=[103, -8.5, -3.3])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_intervals_are_nlmes(name):
+    """nlme's intervals() (apVar of the LME model linearized at the estimates) with its apVar code
+    on a Richardson-extrapolated Hessian (numDeriv; the default fdHess step is within the
+    likelihood's rounding error, see tests/r/lme_structures.R): to 2e-5."""
+    f, ref = fit(name), REF[name]["intervals"]
+    iv = f.intervals()
+    np.testing.assert_allclose(iv.fixed.to_numpy(), ref["fixed"], rtol=1e-5)
+    for level, d in ref["reStruct"].items():
+        assert list(iv.random[level].index) == (d["names"] if isinstance(d["names"], list) else [d["names"]])
+        expected = np.column_stack([np.atleast_1d(d[k]) for k in ("lower", "est", "upper")])
+        np.testing.assert_allclose(iv.random[level].to_numpy(), expected, rtol=2e-5)
+    np.testing.assert_allclose(iv.sigma.to_numpy(), ref["sigma"], rtol=1e-6)

@@ -31,6 +31,21 @@ for (name in names(fits)) {
     ranef = unname(as.matrix(ranef(f))))
   cat("\n==", name, "\n"); print(summary(f))
 }
+## intervals(): as nlme prints them, and with nlme's apVar code on numDeriv's Richardson Hessian
+## (see tests/r/lme_structures.R), to test against
+tab <- function(d) list(names = rownames(d), lower = unname(d[, 1]), est = unname(d[, 2]), upper = unname(d[, 3]))
+for (name in names(fits)) { cat("\n== intervals", name, "\n"); print(intervals(fits[[name]])) }
+richardson <- function(pars, fun, ..., .relStep, minAbsPar) {
+  g <- function(p) fun(p, ...)
+  list(Hessian = numDeriv::hessian(g, as.numeric(pars)))
+}
+fdHess_nlme <- nlme::fdHess
+assignInNamespace("fdHess", richardson, "nlme")
+for (name in names(fits)) {
+  iv <- intervals(update(fits[[name]]))
+  out[[name]]$intervals <- list(fixed = unname(iv$fixed), reStruct = lapply(iv$reStruct, tab), sigma = unname(iv$sigma))
+}
+assignInNamespace("fdHess", fdHess_nlme, "nlme")
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/nlme_structures.json")
 ## the summaries as the book prints them (options(digits = 4)): tests/r/nlme_structures_digits4.txt
 sink("tests/r/nlme_structures_digits4.txt"); options(digits = 4)
