@@ -33,6 +33,7 @@ from . import design as dsg
 from .corstruct import CorStruct
 from .fitted import FittedModel
 from .formula import FormulaError, parse
+from .linalg import marginal_gradient
 from .optimizer import central_jacobian
 from .optsummary import ConvergenceWarning
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
@@ -120,49 +121,18 @@ class GlsFit(StructuredErrors, FittedModel):
         return intervals(self, level, which)
 
     def _gradient(self, u, scoring: bool = False):
-        """The criterion's gradient in the structure parameters, in one pass over the groups.
-
-        With V_i = G_i C_i G_i each group's error covariance over sigma^2, M = X'V^-1 X and e the
-        GLS residuals, by the envelope theorem (beta profiled) and d log|A| = tr(A^-1 dA):
-
-            d(-2 l)/du_k = dof * d(RSS)/RSS + tr(V^-1 dV_k) [+ tr(M^-1 dM_k) for REML],
-            d(RSS) = -a' dV_k a,  dM_k = -Q' dV_k Q,  a = V^-1 e,  Q = V^-1 X,
-
-        summed over groups; dV_k from the structure (``derivatives``: differences of the cheap
-        V_i alone, ~1e-12 relative, where differences of the criterion refactor every group).
-
-        ``scoring=True`` also returns the expected Hessian of -2 l with sigma profiled out (Fisher
-        scoring's matrix): tr(V^-1 dV_k V^-1 dV_l) - t_k t_l / dof, t_k = tr(V^-1 dV_k)."""
+        """The criterion's gradient in the structure parameters, in one pass over the groups
+        (:func:`mmlib.linalg.marginal_gradient` with V_i = G_i C_i G_i; dV_k from the structure's
+        ``derivatives``: differences of the cheap V_i alone, ~1e-12 relative, where differences
+        of the criterion refactor every group). ``scoring=True`` also returns Fisher scoring's
+        matrix."""
         u = np.asarray(u, dtype=float)
-        p = self.p
         try:
             V = np.array(self._structure.matrices(u))
-            Vinv = np.linalg.inv(V)
         except np.linalg.LinAlgError:
             return np.full(u.size, np.nan)
-        X, y = self._padded[:, :, :p], self._padded[:, :, p]
-        Q = Vinv @ X
-        M = np.einsum("gip,giq->pq", X, Q)
-        beta = np.linalg.solve(M, np.einsum("gip,gi->p", Q, y))
-        e = y - X @ beta
-        a = np.einsum("gij,gj->gi", Vinv, e)
-        rss = float(np.einsum("gi,gi->", e, a))
-        Minv = np.linalg.inv(M)
-        dof = self.n - p if self.REML else self.n
-        g = np.empty(u.size)
-        dVs = self._structure.derivatives(u)
-        for k, dV in enumerate(dVs):
-            d_rss = -float(np.einsum("gi,gij,gj->", a, dV, a))
-            g[k] = dof * d_rss / rss + float(np.einsum("gij,gji->", Vinv, dV))
-            if self.REML:
-                dM = -np.einsum("gip,gij,gjq->pq", Q, dV, Q)
-                g[k] += float(np.sum(Minv * dM))
-        if not scoring:
-            return g
-        P = [Vinv @ dV for dV in dVs]
-        t = np.array([float(np.einsum("gii->", Pk)) for Pk in P])
-        W = np.array([[float(np.einsum("gij,gji->", Pk, Pl)) for Pl in P] for Pk in P])
-        return g, W - np.outer(t, t) / dof
+        return marginal_gradient(V, self._structure.derivatives(u), self._padded[:, :, :self.p],
+                                 self._padded[:, :, self.p], self.REML, self.n, scoring)
 
     def _optimize(self) -> np.ndarray:
         """Fisher scoring and BFGS on the gradient (:meth:`_gradient`) from the structures' starts, then Newton steps

@@ -58,6 +58,49 @@ def batched_cholesky(A: np.ndarray) -> np.ndarray:
     return L
 
 
+def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
+    """The gradient of the profiled (RE)ML criterion -2 l of a model whose groups are
+    independent with covariance sigma^2 V_i, in parameters whose derivatives dV_k are given:
+    the padded arrays V (groups, nmax, nmax; the identity in empty slots), dV_k alike, X
+    (groups, nmax, p) and y (groups, nmax), zero in empty slots.
+
+    With M = X'V^-1 X and e the GLS residuals, by the envelope theorem (beta profiled out) and
+    d log|A| = tr(A^-1 dA), summed over groups (dof = n - p for REML, n for ML):
+
+        d(-2 l)/du_k = dof * d(RSS)/RSS + tr(V^-1 dV_k) [+ tr(M^-1 dM_k) for REML],
+        d(RSS) = -a' dV_k a,  dM_k = -Q' dV_k Q,  a = V^-1 e,  Q = V^-1 X.
+
+    It serves gls (V = G C G) and lme with correlated errors (V = Z Lambda Lambda' Z' + G C G,
+    the same criterion by the determinant lemma). ``scoring=True`` also returns the expected
+    Hessian with sigma profiled out (Fisher scoring's matrix): tr(V^-1 dV_k V^-1 dV_l) -
+    t_k t_l / dof, t_k = tr(V^-1 dV_k)."""
+    p = X.shape[2]
+    try:
+        Vinv = np.linalg.inv(V)
+    except np.linalg.LinAlgError:
+        return np.full(len(dVs), np.nan)
+    Q = Vinv @ X
+    M = np.einsum("gip,giq->pq", X, Q)
+    beta = np.linalg.solve(M, np.einsum("gip,gi->p", Q, y))
+    e = y - X @ beta
+    a = np.einsum("gij,gj->gi", Vinv, e)
+    rss = float(np.einsum("gi,gi->", e, a))
+    Minv = np.linalg.inv(M)
+    dof = n - p if reml else n
+    g = np.empty(len(dVs))
+    for k, dV in enumerate(dVs):
+        d_rss = -float(np.einsum("gi,gij,gj->", a, dV, a))
+        g[k] = dof * d_rss / rss + float(np.einsum("gij,gji->", Vinv, dV))
+        if reml:
+            g[k] -= float(np.sum(Minv * np.einsum("gip,gij,gjq->pq", Q, dV, Q)))
+    if not scoring:
+        return g
+    P = [Vinv @ dV for dV in dVs]
+    t = np.array([float(np.einsum("gii->", Pk)) for Pk in P])
+    W = np.array([[float(np.einsum("gij,gji->", Pk, Pl)) for Pl in P] for Pk in P])
+    return g, W - np.outer(t, t) / dof
+
+
 def batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Solve L C = B for a stack of lower-triangular L (m, q, q) and B (m, q, r) (LAPACK's
     batched solve for large blocks, as :func:`batched_cholesky`)."""

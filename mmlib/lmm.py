@@ -42,7 +42,7 @@ from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
                             re_form_groups)
 from .formula import MixedFormula, parse, parse_lme
-from .linalg import BlockSystem, CrossedSystem, SparseSystem
+from .linalg import BlockSystem, CrossedSystem, SparseSystem, marginal_gradient
 from .optimizer import Minimizer
 from .optsummary import OptSummary
 
@@ -271,7 +271,7 @@ class CorrelatedLMMCriterion(LMMCriterion):
         cor.set_data(frame, term.codes, term.m)
         super().__init__(y, X, terms)
         self.cor = cor
-        self.n_numeric, self.numeric_cost = cor.n_params, 4
+        self.n_numeric = 0  # every derivative is exact (see gradient)
         self.padded = cor.pad(np.column_stack([term.Z, X, y]))
         self._white = None
 
@@ -324,28 +324,27 @@ class CorrelatedLMMCriterion(LMMCriterion):
                                reml, self.n, self.blocks[0])
 
     def gradient(self, params, reml: bool) -> np.ndarray:
-        """Analytic in theta (the whitened model is an ordinary one), differences in the
-        correlation parameters (each difference re-whitens the groups).
-
-        The differences are of fourth order, (f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h
-        with h = 1e-3: truncation error O(h^4) and rounding error O(eps |f| / h), about 1e-10
-        of the deviance where a two-point difference with a step small enough for its own
-        truncation error leaves 1e-8 -- enough for Newton's method to settle the correlation
-        parameter to the digits a summary prints, whatever the machine's rounding."""
+        """Exact: in theta from the whitened model (an ordinary one); in the correlation's and
+        variance function's parameters from each group's marginal covariance V_i = Z_i Lambda
+        Lambda' Z_i' + G_i C_i G_i (:func:`mmlib.linalg.marginal_gradient`, dV_k = d(G C G)/du_k
+        from the structure), in one pass over the groups, where differences of the criterion
+        would re-whiten every group four times a parameter."""
         params = np.asarray(params, dtype=float)
         k = self.ntheta
         g_theta = self.gradient_theta(params, reml)
         if not np.all(np.isfinite(g_theta)):
             return np.full(params.size, np.nan)
-        g_cor = np.empty(params.size - k)
-        for j in range(params.size - k):
-            step = 1e-3 * max(1.0, abs(params[k + j]))
-            e = np.zeros_like(params)
-            e[k + j] = step
-            dev = [self._solve(params + c * e, reml).deviance for c in (-2, -1, 1, 2)]
-            g_cor[j] = (dev[0] - 8 * dev[1] + 8 * dev[2] - dev[3]) / (12 * step)
-        self._white = None  # the differences moved the whitening cache off this point
-        return np.concatenate([g_theta, g_cor])
+        u = params[k:]
+        q, p = self.terms[0].q, self.p
+        Z, X, y = self.padded[:, :, :q], self.padded[:, :, q:q + p], self.padded[:, :, q + p]
+        lam = self.lambdas(params)[0]
+        ZL = Z @ lam
+        try:
+            V = ZL @ np.swapaxes(ZL, 1, 2) + self.cor.matrices(u)
+        except np.linalg.LinAlgError:
+            return np.full(params.size, np.nan)
+        g_u = marginal_gradient(V, self.cor.derivatives(u), X, y, reml, self.n)
+        return np.concatenate([g_theta, g_u])
 
 
 class _CorrelationHeld(Minimizer):
