@@ -191,3 +191,19 @@ def test_unsupported_combinations_are_refused_by_name():
     with pytest.raises(NotImplementedError, match=r"correlation structure with 2 random-effects terms \(\(age \|\| Subject\)\)"):
         from mmlib import PdDiag
         lme("distance ~ age", ORTH, random={"Subject": PdDiag("~ age")}, correlation=CorAR1("~ 1 | Subject"))
+
+
+@pytest.mark.parametrize("name", ["ovary_arma11", "orth_comb", "dial_power"])
+def test_lme_structure_gradient_is_exact(name):
+    """The correlated/weighted lme criterion's gradient (theta from the whitened model, the
+    structure's parameters from the groups' marginal covariances) equals fourth-order differences
+    of the criterion away from the optimum, and vanishes at it."""
+    from mmlib.optimizer import fourth_order_difference
+
+    f = fit(name)
+    crit = f.criterion
+    x = f.theta * 1.05 + 0.02
+    g = crit.gradient(x, True)
+    numeric = [fourth_order_difference(lambda z: crit.objective(z, True), x, k) for k in range(x.size)]
+    np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-6)
+    assert np.max(np.abs(crit.gradient(f.theta, True))) < 1e-5
