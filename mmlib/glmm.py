@@ -970,7 +970,11 @@ class GlmerMod(FittedModel):
         return self.n - self.n_params
 
     def confint(self, level: float = 0.95, method: str = "Wald") -> pd.DataFrame:
-        """lme4's ``confint(fit, method = "Wald")`` (see :meth:`FittedModel.wald_confint`)."""
+        """lme4's ``confint(fit, method = "Wald")`` (see :meth:`FittedModel.wald_confint`); lme4's
+        default for a GLMM, the profile, is not implemented for glmer fits (``method="profile"``
+        raises)."""
+        if method == "profile":
+            raise NotImplementedError("profile intervals for glmer fits are not implemented; use method='Wald'")
         return self.wald_confint(level, method, self.criterion.ntheta, self.family.scale)
 
     def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:

@@ -736,10 +736,10 @@ class LinearMixedModel(StructuredErrors, FittedModel):
 class LmerMod(LinearMixedModel):
     """A fit by :func:`lmer` (lme4's conventions)."""
 
-    def confint(self, level: float = 0.95, method: str = "Wald", parm=None) -> pd.DataFrame:
-        """lme4's ``confint(fit)``: ``method="Wald"`` (see :meth:`FittedModel.wald_confint`) or
-        ``"profile"`` (lme4's default there; :func:`mmlib.profile.profile_confint`, ``parm`` as
-        lme4's), rows ``.sig01``, ..., ``.sigma``, then the fixed effects."""
+    def confint(self, level: float = 0.95, method: str = "profile", parm=None) -> pd.DataFrame:
+        """lme4's ``confint(fit)``: ``method="profile"`` (lme4's default, as here;
+        :func:`mmlib.profile.profile_confint`, ``parm`` as lme4's) or ``"Wald"`` (see
+        :meth:`FittedModel.wald_confint`), rows ``.sig01``, ..., ``.sigma``, then the fixed effects."""
         if method == "profile":
             from .profile import profile_confint
             return profile_confint(self, level, parm)
