@@ -32,8 +32,9 @@ from scipy import special  # distribution functions; scipy.stats costs 0.5 s to 
 from . import design as dsg
 from .covariance import VarCorr, lower_indices
 from .fitted import FittedModel
-from .lmm import LMMCriterion
+from .lmm import CorrelatedLMMCriterion, LMMCriterion
 from .pdmat import DiagMap, Tied
+from .varfunc import VarFunc, Weighted
 from .optsummary import ConvergenceWarning, OptSummary, SingularFitWarning
 
 FUNCTIONS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "log2": np.log2, "log10": np.log10,
@@ -122,7 +123,12 @@ class NlmeFit(FittedModel):
 
     def __init__(self, model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]],
                  start, method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
-                 boundary: bool = True):
+                 boundary: bool = True, weights=None):
+        if weights is not None and not isinstance(weights, VarFunc):
+            raise TypeError(f"weights must be a variance function (mmlib.varfunc), not {type(weights).__name__}")
+        # a variance function on a data column (nlme's weights =); no correlation structure
+        self.variance, self.correlation = weights, None
+        self._structure = Weighted(weights) if weights is not None else None
         if method not in ("ML", "REML"):
             raise ValueError(f"method must be 'ML' or 'REML', not {method!r}")
         if "~" not in model:
@@ -160,6 +166,7 @@ class NlmeFit(FittedModel):
         extra = []
         for spec in list(fixed.values()) + [f"~ {e}" for e in self.random_exprs.values()]:
             extra += sorted(dsg._variables(spec.split("~", 1)[1], data.columns))
+        extra += weights.variables() if weights is not None else []
         absent = [c for c in extra if c not in data.columns]
         if absent:
             raise NlmeError(f"column(s) {', '.join(absent)} of the fixed or random formulas are not in the data")
@@ -194,6 +201,8 @@ class NlmeFit(FittedModel):
         self.data = {v: frame[v].to_numpy(dtype=float) for v in self.f.variables}
         levels, codes = dsg.grouping_factor(frame, self.group)
         self.levels, self.codes = levels, codes
+        if self._structure is not None:
+            self._structure.set_data(frame, codes, len(levels))
         # each random parameter's design (nlme's Asym ~ 1 + x: an effect per column)
         self.re_designs, self.re_slices, col = {}, {}, 0
         for p in self.random_params:
@@ -230,7 +239,8 @@ class NlmeFit(FittedModel):
         X, Z = self._jacobian(beta, b)
         w = self.y - self._f(beta, b) + X @ beta + np.einsum("nq,nq->n", Z, b[self.codes])
         term = dsg.ReTerm(self.group, self.levels, self.codes, Z, self._re_names(), "", None)
-        crit = LMMCriterion(w, X, [term])
+        crit = (LMMCriterion(w, X, [term]) if self._structure is None else
+                CorrelatedLMMCriterion(w, X, [term], self._structure, self.frame))
         pmap = self._parametrization()
         return crit if pmap is None else Tied(crit, [pmap])
 
@@ -269,8 +279,9 @@ class NlmeFit(FittedModel):
         lam[np.diag_indices_from(lam)] = np.maximum(d, 1e-8 * max(d.max(), 1e-300))
         return scipy.linalg.solve_triangular(lam, np.eye(len(lam)), lower=True)
 
-    def _pnls_objective(self, beta, b, lam_inv) -> float:
-        r = self.y - self._f(beta, b)
+    def _pnls_objective(self, beta, b, lam_inv, g=1.0) -> float:
+        """||(y - f) / g||^2 + ||Lambda^-1 b||^2, g the variance function's standard deviations."""
+        r = (self.y - self._f(beta, b)) / g
         if not np.all(np.isfinite(r)):
             return np.inf
         u = b @ lam_inv.T
@@ -281,17 +292,18 @@ class NlmeFit(FittedModel):
         for _ in range(maxit):
             crit = self._linearized(beta, b)
             lam_inv = self._penalty_factor(crit.lambdas(theta)[0])
+            g = self._structure.g(theta[crit.ntheta:]) if self._structure is not None else 1.0
             sol = crit.solve(theta, self.REML)
             if sol.beta is None:
                 break
             new_b = crit.modes(theta, sol)[0]
-            old = self._pnls_objective(beta, b, lam_inv)
+            old = self._pnls_objective(beta, b, lam_inv, g)
             if not np.isfinite(old):
                 break
             step = 1.0
             for _half in range(20):
                 nb, nbeta = b + step * (new_b - b), beta + step * (sol.beta - beta)
-                value = self._pnls_objective(nbeta, nb, lam_inv)
+                value = self._pnls_objective(nbeta, nb, lam_inv, g)
                 if np.isfinite(value) and value <= old * (1 + 1e-12):
                     break
                 step /= 2
@@ -324,7 +336,7 @@ class NlmeFit(FittedModel):
             theta, info = crit.optimize(False, start=theta, optimizer=self.lme_optimizer, maxiter=200)
             change = max(np.max(np.abs(beta - beta_old) / (np.abs(beta_old) + 1e-6)),
                          np.max(np.abs(theta - theta_old) / (np.abs(theta_old) + 1e-3)))
-            if np.max(np.abs(theta)) < COLLAPSED:
+            if np.max(np.abs(theta[:crit.ntheta])) < COLLAPSED:
                 stop = "collapsed"  # no random effect is left: a drift, not a mixed-model fit
                 break
             if converged or change < tol:
@@ -400,7 +412,7 @@ class NlmeFit(FittedModel):
                 try:
                     reduced = NlmeFit(self.model_text, self.frame, self.fixed_text, {self.group: keep},
                                       self._start, self.method, maxiter, tol, self.data_name,
-                                      boundary=False)
+                                      boundary=False, weights=self.variance)
                 except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                     continue
             if reduced.optinfo.converged and (best is None or reduced.loglik > best[1].loglik):
@@ -537,10 +549,17 @@ class NlmeFit(FittedModel):
         if type not in ("response", "pearson", "normalized"):
             raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson' or 'normalized'")
         r = self.y - self.fitted(level).to_numpy()
-        return pd.Series(r if type == "response" else r / self.sigma, index=self.frame.index, name="resid")
+        return pd.Series(r if type == "response" else r / (self.sigma * self.variance_weights()),
+                         index=self.frame.index, name="resid")
+
+    def variance_weights(self) -> np.ndarray:
+        """g_i, each row's error standard deviation relative to sigma (1 without a variance function)."""
+        if self._structure is None:
+            return np.ones(self.n)
+        return self._structure.g(self.theta[self.criterion.ntheta:])
 
     def std_residuals(self) -> np.ndarray:
-        return (self.y - self.fitted().to_numpy()) / self.sigma
+        return (self.y - self.fitted().to_numpy()) / (self.sigma * self.variance_weights())
 
     def predict(self, newdata: pd.DataFrame, level: int = 1) -> pd.Series:
         """Predictions for new data: ``level=0`` the population curve (random effects 0),
@@ -580,7 +599,8 @@ class NlmeFit(FittedModel):
         effects or method (``options``: ``maxiter``, ``tol``, ``boundary``)."""
         REML = self.REML if REML is None else REML
         fit = NlmeFit(self.model_text, self.frame, self.fixed_text, random or self.random_text, self._start,
-                      "REML" if REML else "ML", data_name=self.data_name, **{**self._settings, **options})
+                      "REML" if REML else "ML", data_name=self.data_name,
+                      **{**self._settings, "weights": self.variance, **options})
         fit.n_dropped = self.n_dropped  # the same rows as this fit's
         return fit
 
@@ -596,7 +616,7 @@ def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:
 
 def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]], start,
          method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
-         boundary: bool = True) -> NlmeFit:
+         boundary: bool = True, weights=None) -> NlmeFit:
     """Fit a nonlinear mixed model as ``nlme::nlme``.
 
     ``nlme("piq ~ theta1 + theta2*exp(-theta3*days)", data,
@@ -608,4 +628,4 @@ def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str
     ``NlmeFit._boundary_fit``) and, if found there, returned with a SingularFitWarning that
     says which variance is zero; otherwise a ConvergenceWarning says how the iterations stopped.
     """
-    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name, boundary)
+    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name, boundary, weights)

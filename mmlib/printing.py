@@ -593,8 +593,10 @@ class NlmeSummary(LmeSummary):
         lines += _pdmat_lines(names, m.VarCorr().covariances[0], m.sigma, pd_obj.structure if pd_obj.correlated
                               else "Diagonal", type(pd_obj).__name__ in ("PdSymm", "PdCompSymm"),
                               labels=type(pd_obj).__name__ == "PdSymm", resid=True)
+        if m.variance is not None:  # nlme: no blank line between it and the fixed effects
+            lines += [""] + m.variance.describe(m.theta[m.criterion.ntheta:])
         fixed = ", ".join(f"{p} {m.fixed_text[p].strip()}" for p in m.params)
-        lines += ["", f"Fixed effects: list({fixed})"]
+        lines += ([] if m.variance is not None else [""]) + [f"Fixed effects: list({fixed})"]
         lines.append(_table(self.tables["fixed"], {"Value": ("zap", 4), "Std.Error": ("zap", 4), "DF": ("int",),
                                                    "t-value": ("zap", 4), "p-value": ("fixed", 4)}))
         lines += [" Correlation: ", _lower_corr(self.tables["corr"], None)]

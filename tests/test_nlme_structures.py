@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmlib import PdDiag, PdSymm, nlme
+from mmlib import PdDiag, PdSymm, VarExp, VarPower, nlme
 from mmlib.nlmm import NlmeError
 from rref import ROOT
 
@@ -117,3 +117,35 @@ def test_intervals_are_nlmes(name):
         expected = np.column_stack([np.atleast_1d(d[k]) for k in ("lower", "est", "upper")])
         np.testing.assert_allclose(iv.random[level].to_numpy(), expected, rtol=2e-5)
     np.testing.assert_allclose(iv.sigma.to_numpy(), ref["sigma"], rtol=1e-6)
+
+
+VF = json.loads((R / "nlme_varfunc.json").read_text())
+VF_PRINTED = dict(re.findall(r"== (\S+) \n(.*?)(?=\n== |\Z)", (R / "nlme_varfunc_digits4.txt").read_text(), re.S))
+VF_MODELS = {
+    "theoph_exp": lambda: nlme(SSFOL, THEO, fixed={"lKe": "~ 1", "lKa": "~ 1", "lCl": "~ 1"},
+                               random={"Subject": PdDiag("lKa + lCl ~ 1")}, start=[-2.4, 0.45, -3.2],
+                               weights=VarExp("~ Time")),
+    "loblolly_power": lambda: nlme(ASYMP, LOB, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"},
+                                   random={"Seed": ["Asym ~ 1"]}, start=[103, -8.5, -3.3], weights=VarPower("~ age")),
+}
+
+
+@pytest.mark.parametrize("name", VF_MODELS)
+def test_variance_functions_are_nlmes(name):
+    """tests/r/nlme_varfunc.R: nlme(..., weights = varExp(form = ~ Time) / varPower(form = ~ age)),
+    estimated with the rest by the alternation's LME step (the errors' g_i divide the PNLS residuals)."""
+    f, ref = VF_MODELS[name](), VF[name]
+    np.testing.assert_allclose(f.loglik, ref["logLik"], atol=2e-6)
+    np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=2e-6)
+    # sigma and the power trade off (sigma * age^power): where nlme's alternation stops moves both
+    # by ~1e-5 (nlme's log-likelihood there is 1.3e-6 from ours)
+    sd = np.sqrt(np.diag(f.VarCorr().covariances[0]))
+    np.testing.assert_allclose(sd, ref["stddev"][:-1], rtol=2e-6)
+    np.testing.assert_allclose(f.sigma, ref["sigma"], rtol=1e-5)
+    np.testing.assert_allclose(f.theta[f.criterion.ntheta:], [ref["varpar"]], rtol=2e-5)
+    printed = VF_PRINTED[name].split("Random effects:")[1].split("Fixed effects")[0]
+    ours = repr(f.summary()).split("Random effects:")[1].split("Fixed effects")[0]
+    assert [x.rstrip() for x in ours.strip().splitlines()] == [x.rstrip() for x in printed.strip().splitlines()]
+    pearson = f.resid("pearson").to_numpy()
+    np.testing.assert_allclose(pearson, f.resid().to_numpy() / (f.sigma * f.variance_weights()), rtol=1e-12)
