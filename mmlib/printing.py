@@ -611,13 +611,24 @@ class NlmeSummary(LmeSummary):
 
 
 # ----------------------------------------------------- R's printCoefmat (lmerTest's tables)
+def _settled(values) -> np.ndarray:
+    """Values to 12 significant digits before R's rounding rules see them: the fits are settled
+    to ~1e-12, and a value that is an exact decimal tie (a balanced design's Sum Sq of 168.35)
+    then rounds as R's does (the double nearest 168.35 is below it: 168.3) on every machine,
+    not by its last bits' rounding noise."""
+    return np.array([float(f"{a:.12g}") if np.isfinite(a) else a for a in np.asarray(values, dtype=float).ravel()])
+
+
 def _zapsmall_r(x: np.ndarray, digits: int) -> np.ndarray:
     """R 4.2's ``zapsmall``: round to digits - log10(max |x|) places (R's ``round`` takes the
     nearest whole number of places)."""
+    x = _settled(x)
     finite = x[np.isfinite(x)]
     mx = np.abs(finite).max() if finite.size else 0.0
-    places = max(0.0, digits - math.log10(mx)) if mx > 0 else digits
-    return np.round(x, int(math.floor(places + 0.5)))
+    places = int(math.floor((max(0.0, digits - math.log10(mx)) if mx > 0 else digits) + 0.5))
+    # Python's round, as R's: the nearest of the decimals to the double's exact value (numpy's
+    # scales by 10^places first, which makes 168.35 (168.34999...) 1683.5 and rounds it up)
+    return np.array([round(float(v), places) if np.isfinite(v) else v for v in x])
 
 
 def _significant(v: float, digits: int) -> tuple[int, int]:
@@ -637,7 +648,7 @@ def format_real(values, digits: int) -> list[str]:
     """R's ``format(x, digits = digits)`` of a numeric vector (``formatReal``): one notation and
     one number of decimals for all, the fewest that show every value to ``digits`` significant
     digits, scientific when that is narrower than fixed, padded to one width.  NaN is "NA"."""
-    x = np.asarray(values, dtype=float)
+    x = _settled(values)
     ok = np.isfinite(x)
     if not ok.any():
         return ["NA"] * x.size

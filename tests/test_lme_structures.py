@@ -118,7 +118,7 @@ def test_levels_ranef_fitted_predict():
     np.testing.assert_allclose(side["(Intercept)"].reindex(expected.index), expected, rtol=1e-5)
     dog = f.ranef()["Dog"].reindex([str(k) for k in range(1, 11)])
     np.testing.assert_allclose(dog.to_numpy(), ref["ranef_Dog"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(f.fitted(level=[0, 1, 2]).to_numpy(), ref["fitted"], rtol=1e-9)
+    np.testing.assert_allclose(f.fitted(level=[0, 1, 2]).to_numpy(), ref["fitted"], rtol=1e-8)
     coef2 = f.coef(level=2).reindex(ref["ranef_Side_names"])
     np.testing.assert_allclose(coef2.to_numpy(), ref["coef_Side"], rtol=1e-7)
     new = pd.DataFrame({"Dog": ["1", "3"], "Side": ["R", "L"], "day": [3.0, 12.0]})
