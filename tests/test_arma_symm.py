@@ -12,6 +12,7 @@ constant is that function.
 
 import json
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -54,13 +55,9 @@ MODELS = {
                                   weights=VarIdent("~ 1 | age")),
     "gls_arma": lambda: gls(OV, OVARY, correlation=CorARMA("~ 1 | Mare", p=1, q=1)),
 }
-_FITS = {}
-
-
+@lru_cache(maxsize=None)
 def fit(name):
-    if name not in _FITS:
-        _FITS[name] = MODELS[name]()
-    return _FITS[name]
+    return MODELS[name]()
 
 
 @pytest.mark.parametrize("name", MODELS)

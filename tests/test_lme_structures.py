@@ -12,6 +12,7 @@ PdCompSymm is the nested model (P&B sec. 4.2.2); the tied parameters' gradient i
 
 import json
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -42,14 +43,10 @@ MODELS = {
     "pixel_ML": ("pixel ~ day + I(day^2)", "Pixel", {"Dog": "~ day", "Side": "~ 1"}, "ML"),
     "pixel_diag": ("pixel ~ day + I(day^2)", "Pixel", {"Dog": PdDiag("~ day"), "Side": "~ 1"}, "REML"),
 }
-_FITS = {}
-
-
+@lru_cache(maxsize=None)
 def fit(name):
-    if name not in _FITS:
-        fixed, dataset, random, method = MODELS[name]
-        _FITS[name] = lme(fixed, data(dataset), random=random, method=method)
-    return _FITS[name]
+    fixed, dataset, random, method = MODELS[name]
+    return lme(fixed, data(dataset), random=random, method=method)
 
 
 def _list(x):

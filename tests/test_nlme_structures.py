@@ -10,6 +10,7 @@ Property: a PdSymm of the parameters is the default (a list of 'p ~ 1').
 
 import json
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -43,13 +44,9 @@ MODELS = {
     "orange_slope": lambda: nlme(LOGIS, ORA, fixed={"Asym": "~ 1", "xmid": "~ 1", "scal": "~ 1"},
                                  random={"Tree": ["Asym ~ 1 + I(age / 1000)"]}, start=[192, 728, 353]),
 }
-_FITS = {}
-
-
+@lru_cache(maxsize=None)
 def fit(name):
-    if name not in _FITS:
-        _FITS[name] = MODELS[name]()
-    return _FITS[name]
+    return MODELS[name]()
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -56,20 +56,14 @@ for (name in names(fits)) {
 ## correlation's parameter 0.74730 at the default step, 0.74846, 0.74839, 0.74814 at steps 1e-4,
 ## 3e-5, 1e-5), and larger steps leave truncation error: the intervals again with nlme's own
 ## apVar code but numDeriv's Richardson-extrapolated Hessian, to test against
-richardson <- function(pars, fun, ..., .relStep, minAbsPar) {
-  g <- function(p) fun(p, ...)
-  list(Hessian = numDeriv::hessian(g, as.numeric(pars)))
-}
-fdHess_nlme <- nlme::fdHess
-assignInNamespace("fdHess", richardson, "nlme")
+source("tests/r/richardson_apvar.R")  # with_richardson()
 for (name in names(fits)) {
-  f <- update(fits[[name]])
+  f <- with_richardson(update(fits[[name]]))  # the refit recomputes apVar
   iv <- intervals(f)
   out[[name]]$intervals_richardson <- list(fixed = unname(iv$fixed), sigma = unname(iv$sigma),
     reStruct = lapply(iv$reStruct, function(d) list(lower = d$lower, est = d$est., upper = d$upper)),
     logLik = as.numeric(logLik(f)))
 }
-assignInNamespace("fdHess", fdHess_nlme, "nlme")
 f <- fits$pixel
 out$pixel$ranef_Dog <- unname(as.matrix(ranef(f, level = 1)))
 out$pixel$ranef_Side <- unname(as.matrix(ranef(f, level = 2)))

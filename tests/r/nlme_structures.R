@@ -35,17 +35,11 @@ for (name in names(fits)) {
 ## (see tests/r/lme_structures.R), to test against
 tab <- function(d) list(names = rownames(d), lower = unname(d[, 1]), est = unname(d[, 2]), upper = unname(d[, 3]))
 for (name in names(fits)) { cat("\n== intervals", name, "\n"); print(intervals(fits[[name]])) }
-richardson <- function(pars, fun, ..., .relStep, minAbsPar) {
-  g <- function(p) fun(p, ...)
-  list(Hessian = numDeriv::hessian(g, as.numeric(pars)))
-}
-fdHess_nlme <- nlme::fdHess
-assignInNamespace("fdHess", richardson, "nlme")
+source("tests/r/richardson_apvar.R")  # with_richardson()
 for (name in names(fits)) {
-  iv <- intervals(update(fits[[name]]))
+  iv <- intervals(with_richardson(update(fits[[name]])))  # the refit recomputes apVar
   out[[name]]$intervals <- list(fixed = unname(iv$fixed), reStruct = lapply(iv$reStruct, tab), sigma = unname(iv$sigma))
 }
-assignInNamespace("fdHess", fdHess_nlme, "nlme")
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/nlme_structures.json")
 ## the summaries as the book prints them (options(digits = 4)): tests/r/nlme_structures_digits4.txt
 sink("tests/r/nlme_structures_digits4.txt"); options(digits = 4)
