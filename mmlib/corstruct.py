@@ -230,13 +230,59 @@ class CorCompSymm(CorStruct):
 
 
 class CorExp(CorStruct):
-    """Exponential spatial correlation ``exp(-d / range)`` for distance ``d`` in the time variable."""
+    """Exponential spatial correlation ``exp(-d / range)`` for distance ``d`` in the time variable.
+
+    ``nugget=True`` (nlme's): observations apart correlate (1 - nugget) times as much, a
+    discontinuity at distance 0; ``value=(range, nugget)``, estimated as log(range) and
+    logit(nugget). The same for every spatial structure below."""
 
     name = "Exponential spatial correlation"
     parameter = "range"
     default = 1.0
 
     _forward, _inverse = staticmethod(np.exp), staticmethod(np.log)
+
+    def __init__(self, form: str, value=None, nugget: bool = False):
+        self.nugget = bool(nugget)
+        if not self.nugget:
+            super().__init__(form, value)
+            return
+        values = (self.default, 0.1) if value is None else tuple(np.atleast_1d(np.asarray(value, dtype=float)))
+        if len(values) != 2 or not values[0] > 0 or not 0 < values[1] < 1:
+            raise CorStructError(f"{type(self).__name__} with a nugget takes value=(range > 0, 0 < nugget < 1), "
+                                 f"not {value!r}")
+        super().__init__(form, values[0])
+        self.n_params, self.nugget_value = 2, values[1]
+
+    def names(self) -> list[str]:
+        return [self.parameter, "nugget"] if self.nugget else [self.parameter]
+
+    def to_natural(self, u):
+        u = np.asarray(u, dtype=float)
+        if not self.nugget:
+            return super().to_natural(u)
+        return np.array([np.exp(u[0]), _expit(u[1])])
+
+    def to_unconstrained(self, natural):
+        natural = np.asarray(natural, dtype=float)
+        if not self.nugget:
+            return super().to_unconstrained(natural)
+        return np.array([np.log(natural[0]), _logit(natural[1])])
+
+    def start(self):
+        if not self.nugget:
+            return super().start()
+        return self.to_unconstrained(np.array([self.value, self.nugget_value]))
+
+    def matrices(self, u):
+        if not self.nugget:
+            return super().matrices(u)
+        rng, nug = self.to_natural(u)
+        C = (1.0 - nug) * self._correlation(rng)
+        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
+        idx = np.arange(self.nmax)
+        C[:, idx, idx] = 1.0
+        return C
 
     def _correlation(self, rng):
         return np.exp(-self.lags / rng)

@@ -364,7 +364,7 @@ def _structure_lines(m, params) -> list[str]:
             lines += [" Correlation: "] + _lower_triangle(cor.full(params[:cor.n_params]))
         else:
             names = cor.names() if hasattr(cor, "names") else [cor.parameter]
-            lines.append(_vector_common(pd.Series(m.cor_params, index=names), format_digits(m.cor_params, 4)))
+            lines.append(_vector_common(pd.Series(m.cor_params, index=names), format_real(m.cor_params, 4)))
     if m.variance is not None:
         k = m.correlation.n_params if m.correlation is not None else 0
         lines += ([] if m.correlation is not None else [""]) + m.variance.describe(params[k:])

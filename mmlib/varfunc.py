@@ -113,10 +113,10 @@ class VarFunc:
         lines = ["Variance function:", f" Structure: {self.structure}", f" Formula: ~{self._form_text()} "]
         if self.n_params:
             lines.append(" Parameter estimates:")
-            from .printing import _vector_common, format_digits
+            from .printing import _vector_common, format_real
 
             est = self.estimates(u)
-            lines.append(_vector_common(est, format_digits(est.to_numpy(), 4)))
+            lines.append(_vector_common(est, format_real(est.to_numpy(), 4)))
         return lines
 
     def _form_text(self) -> str:
