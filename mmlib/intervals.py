@@ -221,14 +221,16 @@ def _gls_deviance(fit, u, sigma) -> float:
 
 def _structure_scale(fit):
     """The correlation's parameters on nlme's scale for intervals and back: a CorSymm's
-    correlations each as log((1 + r)/(1 - r)) (nlme's corNatural); the others' own
-    unconstrained parameters (nlme's, up to an affine map, which leaves the intervals as they are)."""
+    correlations each as log((1 + r)/(1 - r)) (nlme's corNatural), CorCompSymm's as nlme's; the
+    others' own unconstrained parameters (nlme's, up to an affine map, which leaves the intervals
+    as they are)."""
     from .corstruct import CorCompSymm
 
     cor = getattr(fit, "correlation", None)
-    if isinstance(cor, CorCompSymm):
-        raise NotImplementedError("intervals() for a CorCompSymm correlation is not implemented "
-                                  "(nlme's scale for it is not this fit's); use which='fixed'")
+    if isinstance(cor, CorCompSymm):  # nlme: log((rho - inf) / (1 - rho)), inf = -1/(largest group - 1)
+        inf = -1.0 / (cor.nmax - 1)
+        return (lambda u: np.log((np.tanh(u) - inf) / (1 - np.tanh(u))),
+                lambda x: np.arctanh((np.exp(x) + inf) / (np.exp(x) + 1)))
     if cor is not None and hasattr(cor, "full"):
         return (lambda u: 2 * np.arctanh(cor.to_natural(u)), lambda x: cor.to_unconstrained(np.tanh(x / 2)))
     return (lambda u: u, lambda x: x)

@@ -91,3 +91,20 @@ def test_every_fit_says_whether_it_converged():
     assert gls("distance ~ age * Sex", frame("Orthodont")).converged
     fit = gls("distance ~ age * Sex", frame("Orthodont"), correlation=CorCompSymm("~ 1 | Subject"))
     assert fit.converged
+
+
+@pytest.mark.parametrize("name, weights", [("gls_compsymm", False), ("gls_ident_compsymm", True)])
+def test_compound_symmetry_intervals_are_nlmes(name, weights):
+    """tests/r/compsymm_intervals.R: intervals() of gls with corCompSymm (and varIdent), nlme's
+    apVar code on a Richardson Hessian; the correlation on nlme's scale log((rho - inf)/(1 - rho))."""
+    ref = json.loads((ROOT / "tests" / "r" / "compsymm_intervals.json").read_text())[name]
+    fit = gls("distance ~ age * Sex", frame("Orthodont"), correlation=CorCompSymm("~ 1 | Subject"),
+              weights=VarIdent("~ 1 | Sex") if weights else None)
+    np.testing.assert_allclose(fit.loglik, ref["logLik"], atol=1e-6)
+    iv = fit.intervals()
+    d = ref["corStruct"]
+    np.testing.assert_allclose(iv.corStruct.to_numpy().ravel(), [d["lower"], d["est"], d["upper"]], rtol=1e-5)
+    np.testing.assert_allclose(iv.sigma.to_numpy(), ref["sigma"], rtol=1e-5)
+    if weights:
+        v = ref["varStruct"]
+        np.testing.assert_allclose(iv.varStruct.to_numpy().ravel(), [v["lower"], v["est"], v["upper"]], rtol=1e-5)
