@@ -361,7 +361,10 @@ class _CorrelationHeld(Minimizer):
         return self.crit.objective(np.concatenate([theta, self.u]), reml)
 
     def gradient(self, theta, reml: bool) -> np.ndarray:
-        return self.crit.gradient_theta(np.concatenate([theta, self.u]), reml)
+        params = np.concatenate([theta, self.u])
+        if hasattr(self.crit, "gradient_theta"):
+            return self.crit.gradient_theta(params, reml)
+        return self.crit.gradient(params, reml)[:self.crit.ntheta]  # a Tied criterion: through its chain rule
 
     def lower_bounds(self) -> np.ndarray:
         return self.crit.lower_bounds()[:self.crit.ntheta]
@@ -696,6 +699,9 @@ class LinearMixedModel(StructuredErrors, FittedModel):
             raise NotImplementedError("profile_correlation with a variance function is not implemented")
         if self.correlation is None:
             raise ValueError("the model has no correlation structure to profile")
+        if self.correlation.n_params != 1:
+            raise NotImplementedError(f"profile_correlation profiles one parameter; {self.correlation.name} has "
+                                      f"{self.correlation.n_params}")
         rows, start = [], self.theta[:self.criterion.ntheta]
         for v in np.atleast_1d(values):
             held = _CorrelationHeld(self.criterion, self.correlation.to_unconstrained(np.array([v])))

@@ -160,3 +160,14 @@ def test_tied_gradient_is_the_chain_rule(name):
     np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
     free = f.theta > 1e-8
     assert np.max(np.abs(crit.gradient(f.theta, True)[free])) < 1e-5
+
+
+def test_profile_correlation_with_a_tied_pdmat():
+    """The CAR(1)-type profile of a PdIdent fit: at the estimate it is the fit's log-likelihood."""
+    from mmlib import CorAR1
+
+    f = lme("score ~ Machine", data("Machines"), random={"Worker": PdIdent("~ Machine - 1")},
+            correlation=CorAR1("~ 1 | Worker"))
+    prof = f.profile_correlation([f.cor_params[0]])
+    np.testing.assert_allclose(prof["logLik"].iloc[0], f.loglik, atol=1e-8)
+    assert prof["logLik"].iloc[0] >= f.profile_correlation([f.cor_params[0] + 0.05])["logLik"].iloc[0]
