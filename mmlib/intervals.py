@@ -247,7 +247,7 @@ def _varcov_intervals(fit, level, mixed):
     if mixed:
         covs = fit.VarCorr().covariances
         crit = fit.criterion
-        slices = getattr(crit, "slices", None) or [slice(b.start, b.start + b.size) for b in crit.blocks]
+        slices = getattr(crit, "term_slices", None) or [slice(b.start, b.start + b.size) for b in crit.blocks]
         term_q = [t.q for t in fit.reterms] if hasattr(fit, "reterms") else [fit.q]
         qs = [sum(term_q[k] for k in c.terms) for c in comps]
         sizes = [c.size(q) for c, q in zip(comps, qs)]

@@ -35,7 +35,7 @@ from scipy.linalg.lapack import dpotrf as potrf, dtrtrs as trtrs
 from . import arguments as check
 from . import design as dsg
 from .corstruct import CorStructError
-from .pdmat import Tied
+from .pdmat import BlockMap, Tied
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
 from .covariance import VarCorr, theta_layout
 from .fitted import FittedModel
@@ -456,15 +456,23 @@ class LinearMixedModel(StructuredErrors, FittedModel):
             y, X, extra_logdet = y * sw, X * sw[:, None], -float(np.log(self.weights).sum())
             terms = [dsg.ReTerm(t.group, t.levels, t.codes, t.Z * sw[:, None], t.names, t.expr, t.spec, t.source)
                      for t in self.reterms]
+        # PdIdent, PdCompSymm: the criterion in their own parameters (mmlib.pdmat.Tied)
+        maps = [t.source.pd.parametrization(t.q, t.names) if getattr(t.source, "pd", None) is not None else None
+                for t in self.reterms]
         if structure is None:
             self.criterion = LMMCriterion(y, X, terms, extra_logdet)
         elif self.weights is not None:
             raise NotImplementedError("prior weights with a correlation structure are not implemented")
+        elif len(terms) > 1 and len({t.group for t in terms}) == 1:
+            # a PdDiag or PdBlocked level: its terms as one term with a block-diagonal Lambda,
+            # which the correlation's group-by-group whitening takes
+            merged = dsg.ReTerm(terms[0].group, terms[0].levels, terms[0].codes, np.hstack([t.Z for t in terms]),
+                                [n for t in terms for n in t.names], terms[0].expr)
+            self.criterion = Tied(CorrelatedLMMCriterion(y, X, [merged], structure, self.frame),
+                                  [BlockMap([t.q for t in terms], maps)], split=[t.q for t in terms])
+            maps = []
         else:
             self.criterion = CorrelatedLMMCriterion(y, X, terms, structure, self.frame)
-        # PdIdent, PdCompSymm: the criterion in their own parameters (mmlib.pdmat.Tied)
-        maps = [t.source.pd.parametrization(t.q, t.names) if getattr(t.source, "pd", None) is not None else None
-                for t in self.reterms]
         if any(m is not None for m in maps):
             self.criterion = Tied(self.criterion, maps)
         self.optimizer, self.maxiter = optimizer, maxiter

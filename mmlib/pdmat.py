@@ -219,6 +219,42 @@ class CompSymmMap(Parametrization):
         return np.array([phi[0], self.rho(phi[1])])
 
 
+class BlockMap(Parametrization):
+    """Several terms of one grouping factor as one term with a block-diagonal Lambda (what a
+    correlation structure's whitening needs): each block its own parametrization (None: its
+    lower-triangle elements themselves), the off-diagonal blocks zero."""
+
+    def __init__(self, qs: list[int], maps: list):
+        self.q = sum(qs)
+        r, c = lower_indices(self.q)
+        where = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(r, c))}
+        self.parts, start, offset, diag = [], 0, 0, []
+        for q, m in zip(qs, maps):
+            lr, lc = lower_indices(q)
+            rows = np.array([where[(offset + a, offset + b)] for a, b in zip(lr, lc)])  # theta positions
+            size = len(lr) if m is None else m.size
+            local_diag = np.flatnonzero(lr == lc) if m is None else np.asarray(m.diagonal)
+            self.parts.append((slice(start, start + size), rows, m))
+            diag.extend(start + local_diag)
+            start, offset = start + size, offset + q
+        self.size, self.diagonal, self._n = start, tuple(int(d) for d in diag), len(r)
+
+    def theta(self, phi):
+        out = np.zeros(self._n)
+        for s, rows, m in self.parts:
+            out[rows] = phi[s] if m is None else m.theta(phi[s])
+        return out
+
+    def jacobian(self, phi):
+        J = np.zeros((self._n, self.size))
+        for s, rows, m in self.parts:
+            J[np.ix_(rows, np.arange(s.start, s.stop))] = np.eye(s.stop - s.start) if m is None else m.jacobian(phi[s])
+        return J
+
+    def from_theta(self, theta):
+        return np.concatenate([theta[rows] if m is None else m.from_theta(theta[rows]) for _, rows, m in self.parts])
+
+
 def _lower(theta, q):
     L = np.zeros((q, q))
     r, c = lower_indices(q)
@@ -244,8 +280,10 @@ class Tied(Minimizer):
     pass through. Everything the fit asks of its criterion (solve, modes, Lambdas, conditional
     covariances) is answered at theta(phi)."""
 
-    def __init__(self, inner, maps):
+    def __init__(self, inner, maps, split: list[int] | None = None):
         self.inner, self.maps = inner, maps
+        # a BlockMap's merged term, answered as the fit's separate terms of sizes ``split``
+        self.split = split
         self.terms, self.n, self.p = inner.terms, inner.n, inner.p
         self.analytic, self.numeric_cost = inner.analytic, inner.numeric_cost
         self.start_hessian = inner.start_hessian
@@ -306,11 +344,34 @@ class Tied(Minimizer):
     def solve(self, phi, reml: bool):
         return self.inner.solve(self.theta(phi), reml)
 
+    def _cuts(self):
+        return np.cumsum([0] + list(self.split))
+
+    @property
+    def term_slices(self) -> list[slice]:
+        """Where each of the fit's terms has its parameters in phi."""
+        if self.split is None:
+            return self.slices
+        base = self.slices[0].start
+        return [slice(base + part.start, base + part.stop) for part, _, _ in self.maps[0].parts]
+
     def modes(self, phi, solution):
-        return self.inner.modes(self.theta(phi), solution)
+        b = self.inner.modes(self.theta(phi), solution)
+        if self.split is None:
+            return b
+        cuts = self._cuts()
+        return [b[0][:, a:z] for a, z in zip(cuts[:-1], cuts[1:])]
 
     def lambdas(self, phi):
-        return self.inner.lambdas(self.theta(phi))
+        lam = self.inner.lambdas(self.theta(phi))
+        if self.split is None:
+            return lam
+        cuts = self._cuts()
+        return [lam[0][a:z, a:z] for a, z in zip(cuts[:-1], cuts[1:])]
 
     def conditional_covariances(self, phi):
-        return self.inner.conditional_covariances(self.theta(phi))
+        cov = self.inner.conditional_covariances(self.theta(phi))
+        if self.split is None:
+            return cov
+        cuts = self._cuts()
+        return [cov[0][:, a:z, a:z] for a, z in zip(cuts[:-1], cuts[1:])]

@@ -190,9 +190,9 @@ def test_gls_gradient_and_scoring_matrix(name):
 def test_unsupported_combinations_are_refused_by_name():
     with pytest.raises(VarFuncError, match=r"fitted values \(~ fitted\(\.\)\), is not implemented"):
         VarPower()
-    with pytest.raises(NotImplementedError, match=r"correlation structure with 2 random-effects terms \(\(age \|\| Subject\)\)"):
-        from mmlib import PdDiag
-        lme("distance ~ age", ORTH, random={"Subject": PdDiag("~ age")}, correlation=CorAR1("~ 1 | Subject"))
+    pixel = pd.read_csv(R / "data" / "Pixel.csv", dtype={"Dog": str})
+    with pytest.raises(NotImplementedError, match=r"correlation structure with 2 random-effects terms \(\(day \| Dog\), "):
+        lme("pixel ~ day", pixel, random={"Dog": "~ day", "Side": "~ 1"}, correlation=CorAR1("~ 1 | Dog"))
 
 
 @pytest.mark.parametrize("name", ["ovary_arma11", "orth_comb", "dial_power"])
@@ -209,3 +209,50 @@ def test_lme_structure_gradient_is_exact(name):
     numeric = [fourth_order_difference(lambda z: crit.objective(z, True), x, k) for k in range(x.size)]
     np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-6)
     assert np.max(np.abs(crit.gradient(f.theta, True))) < 1e-5
+
+
+PDDIAG_COR = json.loads((R / "lme_pddiag_cor.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["ovary_ar1", "ovary_arma"])
+def test_pddiag_level_beside_a_correlation(name):
+    """tests/r/lme_pddiag_cor.R: P&B's fm2Ovar.lme, random = pdDiag(~ sin(2*pi*Time)) with corAR1
+    (and with corARMA(1, 1)): the level's two terms whitened as one block-diagonal term
+    (pdmat.BlockMap); estimates to 1e-5, intervals to 1e-4 of nlme's apVar code on a Richardson
+    Hessian."""
+    from mmlib import PdDiag
+
+    ref = PDDIAG_COR[name]
+    cor = CorAR1("~ 1 | Mare") if name == "ovary_ar1" else CorARMA("~ 1 | Mare", p=1, q=1)
+    f = lme(OV, OVARY, random={"Mare": PdDiag("~ sin(2 * pi * Time)")}, correlation=cor)
+    np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-5)
+    np.testing.assert_allclose(f.cor_params, np.atleast_1d(ref["corpar"]), rtol=5e-5)
+    # with ARMA, nlme stops 5e-10 below our log-likelihood with the slope's SD 2.3e-5 away
+    sd = np.concatenate([np.sqrt(np.diag(c)) for c in f.VarCorr().covariances])
+    np.testing.assert_allclose(np.r_[sd, f.sigma], ref["stddev"], rtol=5e-5)
+    iv = f.intervals()
+    d = ref["intervals"]["reStruct"]["Mare"]
+    # (ARMA: the intervals at the two stopping points differ by up to 3e-4 on the slope's SD)
+    np.testing.assert_allclose(iv.random["Mare"].to_numpy(), np.column_stack([d["lower"], d["est"], d["upper"]]),
+                               rtol=1e-4 if name == "ovary_ar1" else 5e-4)
+    c = ref["intervals"]["corStruct"]
+    np.testing.assert_allclose(iv.corStruct.to_numpy(), np.column_stack([np.atleast_1d(c[k]) for k in
+                                                                         ("lower", "est", "upper")]), rtol=1e-4)
+    np.testing.assert_allclose(iv.sigma.to_numpy(), ref["intervals"]["sigma"], rtol=1e-5)
+
+
+def test_pdblocked_level_beside_a_correlation():
+    """Orthodont, pdBlocked(pdSymm(~ 1), pdIdent(~ age - 1)) with corCAR1(~ age): nlme stops at
+    Phi = 1e-4 on a flat ridge toward 0 (our log-likelihood is 3e-8 higher, Phi 2e-5)."""
+    from mmlib import CorCAR1, PdBlocked, PdIdent, PdSymm
+
+    ref = PDDIAG_COR["orth_blocked_car1"]
+    f = lme("distance ~ age * Sex", ORTH, random={"Subject": PdBlocked([PdSymm("~ 1"), PdIdent("~ age - 1")])},
+            correlation=CorCAR1("~ age"))
+    assert f.loglik >= ref["logLik"] - 1e-9
+    np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
+    sd = np.concatenate([np.sqrt(np.diag(c)) for c in f.VarCorr().covariances])
+    np.testing.assert_allclose(np.r_[sd, f.sigma], ref["stddev"], rtol=1e-5)
