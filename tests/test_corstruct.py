@@ -209,3 +209,53 @@ def test_spatial_nugget_is_nlmes(name):
 def test_nugget_values_are_checked():
     with pytest.raises(CorStructError, match=r"value=\(range > 0, 0 < nugget < 1\)"):
         CorExp("~ Time | Rat", value=(10, 1.5), nugget=True)
+
+
+def _positions(codes):
+    """Each row's order within its group, in data order (the position '~ 1 | g' structures use)."""
+    pos = np.empty(len(codes), dtype=int)
+    seen = {}
+    for i, c in enumerate(codes):
+        pos[i] = seen.get(c, 0)
+        seen[c] = pos[i] + 1
+    return pos
+
+
+@pytest.mark.parametrize("kind", ["arma11", "symm", "exp_nugget"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_multi_parameter_structures_equal_dense_likelihood(kind, reml):
+    """ARMA(1,1) (rho_1 = (1 + phi theta)(phi + theta) / (1 + 2 phi theta + theta^2), rho_k =
+    phi^(k-1) rho_1), a general correlation matrix over positions, and an exponential correlation
+    with a nugget ((1 - nugget) exp(-d / range) apart): the whitened criterion equals the dense
+    multivariate-normal one with the correlation built from those definitions."""
+    from mmlib.corstruct import CorARMA, CorSymm
+
+    phi, th = 0.6, -0.3
+    R5 = np.array([[1, .5, .3, .2, .1], [.5, 1, .4, .3, .2], [.3, .4, 1, .5, .3], [.2, .3, .5, 1, .4],
+                   [.1, .2, .3, .4, 1]])
+    cor = {"arma11": CorARMA("~ 1 | subject", p=1, q=1), "symm": CorSymm("~ 1 | subject"),
+           "exp_nugget": CorExp("~ time | subject", value=(2.5, 0.2), nugget=True)}[kind]
+    crit, frame, X, terms = _criterion(_data(), "y ~ time + x + (time | subject)", cor)
+    term = terms[0]
+    same = term.codes[:, None] == term.codes[None, :]
+    pos = _positions(term.codes)
+    lag = np.abs(pos[:, None] - pos[None, :])
+    if kind == "arma11":
+        u = np.array([2 * np.arctanh(phi), 2 * np.arctanh(th)])
+        rho1 = (1 + phi * th) * (phi + th) / (1 + 2 * phi * th + th ** 2)
+        C = np.where(lag == 0, 1.0, rho1 * phi ** np.maximum(lag - 1, 0))
+    elif kind == "symm":
+        u = cor.to_unconstrained(R5[np.triu_indices(5, 1)])
+        C = R5[pos[:, None], pos[None, :]]
+    else:
+        u = cor.start()
+        t = frame.time.to_numpy()
+        C = np.where(np.eye(len(t), dtype=bool), 1.0, 0.8 * np.exp(-np.abs(t[:, None] - t[None, :]) / 2.5))
+    C = np.where(same, C, 0.0)
+    theta = np.array([0.7, 0.1, 0.2])
+    Z = np.zeros((len(frame), term.m * term.q))
+    for a in range(term.q):
+        Z[np.arange(len(frame)), term.codes * term.q + a] = term.Z[:, a]
+    lam = np.kron(np.eye(term.m), crit.lambdas(theta)[0])
+    np.testing.assert_allclose(crit.objective(np.concatenate([theta, u]), reml),
+                               dense_criterion(frame.y.to_numpy(), X, Z, lam, reml, C), rtol=1e-10)
