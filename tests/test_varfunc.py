@@ -104,3 +104,28 @@ def test_bad_variance_functions_are_refused_by_name():
         VarPower("~ 1 | Sex")
     with pytest.raises(TypeError, match="variance function"):
         lme(FIXED, data, random=RANDOM, weights=3)
+
+
+@pytest.mark.parametrize("kind", ["constpower", "comb"])
+def test_constpower_and_comb_equal_the_dense_normal_one(kind):
+    """VarConstPower (g = const + |age|^power) and VarComb(VarIdent(~ 1 | Sex), VarPower(~ age))
+    (g = delta_Sex |age|^power): the REML criterion equals the dense one with g from the
+    definitions, at arbitrary parameters."""
+    from dense import dense_criterion
+    from mmlib import VarComb, VarConstPower
+
+    data = frame("Orthodont")
+    vf = VarConstPower("~ age") if kind == "constpower" else VarComb(VarIdent("~ 1 | Sex"), VarPower("~ age"))
+    fit = lme(FIXED, data, random=RANDOM, weights=vf)
+    age = fit.frame.age.to_numpy()
+    if kind == "constpower":
+        u = np.array([np.log(0.7), 0.4])
+        g = 0.7 + age ** 0.4
+    else:
+        u = np.array([np.log(1.3), -0.2])  # the second stratum's ratio, then the power
+        second = fit.frame.Sex.astype(str).to_numpy() == vf.functions[0].strata[1]
+        g = np.where(second, 1.3, 1.0) * age ** -0.2
+    theta = np.concatenate([[1.1], u])
+    Z = np.eye(fit.reterms[0].m)[fit.reterms[0].codes]
+    dense = dense_criterion(fit.y, fit.X, Z, theta[0] * np.eye(Z.shape[1]), reml=True, C=np.diag(g ** 2))
+    np.testing.assert_allclose(fit.criterion.objective(theta, True), dense, rtol=1e-10)
