@@ -99,12 +99,14 @@ def _pairs(q: int):
 def _components(fit) -> list[_Component]:
     from .printing import _level_label
 
-    if not hasattr(fit, "reterms"):  # nlme: one level, its random effects one term
-        kind = type(fit.pd).__name__ if fit.pd is not None else "PdSymm"
-        names = fit._re_names()
-        comp = _Component(fit.group, kind, [], [0], single=True)
-        _name_rows(comp, names, f"sd({' + '.join(fit.random_params)})")
-        return [comp]
+    if not hasattr(fit, "reterms"):  # nlme: each level's random effects one term
+        out = []
+        for k, lev in enumerate(fit.re_levels):
+            comp = _Component(lev.name, type(lev.pd).__name__ if lev.pd is not None else "PdSymm", [], [k],
+                              single=True)
+            _name_rows(comp, lev.names, f"sd({' + '.join(lev.params)})")
+            out.append(comp)
+        return out
     out, seen = [], {}
     for k, t in enumerate(fit.reterms):
         src = t.source
@@ -193,7 +195,7 @@ def intervals(fit, level: float = 0.95, which: str = "all") -> Intervals:
         raise ValueError(f"which must be 'all', 'var-cov' or 'fixed', not {which!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, not {level!r}")
-    mixed = hasattr(fit, "reterms") or hasattr(fit, "random_params")
+    mixed = hasattr(fit, "reterms") or hasattr(fit, "re_levels")
     fixed = random = cor = var = sigma = None
     if which not in ("var-cov",):
         df = fit.fixed_df().to_numpy().astype(float) if mixed else np.full(fit.p, fit.n - fit.p, dtype=float)
@@ -248,7 +250,7 @@ def _varcov_intervals(fit, level, mixed):
         covs = fit.VarCorr().covariances
         crit = fit.criterion
         slices = getattr(crit, "term_slices", None) or [slice(b.start, b.start + b.size) for b in crit.blocks]
-        term_q = [t.q for t in fit.reterms] if hasattr(fit, "reterms") else [fit.q]
+        term_q = [t.q for t in (fit.reterms if hasattr(fit, "reterms") else fit.re_levels)]
         qs = [sum(term_q[k] for k in c.terms) for c in comps]
         sizes = [c.size(q) for c, q in zip(comps, qs)]
         u0 = np.concatenate([c.to_u([covs[k] for k in c.terms]) for c in comps])

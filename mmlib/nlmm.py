@@ -31,6 +31,7 @@ from scipy import special  # distribution functions; scipy.stats costs 0.5 s to 
 
 from . import design as dsg
 from .covariance import VarCorr, lower_indices
+from .randomeffects import nlme_label
 from .fitted import FittedModel
 from .lmm import CorrelatedLMMCriterion, LMMCriterion
 from .pdmat import DiagMap, Tied
@@ -116,6 +117,60 @@ class ModelFunction:
         return np.broadcast_to(np.imag(value) / _STEP, phi[name].shape).astype(float)
 
 
+class _Level:
+    """One grouping level of an nlme fit: its parameters' random effects (each parameter's
+    design, nlme's ``Asym ~ 1 + x``), their pdMat, and the groups (``key``: the level within the
+    outer ones, "Dog:Side")."""
+
+    def __init__(self, name: str, key: str, pd_obj, exprs: dict[str, str]):
+        self.name, self.key, self.pd, self.exprs = name, key, pd_obj, exprs
+        self.params = list(exprs)
+
+    def set_data(self, frame: pd.DataFrame, fixed_names: list[str], fixed_slices: dict) -> None:
+        self.levels, self.codes = dsg.grouping_factor(frame, self.key)
+        self.m = len(self.levels)
+        self.designs, self.slices, col, self.names = {}, {}, 0, []
+        for p in self.params:
+            d = dsg.fixed_design(self.exprs[p], frame)
+            self.designs[p], self.slices[p] = d, slice(col, col + d.X.shape[1])
+            col += d.X.shape[1]
+            # nlme's names: a parameter whose fixed part is only an intercept goes by its own name
+            alone = d.names == ["(Intercept)"] and fixed_names[fixed_slices[p]] == [p]
+            self.names += [p] if alone else [f"{p}.{n}" for n in d.names]
+        self.q = col
+
+    def parametrization(self):
+        """A pdMat's tied parameters (PdDiag: Lambda's diagonal; PdIdent, PdCompSymm), or None."""
+        if self.pd is None:
+            return None
+        if not self.pd.correlated:
+            return DiagMap(self.q)
+        return self.pd.parametrization(self.q, self.names)
+
+
+def _parse_level(group: str, key: str, rterms, params: list[str]) -> _Level:
+    """One level of ``random``: a list of 'p ~ expr', one such string, or a pdMat naming the
+    parameters ('lKa + lCl ~ 1')."""
+    pd_obj = rterms if hasattr(rterms, "correlated") else None
+    if pd_obj is not None:
+        if not pd_obj.lhs:
+            raise NlmeError(f"{pd_obj!r}: for nlme a pdMat's form names the parameters, as "
+                            f"{type(pd_obj).__name__}('lKa + lCl ~ 1')")
+        rterms = [f"{name.strip()} ~ {pd_obj.expr}" for name in pd_obj.lhs.split("+")]
+    elif isinstance(rterms, str):
+        rterms = [rterms]
+    exprs = {}
+    for spec in rterms:
+        name, _, expr = spec.partition("~")
+        name, expr = name.strip(), expr.strip()
+        if name not in params:
+            raise NlmeError(f"random effect for {name!r}, which is not a parameter ({', '.join(params)})")
+        if name in exprs:
+            raise NlmeError(f"random effects for {name!r} are given twice")
+        exprs[name] = expr or "1"
+    return _Level(group, key, pd_obj, exprs)
+
+
 class NlmeFit(FittedModel):
     """A fitted nonlinear mixed model: estimates, the LME approximation, and R's methods."""
 
@@ -136,35 +191,23 @@ class NlmeFit(FittedModel):
         response, rhs = (part.strip() for part in model.split("~", 1))
         self.params = list(fixed)
         self.f = ModelFunction(rhs, self.params, data.columns)
-        if len(random) != 1:
-            raise NotImplementedError("nlme fits here take one grouping level")
-        (self.group, rterms), = random.items()
-        # nlme's random = pdDiag(lKa + lCl ~ 1): a pdMat whose form names the parameters
-        self.pd = rterms if hasattr(rterms, "correlated") else None
-        if self.pd is not None:
-            if not self.pd.lhs:
-                raise NlmeError(f"{self.pd!r}: for nlme a pdMat's form names the parameters, as "
-                                f"{type(self.pd).__name__}('lKa + lCl ~ 1')")
-            rterms = [f"{name.strip()} ~ {self.pd.expr}" for name in self.pd.lhs.split("+")]
-        elif isinstance(rterms, str):
-            rterms = [rterms]
-        self.random_params, self.random_exprs = [], {}
-        for spec in rterms:
-            name, _, expr = spec.partition("~")
-            name, expr = name.strip(), expr.strip()
-            if name not in self.params:
-                raise NlmeError(f"random effect for {name!r}, which is not a parameter ({', '.join(self.params)})")
-            if name in self.random_exprs:
-                raise NlmeError(f"random effects for {name!r} are given twice")
-            self.random_params.append(name)
-            self.random_exprs[name] = expr or "1"
-        needed = [response, self.group] + self.f.variables
+        if not isinstance(random, dict) or not random:
+            raise NlmeError("random must be a dict from grouping factor to the parameters' random effects, as "
+                            "{'id': ['theta1 ~ 1']} (several levels: outer first, each within the ones before)")
+        if weights is not None and len(random) > 1:
+            raise NotImplementedError("a variance function with random effects at several levels is not implemented")
+        # one _Level per grouping factor, outer first (nlme's list(Dog = ..., Side = ...))
+        self.re_levels, outer = [], []
+        for group, rterms in random.items():
+            outer.append(group)
+            self.re_levels.append(_parse_level(group, ":".join(outer), rterms, self.params))
+        needed = [response] + outer + self.f.variables
         missing = [c for c in needed if c not in data.columns]
         if missing:
             raise NlmeError(f"column(s) {', '.join(missing)} are not in the data")
         # fixed-effect designs, one per parameter
         extra = []
-        for spec in list(fixed.values()) + [f"~ {e}" for e in self.random_exprs.values()]:
+        for spec in list(fixed.values()) + [f"~ {e}" for lev in self.re_levels for e in lev.exprs.values()]:
             extra += sorted(dsg._variables(spec.split("~", 1)[1], data.columns))
         extra += weights.variables() if weights is not None else []
         absent = [c for c in extra if c not in data.columns]
@@ -187,7 +230,7 @@ class NlmeFit(FittedModel):
             self.designs[p] = d.X
             # nlme names a parameter's fixed effect by the parameter alone when both its fixed
             # and random parts are an intercept
-            alone = d.names == ["(Intercept)"] and self.random_exprs.get(p, "1") == "1"
+            alone = d.names == ["(Intercept)"] and all(lev.exprs.get(p, "1") == "1" for lev in self.re_levels)
             cols = [p] if alone else [f"{p}.{n}" for n in d.names]
             self.names += cols
             self.slices[p] = slice(start_idx, start_idx + d.X.shape[1])
@@ -199,29 +242,49 @@ class NlmeFit(FittedModel):
         self.y = frame[response].to_numpy(dtype=float)
         self.response = response
         self.data = {v: frame[v].to_numpy(dtype=float) for v in self.f.variables}
-        levels, codes = dsg.grouping_factor(frame, self.group)
-        self.levels, self.codes = levels, codes
+        for lev in self.re_levels:
+            lev.set_data(frame, self.names, self.slices)
+        for inner, outer_lev in zip(self.re_levels[1:], self.re_levels):
+            if inner.m <= outer_lev.m:
+                raise NlmeError(f"random: level {inner.name} within {outer_lev.key.replace(':', '/')} has no more "
+                                f"groups than {outer_lev.key.replace(':', '/')} ({outer_lev.m}): its effects cannot be "
+                                "told from the outer level's")
         if self._structure is not None:
-            self._structure.set_data(frame, codes, len(levels))
-        # each random parameter's design (nlme's Asym ~ 1 + x: an effect per column)
-        self.re_designs, self.re_slices, col = {}, {}, 0
-        for p in self.random_params:
-            d = dsg.fixed_design(self.random_exprs[p], frame)
-            self.re_designs[p] = d
-            self.re_slices[p] = slice(col, col + d.X.shape[1])
-            col += d.X.shape[1]
-        self.n, self.p, self.q, self.m = len(self.y), len(self.names), col, len(levels)
-        f0 = self._f(start, np.zeros((self.m, self.q)))
+            lev = self.re_levels[0]
+            self._structure.set_data(frame, lev.codes, lev.m)
+        self.n, self.p = len(self.y), len(self.names)
+        f0 = self._f(start, self._zero_effects())
         if not np.all(np.isfinite(f0)):
             raise NlmeError(f"the model gives non-finite predictions at the start values "
                             f"({int(np.sum(~np.isfinite(f0)))} of {self.n})")
         self._fit(start, maxiter, tol, boundary)
 
     # --- the model ---------------------------------------------------------------------
+    # --- the levels, for one-level callers -----------------------------------------------
+    @property
+    def group(self) -> str:
+        """The innermost grouping factor (a one-level fit's only one)."""
+        return self.re_levels[-1].name
+
+    @property
+    def m(self) -> int:
+        return self.re_levels[-1].m
+
+    @property
+    def q(self) -> int:
+        """The random effects per group, summed over the levels."""
+        return sum(lev.q for lev in self.re_levels)
+
+    def _zero_effects(self) -> list[np.ndarray]:
+        return [np.zeros((lev.m, lev.q)) for lev in self.re_levels]
+
     def _phi(self, beta, b) -> dict[str, np.ndarray]:
+        """Each parameter at each row: its fixed part plus every level's random effects (``b`` a
+        list, one (groups, q) array per level)."""
         phi = {p: self.designs[p] @ beta[self.slices[p]] for p in self.params}
-        for p in self.random_params:
-            phi[p] = phi[p] + np.einsum("nk,nk->n", self.re_designs[p].X, b[self.codes, self.re_slices[p]])
+        for lev, b_l in zip(self.re_levels, b):
+            for p in lev.params:
+                phi[p] = phi[p] + np.einsum("nk,nk->n", lev.designs[p].X, b_l[lev.codes, lev.slices[p]])
         return phi
 
     def _f(self, beta, b) -> np.ndarray:
@@ -232,42 +295,42 @@ class NlmeFit(FittedModel):
         phi = self._phi(beta, b)
         grads = {p: self.f.derivative(phi, self.data, p) for p in self.params}
         X = np.column_stack([grads[p][:, None] * self.designs[p] for p in self.params])
-        Z = np.column_stack([grads[p][:, None] * self.re_designs[p].X for p in self.random_params])
+        Z = [np.column_stack([grads[p][:, None] * lev.designs[p].X for p in lev.params]) for lev in self.re_levels]
         return X, Z
 
     def _linearized(self, beta, b):
         X, Z = self._jacobian(beta, b)
-        w = self.y - self._f(beta, b) + X @ beta + np.einsum("nq,nq->n", Z, b[self.codes])
-        term = dsg.ReTerm(self.group, self.levels, self.codes, Z, self._re_names(), "", None)
-        crit = (LMMCriterion(w, X, [term]) if self._structure is None else
-                CorrelatedLMMCriterion(w, X, [term], self._structure, self.frame))
-        pmap = self._parametrization()
-        return crit if pmap is None else Tied(crit, [pmap])
+        w = self.y - self._f(beta, b) + X @ beta
+        for lev, Z_l, b_l in zip(self.re_levels, Z, b):
+            w = w + np.einsum("nq,nq->n", Z_l, b_l[lev.codes])
+        terms = [dsg.ReTerm(lev.key, lev.levels, lev.codes, Z_l, lev.names, "", None)
+                 for lev, Z_l in zip(self.re_levels, Z)]
+        crit = (LMMCriterion(w, X, terms) if self._structure is None else
+                CorrelatedLMMCriterion(w, X, terms, self._structure, self.frame))
+        maps = [lev.parametrization() for lev in self.re_levels]
+        return crit if all(m is None for m in maps) else Tied(crit, maps)
 
-    def _parametrization(self):
-        """A pdMat's tied parameters (PdDiag: Lambda's diagonal; PdIdent, PdCompSymm), or None."""
-        if self.pd is None:
-            return None
-        if not self.pd.correlated:
-            return DiagMap(self.q)
-        return self.pd.parametrization(self.q, self._re_names())
+    def _re_names(self) -> list[str]:
+        """nlme's names of the innermost level's effects (a one-level fit's)."""
+        return self.re_levels[-1].names
 
-    def _re_names(self):
-        """nlme's names: a parameter whose fixed part is only an intercept goes by its own name."""
-        out = []
-        for p in self.random_params:
-            names = self.re_designs[p].names
-            alone = names == ["(Intercept)"] and self.names[self.slices[p]] == [p]
-            out += [p] if alone else [f"{p}.{n}" for n in names]
-        return out
+    @staticmethod
+    def _diagonal(crit, k: int) -> np.ndarray:
+        """Where term k's scale parameters (Lambda's diagonal, or a tied pdMat's) sit in the
+        criterion's parameters."""
+        if isinstance(crit, Tied):
+            m, block = crit.maps[k], crit.inner.blocks[k]
+            local = np.asarray(m.diagonal) if m is not None else block.diagonal() - block.start
+            return crit.slices[k].start + local
+        return crit.blocks[k].diagonal()
 
     def _initial_theta(self, crit) -> np.ndarray:
         """nlme's starting precision (``pdInitial``): Delta = 0.375 sqrt(mean_i z_i'z_i) per effect,
         so that effects on parameters of very different scales start comparably weak."""
-        Z = crit.terms[0].Z
-        scale = 0.375 * np.sqrt((Z ** 2).sum(axis=0) / self.m)
         theta = crit.start()
-        theta[crit.blocks[0].diagonal()] = 1.0 / np.maximum(scale, 1e-12)
+        for k, (lev, term) in enumerate(zip(self.re_levels, crit.terms)):
+            scale = 0.375 * np.sqrt((term.Z ** 2).sum(axis=0) / lev.m)
+            theta[self._diagonal(crit, k)] = 1.0 / np.maximum(scale, 1e-12)
         return theta
 
     @staticmethod
@@ -280,29 +343,30 @@ class NlmeFit(FittedModel):
         return scipy.linalg.solve_triangular(lam, np.eye(len(lam)), lower=True)
 
     def _pnls_objective(self, beta, b, lam_inv, g=1.0) -> float:
-        """||(y - f) / g||^2 + ||Lambda^-1 b||^2, g the variance function's standard deviations."""
+        """||(y - f) / g||^2 + sum over levels ||Lambda_l^-1 b_l||^2, g the variance function's
+        standard deviations."""
         r = (self.y - self._f(beta, b)) / g
         if not np.all(np.isfinite(r)):
             return np.inf
-        u = b @ lam_inv.T
-        return float(r @ r + np.sum(u * u))
+        return float(r @ r + sum(np.sum((b_l @ li.T) ** 2) for b_l, li in zip(b, lam_inv)))
 
     def _pnls(self, beta, b, theta, maxit: int = 50):
         """Gauss-Newton for beta and b at fixed Lambda, with step halving."""
         for _ in range(maxit):
             crit = self._linearized(beta, b)
-            lam_inv = self._penalty_factor(crit.lambdas(theta)[0])
+            lam_inv = [self._penalty_factor(lam) for lam in crit.lambdas(theta)]
             g = self._structure.g(theta[crit.ntheta:]) if self._structure is not None else 1.0
             sol = crit.solve(theta, self.REML)
             if sol.beta is None:
                 break
-            new_b = crit.modes(theta, sol)[0]
+            new_b = crit.modes(theta, sol)
             old = self._pnls_objective(beta, b, lam_inv, g)
             if not np.isfinite(old):
                 break
             step = 1.0
             for _half in range(20):
-                nb, nbeta = b + step * (new_b - b), beta + step * (sol.beta - beta)
+                nb = [b_l + step * (n_l - b_l) for b_l, n_l in zip(b, new_b)]
+                nbeta = beta + step * (sol.beta - beta)
                 value = self._pnls_objective(nbeta, nb, lam_inv, g)
                 if np.isfinite(value) and value <= old * (1 + 1e-12):
                     break
@@ -318,7 +382,7 @@ class NlmeFit(FittedModel):
     def _alternate(self, start, maxiter, tol) -> dict:
         """Lindstrom and Bates's alternation from ``start``: PNLS and LME steps until beta and
         Lambda settle.  Returns where it stopped and whether it converged."""
-        beta, b = start.copy(), np.zeros((self.m, self.q))
+        beta, b = start.copy(), self._zero_effects()
         # the first LME step stays in nlme's log-Cholesky parametrization, as nlme does: from the
         # start, the PNLS step needs the random effects penalized, not removed (Lambda invertible).
         # Later LME steps may reach the boundary (a variance of zero, a correlation of +/-1) and
@@ -376,7 +440,7 @@ class NlmeFit(FittedModel):
                             "cross-product is not positive definite); try other start values or fewer "
                             "random effects")
         self.criterion, self.theta, self.beta = crit, theta, sol.beta
-        self._b = crit.modes(theta, sol)[0]
+        self._b = crit.modes(theta, sol)
         dof = self.n - self.p if self.REML else self.n
         self.sigma = float(np.sqrt(sol.r2 / dof))
         self._vcov = self.sigma ** 2 * sol.unscaled_vcov()
@@ -403,10 +467,11 @@ class NlmeFit(FittedModel):
         Each face is tried; the converged fit with the highest log-likelihood is returned.
         """
         best = None
-        for drop in self.random_params:
-            others = [p for p in self.random_params if p != drop]
-            keep = ([f"{p} ~ {self.random_exprs[p]}" for p in others] if self.pd is None else
-                    type(self.pd)(f"{' + '.join(others)} ~ {self.pd.expr}"))
+        lev = self.re_levels[0]  # a one-level fit (see _fit)
+        for drop in lev.params:
+            others = [p for p in lev.params if p != drop]
+            keep = ([f"{p} ~ {lev.exprs[p]}" for p in others] if lev.pd is None else
+                    type(lev.pd)(f"{' + '.join(others)} ~ {lev.pd.expr}"))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
@@ -438,7 +503,9 @@ class NlmeFit(FittedModel):
         converged = run["converged"] and stop is None
         # only a drift says that no interior fixed point is near; an iteration limit may only
         # mean that more iterations are needed, which the warning below says
-        face = self._boundary_fit(maxiter, tol) if stop is not None and boundary and self.q > 1 else None
+        one = self.re_levels[0]
+        face = (self._boundary_fit(maxiter, tol)
+                if stop is not None and boundary and len(self.re_levels) == 1 and one.q > 1 else None)
         if face is None and ended is None:
             raise NlmeError(f"the alternating iterations drifted to where {DRIFTS[stop]}, and the linearized "
                             "mixed model there is singular: there is no estimate. Simplify the random "
@@ -446,14 +513,14 @@ class NlmeFit(FittedModel):
         notes = []
         if face is not None:
             drop, reduced = face
-            dropped = self.re_slices[drop]
-            keep = [k for k in range(self.q) if not dropped.start <= k < dropped.stop]
-            b = np.zeros((self.m, self.q))
-            b[:, keep] = reduced._b
-            lam = np.zeros((self.q, self.q))
+            dropped = one.slices[drop]
+            keep = [k for k in range(one.q) if not dropped.start <= k < dropped.stop]
+            b = np.zeros((one.m, one.q))
+            b[:, keep] = reduced._b[0]
+            lam = np.zeros((one.q, one.q))
             lam[np.ix_(keep, keep)] = reduced.criterion.lambdas(reduced.theta)[0]
-            crit = self._linearized(reduced.beta, b)
-            theta = lam[lower_indices(self.q)]
+            crit = self._linearized(reduced.beta, [b])
+            theta = lam[lower_indices(one.q)]
             self._set_estimates(crit, crit.from_theta(theta) if isinstance(crit, Tied) else theta)
             # the same numbers as the reduced fit's, not a re-computation differing at rounding level
             self.beta, self.sigma, self._vcov = reduced.beta, reduced.sigma, reduced._vcov
@@ -504,19 +571,23 @@ class NlmeFit(FittedModel):
 
     @property
     def ngroups(self):
-        return {self.group: self.m}
+        return {lev.key: lev.m for lev in self.re_levels}
 
     def VarCorr(self) -> VarCorr:
-        lam = self.criterion.lambdas(self.theta)[0]
-        return VarCorr([self.group], [self._re_names()], [self.sigma ** 2 * lam @ lam.T], self.sigma)
+        lams = self.criterion.lambdas(self.theta)
+        return VarCorr([lev.name for lev in self.re_levels], [lev.names for lev in self.re_levels],
+                       [self.sigma ** 2 * lam @ lam.T for lam in lams], self.sigma)
 
     def ranef(self) -> dict[str, pd.DataFrame]:
-        return {self.group: pd.DataFrame(self._b, index=pd.Index(self.levels, name=self.group),
-                                         columns=self._re_names())}
+        """Each level's random effects by its groups (nlme's labels "outer/inner")."""
+        return {lev.name: pd.DataFrame(b, index=pd.Index([nlme_label(g) for g in lev.levels], name=lev.name),
+                                       columns=lev.names)
+                for lev, b in zip(self.re_levels, self._b)}
 
     def fixed_df(self) -> pd.Series:
         """nlme's denominator df for a nonlinear model: every fixed effect in the innermost
-        stratum, N - (groups) - (p - 1) (127 = 331 - 200 - 4 for each effect of wong.mod.1)."""
+        stratum, N - (innermost groups) - (p - 1) (127 = 331 - 200 - 4 for each effect of
+        wong.mod.1; 80 = 102 - 20 - 2 for Pixel's Side within Dog)."""
         return pd.Series(np.full(self.p, self.n - self.m - (self.p - 1)), index=self.names, name="DF")
 
     def coef_table(self) -> pd.DataFrame:
@@ -528,22 +599,44 @@ class NlmeFit(FittedModel):
         return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df, "t-value": t,
                              "p-value": 2 * special.stdtr(df, -np.abs(t))}, index=self.names)
 
-    def coef(self) -> pd.DataFrame:
-        """nlme's coef: each group's coefficients, the fixed effects plus its random effects."""
-        re = self.ranef()[self.group]
-        out = pd.DataFrame(np.tile(self.beta, (self.m, 1)), index=re.index, columns=self.names)
-        for name in re.columns:  # a random effect adds to the fixed effect of its name (or stands alone)
-            out[name] = (out[name] if name in out.columns else 0.0) + re[name].to_numpy()
+    def coef(self, level: int | None = None) -> pd.DataFrame:
+        """nlme's coef at ``level`` (the innermost by default): each group's coefficients, the
+        fixed effects plus its own and its outer levels' random effects."""
+        k = self._level(level, default=len(self.re_levels)) - 1
+        if k < 0:
+            raise ValueError("coef takes a grouping level from 1")
+        ranef = self.ranef()
+        lev = self.re_levels[k]
+        re = ranef[lev.name]
+        out = pd.DataFrame(np.tile(self.beta, (lev.m, 1)), index=re.index, columns=self.names)
+        for j in range(k + 1):  # a random effect adds to the fixed effect of its name (or stands alone)
+            outer = ranef[self.re_levels[j].name]
+            parents = [lab.split("/")[j] if j < k else lab for lab in re.index]
+            if j < k:
+                outer = outer.set_axis([lab.split("/")[-1] for lab in outer.index]).reindex(parents)
+            for name in outer.columns:
+                out[name] = (out[name] if name in out.columns else 0.0) + outer[name].to_numpy()
         return out
 
-    def fitted(self, level: int = 1) -> pd.Series:
-        """Fitted values: ``level=0`` the population curve, ``level=1`` with the random effects."""
-        if level not in (0, 1):
-            raise ValueError(f"level must be 0 (population) or 1 ({self.group}), not {level!r}")
-        b = self._b if level else np.zeros_like(self._b)
-        return pd.Series(self._f(self.beta, b), index=self.frame.index, name="fitted")
+    def _level(self, level, default: int) -> int:
+        deepest = len(self.re_levels)
+        level = default if level is None else level
+        if not (isinstance(level, (int, np.integer)) and 0 <= level <= deepest):
+            names = ", ".join(lev.name for lev in self.re_levels)
+            raise ValueError(f"level must be an integer from 0 (population) to {deepest} ({names}), not {level!r}")
+        return int(level)
 
-    def resid(self, type: str = "response", level: int = 1) -> pd.Series:
+    def _effects_to(self, level: int) -> list[np.ndarray]:
+        """The random effects of the first ``level`` levels, zero for the inner ones."""
+        return [b if k < level else np.zeros_like(b) for k, b in enumerate(self._b)]
+
+    def fitted(self, level: int | None = None) -> pd.Series:
+        """Fitted values: ``level=0`` the population curve, ``level=k`` with the random effects of
+        the first k grouping levels (the innermost by default)."""
+        level = self._level(level, default=len(self.re_levels))
+        return pd.Series(self._f(self.beta, self._effects_to(level)), index=self.frame.index, name="fitted")
+
+    def resid(self, type: str = "response", level: int | None = None) -> pd.Series:
         """nlme's residuals at ``level``: ``"response"`` y - fitted, ``"pearson"`` (and
         ``"normalized"``, the same without a correlation structure) divided by sigma."""
         if type not in ("response", "pearson", "normalized"):
@@ -561,24 +654,23 @@ class NlmeFit(FittedModel):
     def std_residuals(self) -> np.ndarray:
         return (self.y - self.fitted().to_numpy()) / (self.sigma * self.variance_weights())
 
-    def predict(self, newdata: pd.DataFrame, level: int = 1) -> pd.Series:
+    def predict(self, newdata: pd.DataFrame, level: int | None = None) -> pd.Series:
         """Predictions for new data: ``level=0`` the population curve (random effects 0),
-        ``level=1`` with each group's random effects (NaN for a group the fit has not seen, as
-        nlme's NA). Each parameter's design is built as it was fitted: a factor covariate's
-        levels and contrasts are the fit's, whatever the type of the new column."""
-        if level not in (0, 1):
-            raise ValueError(f"level must be 0 (population) or 1 ({self.group}), not {level!r}")
+        ``level=k`` with the random effects of the first k grouping levels (the innermost by
+        default; NaN for a group the fit has not seen, as nlme's NA). Each parameter's design is
+        built as it was fitted: a factor covariate's levels and contrasts are the fit's."""
+        level = self._level(level, default=len(self.re_levels))
         missing = [v for v in self.f.variables if v not in newdata.columns]
         if missing:
             raise dsg.DataError(f"new data lack the variable(s) {', '.join(missing)} of the model")
         phi = {p: self.fixed_designs[p].matrix(newdata) @ self.beta[self.slices[p]] for p in self.params}
-        if level:
-            codes = dsg.group_codes(newdata, self.group, self.levels)
+        for lev, b in zip(self.re_levels[:level], self._b):
+            codes = dsg.group_codes(newdata, lev.key, lev.levels)
             known = codes >= 0
-            for p in self.random_params:
-                B = self.re_designs[p].matrix(newdata)
+            for p in lev.params:
+                B = lev.designs[p].matrix(newdata)
                 add = np.full(len(newdata), np.nan)
-                add[known] = np.einsum("nk,nk->n", B[known], self._b[codes[known], self.re_slices[p]])
+                add[known] = np.einsum("nk,nk->n", B[known], b[codes[known], lev.slices[p]])
                 phi[p] = phi[p] + add
         data = {v: newdata[v].to_numpy(dtype=float) for v in self.f.variables}
         return pd.Series(self.f(phi, data), index=newdata.index, name="predict")

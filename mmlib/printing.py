@@ -445,17 +445,21 @@ class LmeSummary:
             lines += [" Correlation: ", _lower_corr(self.tables["corr"], None)]
         sr = self.tables["std_residuals"]
         lines += ["", "Standardized Within-Group Residuals:", _vector(sr, format_r(sr.to_numpy(), 6)), "",
-                  f"Number of Observations: {m.n}"]
-        groups = pd.Series(m.ngroups)
-        if len(groups) == 1:
-            lines.append(f"Number of Groups: {groups.iloc[0]} ")
-        else:  # nlme names the inner levels "Side %in% Dog"
-            groups.index = [_level_label(g) for g in groups.index]
-            lines += ["Number of Groups: ", _vector_common(groups, [str(k) for k in groups])]
+                  f"Number of Observations: {m.n}"] + _groups_lines(m.ngroups)
         notes = m.optinfo.messages()
         if notes:
             lines += [""] + notes
         return "\n".join(lines)
+
+
+def _groups_lines(ngroups: dict) -> list[str]:
+    """nlme's "Number of Groups:": a number for one level, a named vector for several (the inner
+    levels named "Side %in% Dog")."""
+    groups = pd.Series(ngroups)
+    if len(groups) == 1:
+        return [f"Number of Groups: {groups.iloc[0]} "]
+    groups.index = [_level_label(g) for g in groups.index]
+    return ["Number of Groups: ", _vector_common(groups, [str(k) for k in groups])]
 
 
 def _level_label(group: str) -> str:
@@ -584,15 +588,18 @@ class NlmeSummary(LmeSummary):
                  f"  Data: {m.data_name} ", _vector(fit, [format_r([v], 4)[0] for v in fit]).replace(" \n", "\n")]
         if m.n_dropped:
             lines.append(f"({m.n_dropped} observation(s) deleted due to missingness)")
-        # nlme: one parameter's random part as 'Asym ~ 1 + x | g', several as 'list(...)' and a Level line
-        specs = [f"{p} ~ {_deparse(m.random_exprs[p])}" for p in m.random_params]
-        lines += ["", "Random effects:"] + ([f" Formula: {specs[0]} | {m.group}"] if len(specs) == 1 else
-                                            [f" Formula: list({', '.join(specs)})", f" Level: {m.group}"])
-        pd_obj = m.pd if m.pd is not None else PdSymm("~ 1")
-        names = m._re_names()
-        lines += _pdmat_lines(names, m.VarCorr().covariances[0], m.sigma, pd_obj.structure if pd_obj.correlated
-                              else "Diagonal", type(pd_obj).__name__ in ("PdSymm", "PdCompSymm"),
-                              labels=type(pd_obj).__name__ == "PdSymm", resid=True)
+        # nlme: a level's one parameter as 'Asym ~ 1 + x | g', several as 'list(...)' and a Level line
+        lines += ["", "Random effects:"]
+        covs = m.VarCorr().covariances
+        for k, (lev, cov) in enumerate(zip(m.re_levels, covs)):
+            specs = [f"{p} ~ {_deparse(lev.exprs[p])}" for p in lev.params]
+            label = _level_label(lev.key)
+            lines += ([""] if k else []) + ([f" Formula: {specs[0]} | {label}"] if len(specs) == 1 else
+                                            [f" Formula: list({', '.join(specs)})", f" Level: {label}"])
+            pd_obj = lev.pd if lev.pd is not None else PdSymm("~ 1")
+            lines += _pdmat_lines(lev.names, cov, m.sigma, pd_obj.structure if pd_obj.correlated else "Diagonal",
+                                  type(pd_obj).__name__ in ("PdSymm", "PdCompSymm"),
+                                  labels=type(pd_obj).__name__ == "PdSymm", resid=k == len(covs) - 1)
         if m.variance is not None:  # nlme: no blank line between it and the fixed effects
             lines += [""] + m.variance.describe(m.theta[m.criterion.ntheta:])
         fixed = ", ".join(f"{p} {m.fixed_text[p].strip()}" for p in m.params)
@@ -602,7 +609,7 @@ class NlmeSummary(LmeSummary):
         lines += [" Correlation: ", _lower_corr(self.tables["corr"], None)]
         sr = self.tables["std_residuals"]
         lines += ["", "Standardized Within-Group Residuals:", _vector(sr, format_r(sr.to_numpy(), 7)), "",
-                  f"Number of Observations: {m.n}", f"Number of Groups: {m.m} "]
+                  f"Number of Observations: {m.n}"] + _groups_lines(m.ngroups)
         if not m.optinfo.converged:
             lines += ["", m.optinfo.message]
         if m.optinfo.notes:

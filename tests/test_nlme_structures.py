@@ -146,3 +146,60 @@ def test_variance_functions_are_nlmes(name):
     assert [x.rstrip() for x in ours.strip().splitlines()] == [x.rstrip() for x in printed.strip().splitlines()]
     pearson = f.resid("pearson").to_numpy()
     np.testing.assert_allclose(pearson, f.resid().to_numpy() / (f.sigma * f.variance_weights()), rtol=1e-12)
+
+
+LEVELS = json.loads((R / "nlme_levels.json").read_text())
+LEVELS_PRINTED = dict(re.findall(r"== (\S+) \n(.*?)(?=\n== |\Z)", (R / "nlme_levels_digits4.txt").read_text(), re.S))
+PIXEL_MODEL = "pixel ~ b0 + b1 * day - exp(lb2) * day^2"
+
+
+def _pixel():
+    d = pd.read_csv(R / "data" / "Pixel.csv", dtype={"Dog": str})
+    d["Dog"] = pd.Categorical(d.Dog, [str(k) for k in range(1, 11)])
+    return d
+
+
+@pytest.mark.parametrize("name", ["pixel2", "pixel2_diag"])
+def test_two_levels_are_nlmes(name):
+    """tests/r/nlme_levels.R: random = list(Dog = b0 + b1 ~ 1, Side = b0 ~ 1) (and pdDiag at Dog) on
+    Pixel, the quadratic written nonlinearly: estimates, random effects at both levels, fitted values
+    at levels 0-2, the printout, and intervals (nlme's apVar code on a Richardson Hessian)."""
+    ref = LEVELS[name]
+    dog = ["b0 ~ 1", "b1 ~ 1"] if name == "pixel2" else PdDiag("b0 + b1 ~ 1")
+    f = nlme(PIXEL_MODEL, _pixel(), fixed={"b0": "~ 1", "b1": "~ 1", "lb2": "~ 1"},
+             random={"Dog": dog, "Side": ["b0 ~ 1"]}, start=[1073, 6, -1])
+    np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-6)
+    covs = f.VarCorr().covariances
+    np.testing.assert_allclose(np.sqrt(np.diag(covs[0])), ref["sd_Dog"], rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(np.diag(covs[1])), [ref["sd_Side"]], rtol=1e-6)
+    np.testing.assert_array_equal(f.fixed_df().to_numpy(), ref["df"])
+    side = f.ranef()["Side"].iloc[:, 0].reindex(ref["ranef_Side_names"])
+    np.testing.assert_allclose(side.to_numpy(), np.ravel(ref["ranef_Side"]), atol=1e-5)
+    fitted = np.column_stack([f.fitted(level=k).to_numpy() for k in (0, 1, 2)])
+    np.testing.assert_allclose(fitted, ref["fitted"], rtol=1e-7)
+    np.testing.assert_allclose(f.predict(_pixel(), level=1).to_numpy(), fitted[:, 1], rtol=1e-12)
+
+    def block(text):
+        return [x.rstrip() for x in text.split("Random effects:")[1].split("Fixed effects")[0].strip().splitlines()]
+
+    assert block(repr(f.summary())) == block(LEVELS_PRINTED[name])
+    iv = f.intervals()
+    for level, d in ref["intervals"]["reStruct"].items():
+        expected = np.column_stack([np.atleast_1d(d[k]) for k in ("lower", "est", "upper")])
+        np.testing.assert_allclose(iv.random[level].to_numpy(), expected, rtol=1e-4)
+    np.testing.assert_allclose(iv.sigma.to_numpy(), ref["intervals"]["sigma"], rtol=1e-5)
+
+
+def test_a_linear_model_in_nlme_is_lmes_fit():
+    """The quadratic in day fitted by nlme with two levels is lme's ML fit of
+    list(Dog = ~ day, Side = ~ 1) (the same model: b2 = -exp(lb2))."""
+    from mmlib import lme
+
+    f = nlme(PIXEL_MODEL, _pixel(), fixed={"b0": "~ 1", "b1": "~ 1", "lb2": "~ 1"},
+             random={"Dog": ["b0 ~ 1", "b1 ~ 1"], "Side": ["b0 ~ 1"]}, start=[1073, 6, -1])
+    g = lme("pixel ~ day + I(day^2)", _pixel(), random={"Dog": "~ day", "Side": "~ 1"}, method="ML")
+    np.testing.assert_allclose(f.loglik, g.loglik, atol=1e-7)
+    np.testing.assert_allclose(f.beta[:2], g.beta[:2], rtol=1e-6)
+    np.testing.assert_allclose(-np.exp(f.beta[2]), g.beta[2], rtol=1e-6)
