@@ -242,17 +242,67 @@ class CorExp(CorStruct):
 
     _forward, _inverse = staticmethod(np.exp), staticmethod(np.log)
 
-    def __init__(self, form: str, value=None, nugget: bool = False):
+    METRICS = ("euclidean", "manhattan", "maximum")
+
+    def __init__(self, form: str, value=None, nugget: bool = False, metric: str = "euclidean"):
+        # nlme's spatial forms take several coordinates: '~ latitude + longitude | g'
+        match = re.fullmatch(r"\s*~\s*([\w.]+(?:\s*\+\s*[\w.]+)*)\s*(\|.*)?", form)
+        coords = [c.strip() for c in match.group(1).split("+")] if match else []
+        if metric not in self.METRICS:
+            raise CorStructError(f"metric must be one of {', '.join(self.METRICS)}, not {metric!r}")
+        self.metric, self.coords = metric, coords if len(coords) > 1 else None
+        if self.coords:  # the base class sees the first coordinate (it orders the rows by it)
+            form = f"~ {coords[0]} {match.group(2) or ''}"
         self.nugget = bool(nugget)
         if not self.nugget:
             super().__init__(form, value)
+            self._set_form(match)
             return
         values = (self.default, 0.1) if value is None else tuple(np.atleast_1d(np.asarray(value, dtype=float)))
         if len(values) != 2 or not values[0] > 0 or not 0 < values[1] < 1:
             raise CorStructError(f"{type(self).__name__} with a nugget takes value=(range > 0, 0 < nugget < 1), "
                                  f"not {value!r}")
         super().__init__(form, values[0])
+        self._set_form(match)
         self.n_params, self.nugget_value = 2, values[1]
+
+    def _set_form(self, match) -> None:
+        if self.coords:
+            self.form = f"~ {' + '.join(self.coords)}" + (f" {match.group(2).strip()}" if match.group(2) else "")
+
+    def variables(self) -> list[str]:
+        return list(dict.fromkeys((self.coords or []) + super().variables()))
+
+    def set_data(self, frame, codes, m):
+        super().set_data(frame, codes, m)
+        if self.coords:
+            for col in self.coords:
+                if not pd.api.types.is_numeric_dtype(frame[col]):
+                    raise CorStructError(f"coordinate {col!r} of {self.form!r} must be numeric")
+            self.points = np.zeros((m, self.nmax, len(self.coords)))
+            self.points[self.codes, self.position] = frame[self.coords].to_numpy(dtype=float)
+            self._lags = None
+            lags = self.lags
+            pair = self.valid[:, :, None] & self.valid[:, None, :] & ~np.eye(self.nmax, dtype=bool)[None]
+            if np.any(lags[pair] == 0):
+                raise CorStructError(f"{self.form!r}: two observations of a group are at the same place "
+                                     "(distance 0); a spatial correlation needs distinct positions")
+
+    def _check_ties(self, times):
+        if not self.coords:  # several coordinates: distinct places are checked in set_data
+            super()._check_ties(times)
+
+    @property
+    def lags(self) -> np.ndarray:
+        """Distances within each group: |t_j - t_k| in one dimension; with several coordinates
+        the metric's (Euclidean, Manhattan or maximum), as nlme's ``dist``."""
+        if not self.coords:
+            return super().lags
+        if self._lags is None:
+            diff = np.abs(self.points[:, :, None, :] - self.points[:, None, :, :])
+            self._lags = {"euclidean": lambda d: np.sqrt((d ** 2).sum(-1)), "manhattan": lambda d: d.sum(-1),
+                          "maximum": lambda d: d.max(-1)}[self.metric](diff)
+        return self._lags
 
     def names(self) -> list[str]:
         return [self.parameter, "nugget"] if self.nugget else [self.parameter]

@@ -89,10 +89,11 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     dof = n - p if reml else n
     g = np.empty(len(dVs))
     for k, dV in enumerate(dVs):
-        d_rss = -float(np.einsum("gi,gij,gj->", a, dV, a))
+        # products taken pairwise (matmul), never as one three-operand einsum's nested loops
+        d_rss = -float(np.einsum("gi,gi->", a, np.einsum("gij,gj->gi", dV, a)))
         g[k] = dof * d_rss / rss + float(np.einsum("gij,gji->", Vinv, dV))
         if reml:
-            g[k] -= float(np.sum(Minv * np.einsum("gip,gij,gjq->pq", Q, dV, Q)))
+            g[k] -= float(np.sum(Minv * np.einsum("gip,giq->pq", Q, dV @ Q)))
     if not scoring:
         return g
     P = [Vinv @ dV for dV in dVs]

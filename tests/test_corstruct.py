@@ -259,3 +259,16 @@ def test_multi_parameter_structures_equal_dense_likelihood(kind, reml):
     lam = np.kron(np.eye(term.m), crit.lambdas(theta)[0])
     np.testing.assert_allclose(crit.objective(np.concatenate([theta, u]), reml),
                                dense_criterion(frame.y.to_numpy(), X, Z, lam, reml, C), rtol=1e-10)
+
+
+def test_two_dimensional_positions_are_checked():
+    from mmlib import gls
+
+    from rref import ROOT
+
+    wheat = pd.read_csv(ROOT / "tests" / "r" / "data" / "Wheat2.csv")
+    with pytest.raises(CorStructError, match="metric must be one of euclidean, manhattan, maximum"):
+        CorExp("~ latitude + longitude", metric="chebyshev")
+    twice = pd.concat([wheat, wheat.head(1)], ignore_index=True)
+    with pytest.raises(CorStructError, match="at the same place"):
+        gls("yield ~ variety - 1", twice, correlation=CorExp("~ latitude + longitude", value=10))

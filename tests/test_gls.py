@@ -108,3 +108,51 @@ def test_compound_symmetry_intervals_are_nlmes(name, weights):
     if weights:
         v = ref["varStruct"]
         np.testing.assert_allclose(iv.varStruct.to_numpy().ravel(), [v["lower"], v["est"], v["upper"]], rtol=1e-5)
+
+
+SPATIAL2D = json.loads((ROOT / "tests" / "r" / "gls_spatial2d.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["ratio_nugget", "exp_manhattan"])
+def test_two_dimensional_spatial_correlation_is_nlmes(name):
+    """tests/r/gls_spatial2d.R: Wheat2 (P&B 5.4.1), corRatio(form = ~ latitude + longitude,
+    nugget = TRUE) and corExp(metric = "manhattan"): the distances between the plots."""
+    import re
+
+    from mmlib import CorExp, CorRatio
+
+    ref = SPATIAL2D[name]
+    wheat = pd.read_csv(ROOT / "tests" / "r" / "data" / "Wheat2.csv")
+    cor = (CorRatio("~ latitude + longitude", value=(12.5, 0.2), nugget=True) if name == "ratio_nugget"
+           else CorExp("~ latitude + longitude", value=10, metric="manhattan"))
+    f = gls("yield ~ variety - 1", wheat, correlation=cor)
+    np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(f.fixef.to_numpy(), ref["coef"], rtol=1e-6)
+    np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-5)
+    np.testing.assert_allclose(f.cor_params, np.atleast_1d(ref["corpar"]), rtol=1e-5)
+    printed = dict(re.findall(r"== (\S+) \n(.*?)(?=\n== |\Z)",
+                              (ROOT / "tests" / "r" / "gls_spatial2d_digits4.txt").read_text(), re.S))[name]
+
+    def block(text):
+        return [x.rstrip() for x in text[text.index("Correlation Structure"):].split("Coefficients")[0].strip().splitlines()]
+
+    assert block(repr(f.summary())) == block(printed)
+
+
+def test_spherical_correlation_has_two_local_optima():
+    """P&B's fm2Wheat2, corSpher(c(28, 0.2), form = ~ latitude + longitude, nugget = TRUE): from that
+    start nlme stops at range 27.46 (logLik -533.9315); mmlib reaches range 36.16, where nlme's own
+    likelihood (parameters held fixed) is -533.7434229, higher. From nlme's estimate mmlib stays at
+    nlme's local optimum."""
+    from mmlib import CorSpher
+
+    ref = SPATIAL2D["spher_nugget"]
+    wheat = pd.read_csv(ROOT / "tests" / "r" / "data" / "Wheat2.csv")
+    ours = gls("yield ~ variety - 1", wheat,
+               correlation=CorSpher("~ latitude + longitude", value=(28, 0.2), nugget=True))
+    np.testing.assert_allclose(ours.loglik, ref["logLik_at_other_optimum"], atol=1e-6)
+    assert ours.loglik > ref["logLik"] + 0.1
+    local = gls("yield ~ variety - 1", wheat,
+                correlation=CorSpher("~ latitude + longitude", value=tuple(ref["corpar"]), nugget=True))
+    np.testing.assert_allclose(local.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(local.cor_params, ref["corpar"], rtol=1e-4)
