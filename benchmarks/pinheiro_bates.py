@@ -1,6 +1,7 @@
 """mmlib beside nlme on models of Pinheiro & Bates (2000): pdMat classes, random effects at two
-levels, ARMA and general within-group correlations, variance functions, gls (the models
-tests/r/lme_structures.R and tests/r/lme_arma_symm.R check against nlme).
+levels, ARMA and general within-group correlations, variance functions, gls, a spatial
+correlation in two dimensions (the models tests/r/lme_structures.R, tests/r/lme_arma_symm.R and
+tests/r/gls_spatial2d.R check against nlme).
 
 Run by ``benchmarks/run.py`` (``make bench``) with one BLAS thread; nlme is timed with its
 default controls by ``benchmarks/pinheiro_bates_r.R`` in the same run, when Rscript is present.
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "r" / "data"
 sys.path.insert(0, str(ROOT))
 
-from mmlib import (CorARMA, CorSymm, PdBlocked, PdCompSymm, PdIdent, VarComb, VarConstPower,  # noqa: E402
-                   VarIdent, VarPower, gls, lme)
+from mmlib import (CorARMA, CorRatio, CorSymm, PdBlocked, PdCompSymm, PdIdent, VarComb,  # noqa: E402
+                   VarConstPower, VarIdent, VarPower, gls, lme)
 from peers import median_time  # noqa: E402
 
 
@@ -37,6 +38,7 @@ def models() -> dict:
     orth, ovary = _read("Orthodont"), _read("Ovary", Mare=str)
     orth["Sex"] = pd.Categorical(orth.Sex, ["Male", "Female"])
     dial = _read("Dialyzer", Subject=str, QB=str)
+    wheat = _read("Wheat2")
     ov = "follicles ~ sin(2 * pi * Time) + cos(2 * pi * Time)"
     dialf = "rate ~ (pressure + I(pressure^2) + I(pressure^3) + I(pressure^4)) * QB"
     return {
@@ -55,6 +57,8 @@ def models() -> dict:
         "gls_symm_ident": lambda: gls("distance ~ Sex * I(age - 11)", orth, correlation=CorSymm("~ 1 | Subject"),
                                       weights=VarIdent("~ 1 | age")),
         "gls_arma": lambda: gls(ov, ovary, correlation=CorARMA("~ 1 | Mare", p=1, q=1)),
+        "wheat2_ratio": lambda: gls("yield ~ variety - 1", wheat, correlation=CorRatio(
+            "~ latitude + longitude", value=(12.5, 0.2), nugget=True)),
     }
 
 

@@ -14,6 +14,7 @@ pixel <- rd("Pixel"); pixel$Dog <- factor(pixel$Dog)
 orth <- rd("Orthodont"); orth$Sex <- factor(orth$Sex, levels = c("Male", "Female"))
 ovary <- rd("Ovary"); ovary$Mare <- factor(ovary$Mare)
 dial <- rd("Dialyzer"); dial$Subject <- factor(dial$Subject); dial$QB <- factor(dial$QB)
+wheat <- rd("Wheat2")
 OV <- follicles ~ sin(2 * pi * Time) + cos(2 * pi * Time)
 DIAL <- rate ~ (pressure + I(pressure^2) + I(pressure^3) + I(pressure^4)) * QB
 fits <- list(
@@ -31,7 +32,9 @@ fits <- list(
                              weights = varComb(varIdent(form = ~ 1 | Sex), varPower(form = ~ age))),
   gls_symm_ident = function() gls(distance ~ Sex * I(age - 11), data = orth, correlation = corSymm(form = ~ 1 | Subject),
                                   weights = varIdent(form = ~ 1 | age)),
-  gls_arma = function() gls(OV, data = ovary, correlation = corARMA(form = ~ 1 | Mare, p = 1, q = 1)))
+  gls_arma = function() gls(OV, data = ovary, correlation = corARMA(form = ~ 1 | Mare, p = 1, q = 1)),
+  wheat2_ratio = function() gls(yield ~ variety - 1, data = wheat,
+                                correlation = corRatio(c(12.5, 0.2), form = ~ latitude + longitude, nugget = TRUE)))
 out <- sapply(fits, function(f) {
   f()  # warm up
   median(sapply(seq_len(reps), function(i) system.time(f())[["elapsed"]]))
