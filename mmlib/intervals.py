@@ -27,6 +27,7 @@ from scipy import special
 
 from .covariance import lower_indices
 from .optimizer import central_jacobian, fourth_order_difference
+from .pdmat import CompSymmMap
 from .printing import _vector_common, format_digits
 
 
@@ -58,20 +59,19 @@ class _Component:
             return np.log(sd[:1])
         if self.kind == "PdCompSymm":
             rho = corr[1, 0]
-            return np.array([np.log(sd[0]), np.log((rho + 1.0 / (q - 1)) / (1.0 - rho))])
+            return np.array([np.log(sd[0]), CompSymmMap(q).z(rho)])
         i, j = _pairs(q)
         r = corr[i, j]
         return np.concatenate([np.log(sd), np.log((1 + r) / (1 - r))])
 
     def natural(self, u: np.ndarray, q: int) -> np.ndarray:
-        if self.kind == "PdCompSymm":
-            a = np.exp(u[1])
-            return np.array([np.exp(u[0]), (a - 1.0 / (q - 1)) / (a + 1.0)])
+        if self.kind == "PdCompSymm":  # u[1] is the fit's own phi (mmlib.pdmat.CompSymmMap)
+            return np.array([np.exp(u[0]), CompSymmMap(q).rho(u[1])])
         if self.kind == "PdSymm":
             return np.concatenate([np.exp(u[:q]), np.tanh(u[q:] / 2)])
         return np.exp(u)
 
-    def params(self, u: np.ndarray, sigma: float, q: int, sizes: list[int]) -> list[np.ndarray]:
+    def params(self, u: np.ndarray, sigma: float, q: int) -> list[np.ndarray]:
         """The unconstrained parameters -> the criterion's parameters of each term (theta, or
         a PdIdent's or PdCompSymm's phi), for residual standard deviation sigma."""
         if self.kind == "PdDiag":
@@ -269,7 +269,7 @@ def _varcov_intervals(fit, level, mixed):
         out = np.empty(fit.theta.size)
         start = 0
         for c, q, size in zip(comps, qs, sizes):
-            for k, p in zip(c.terms, c.params(x[start:start + size], sigma, q, sizes)):
+            for k, p in zip(c.terms, c.params(x[start:start + size], sigma, q)):
                 out[slices[k]] = p
             start += size
         out[crit.ntheta:] = structure(x)

@@ -310,27 +310,13 @@ class NlmeFit(FittedModel):
         maps = [lev.parametrization() for lev in self.re_levels]
         return crit if all(m is None for m in maps) else Tied(crit, maps)
 
-    def _re_names(self) -> list[str]:
-        """nlme's names of the innermost level's effects (a one-level fit's)."""
-        return self.re_levels[-1].names
-
-    @staticmethod
-    def _diagonal(crit, k: int) -> np.ndarray:
-        """Where term k's scale parameters (Lambda's diagonal, or a tied pdMat's) sit in the
-        criterion's parameters."""
-        if isinstance(crit, Tied):
-            m, block = crit.maps[k], crit.inner.blocks[k]
-            local = np.asarray(m.diagonal) if m is not None else block.diagonal() - block.start
-            return crit.slices[k].start + local
-        return crit.blocks[k].diagonal()
-
     def _initial_theta(self, crit) -> np.ndarray:
         """nlme's starting precision (``pdInitial``): Delta = 0.375 sqrt(mean_i z_i'z_i) per effect,
         so that effects on parameters of very different scales start comparably weak."""
         theta = crit.start()
         for k, (lev, term) in enumerate(zip(self.re_levels, crit.terms)):
             scale = 0.375 * np.sqrt((term.Z ** 2).sum(axis=0) / lev.m)
-            theta[self._diagonal(crit, k)] = 1.0 / np.maximum(scale, 1e-12)
+            theta[crit.blocks[k].diagonal()] = 1.0 / np.maximum(scale, 1e-12)
         return theta
 
     @staticmethod

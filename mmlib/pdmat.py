@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from .covariance import lower_indices
+from .covariance import ThetaBlock, lower_indices
 from .formula import FormulaError
 from .optimizer import Minimizer
 
@@ -135,11 +135,8 @@ class IdentMap(Parametrization):
         return self._diag[:, None].copy()
 
     def from_theta(self, theta):
-        L = _lower(theta, self.q)
+        L = ThetaBlock(self.q, 0).lower(theta)
         return np.array([np.sqrt(np.mean(np.sum(L ** 2, axis=1)))])
-
-    def natural(self, phi):
-        return np.array([phi[0]])
 
 
 class DiagMap(Parametrization):
@@ -159,11 +156,8 @@ class DiagMap(Parametrization):
         return self._J
 
     def from_theta(self, theta):
-        L = _lower(theta, self.q)
+        L = ThetaBlock(self.q, 0).lower(theta)
         return np.sqrt(np.sum(L ** 2, axis=1))
-
-    def natural(self, phi):
-        return np.asarray(phi)
 
 
 class CompSymmMap(Parametrization):
@@ -180,6 +174,10 @@ class CompSymmMap(Parametrization):
     def rho(self, z):
         a = np.exp(z)
         return (a - 1.0 / (self.q - 1)) / (a + 1.0)
+
+    def z(self, rho):
+        """The inverse of :meth:`rho` (nlme's unconstrained correlation parameter)."""
+        return np.log((rho + 1.0 / (self.q - 1)) / (1.0 - rho))
 
     def _chol(self, rho):
         q = self.q
@@ -205,7 +203,7 @@ class CompSymmMap(Parametrization):
         return np.column_stack([L[self._r, self._c], s * drho * dL[self._r, self._c]])
 
     def from_theta(self, theta):
-        L = _lower(theta, self.q)
+        L = ThetaBlock(self.q, 0).lower(theta)
         S = L @ L.T
         v = float(np.mean(np.diag(S)))
         if v <= 0:
@@ -213,10 +211,7 @@ class CompSymmMap(Parametrization):
         off = S[~np.eye(self.q, dtype=bool)].mean() / v
         lo = -1.0 / (self.q - 1)
         rho = float(np.clip(off, lo + 0.05 * (1 - lo), 0.95))
-        return np.array([np.sqrt(v), np.log((rho - lo) / (1.0 - rho))])
-
-    def natural(self, phi):
-        return np.array([phi[0], self.rho(phi[1])])
+        return np.array([np.sqrt(v), self.z(rho)])
 
 
 class BlockMap(Parametrization):
@@ -255,15 +250,9 @@ class BlockMap(Parametrization):
         return np.concatenate([theta[rows] if m is None else m.from_theta(theta[rows]) for _, rows, m in self.parts])
 
 
-def _lower(theta, q):
-    L = np.zeros((q, q))
-    r, c = lower_indices(q)
-    L[r, c] = theta
-    return L
-
-
 class _PhiBlock:
-    """Where a tied term's scale parameters sit in phi (for the optimizer's ``blocks``)."""
+    """Where a tied term's scale parameters sit in phi (the optimizer's ``blocks``, as a
+    ThetaBlock's ``diagonal``)."""
 
     def __init__(self, positions):
         self._positions = np.asarray(positions, dtype=int)
@@ -287,17 +276,17 @@ class Tied(Minimizer):
         self.terms, self.n, self.p = inner.terms, inner.n, inner.p
         self.analytic, self.numeric_cost = inner.analytic, inner.numeric_cost
         self.start_hessian = inner.start_hessian
-        slices, diag, start = [], [], 0
+        # each term's phi, and where its scale parameters are (a block per term, as theta's)
+        self.slices, self.blocks, start = [], [], 0
         for block, pmap in zip(inner.blocks, maps):
             size = block.size if pmap is None else pmap.size
             local = (block.diagonal() - block.start) if pmap is None else np.asarray(pmap.diagonal)
-            diag.extend(start + local)
-            slices.append(slice(start, start + size))
+            self.blocks.append(_PhiBlock(start + local))
+            self.slices.append(slice(start, start + size))
             start += size
-        self.slices, self.ntheta = slices, start
+        self.ntheta = start
         self.n_extra = inner.lower_bounds().size - inner.ntheta
-        self.blocks = [_PhiBlock(diag)]
-        self.n_numeric = None if inner.n_numeric is None else inner.n_numeric
+        self.n_numeric = inner.n_numeric
 
     def theta(self, phi) -> np.ndarray:
         phi = np.asarray(phi, dtype=float)
