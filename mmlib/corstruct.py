@@ -119,9 +119,12 @@ class CorStruct:
 
     def matrices(self, u: np.ndarray) -> np.ndarray:
         """Correlation matrices (m, nmax, nmax), identity in empty slots, for unconstrained ``u``."""
-        C = self._correlation(self.to_natural(u)[0])
-        pair = self.valid[:, :, None] & self.valid[:, None, :]
-        C = np.where(pair, C, 0.0)
+        return self._masked(self._correlation(self.to_natural(u)[0]))
+
+    def _masked(self, C: np.ndarray) -> np.ndarray:
+        """Correlations between a group's observations as given, the identity elsewhere (empty
+        slots, and 1 on the diagonal)."""
+        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
         idx = np.arange(self.nmax)
         C[:, idx, idx] = 1.0
         return C
@@ -328,11 +331,7 @@ class CorExp(CorStruct):
         if not self.nugget:
             return super().matrices(u)
         rng, nug = self.to_natural(u)
-        C = (1.0 - nug) * self._correlation(rng)
-        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
-        idx = np.arange(self.nmax)
-        C[:, idx, idx] = 1.0
-        return C
+        return self._masked((1.0 - nug) * self._correlation(rng))
 
     def _correlation(self, rng):
         return np.exp(-self.lags / rng)
@@ -469,11 +468,7 @@ class CorARMA(CorStruct):
         phi, theta = self.coefficients(u)
         lags = self.lags.astype(int)
         rho = arma_acf(phi, theta, int(lags.max()))
-        C = rho[lags]
-        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
-        idx = np.arange(self.nmax)
-        C[:, idx, idx] = 1.0
-        return C
+        return self._masked(rho[lags])
 
 
 class CorSymm(CorStruct):
@@ -551,8 +546,4 @@ class CorSymm(CorStruct):
         return np.array(u)
 
     def matrices(self, u):
-        C = self.full(u)[self.slot[:, :, None], self.slot[:, None, :]]
-        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
-        idx = np.arange(self.nmax)
-        C[:, idx, idx] = 1.0
-        return C
+        return self._masked(self.full(u)[self.slot[:, :, None], self.slot[:, None, :]])

@@ -365,14 +365,25 @@ class Weighted:
     def g(self, u) -> np.ndarray:
         return self.varfunc.g(np.asarray(u, dtype=float)[self.n_cor:])
 
+    def _padded_g(self, values: np.ndarray) -> np.ndarray:
+        """Per-row values (g, or a derivative of g) laid out (m, nmax) by group, 1 in empty slots."""
+        G = np.ones(self.layout.valid.shape)
+        G[self.codes, self.position] = values
+        return G
+
+    def _correlations(self, u: np.ndarray) -> np.ndarray:
+        """The correlation's matrices, or the identity without one (padded as ``matrices``)."""
+        if self.cor is not None:
+            return self.cor.matrices(u[:self.n_cor])
+        m, nmax = self.layout.valid.shape
+        return np.broadcast_to(np.eye(nmax), (m, nmax, nmax))
+
     def matrices(self, u: np.ndarray) -> np.ndarray:
         """Each group's error covariance over sigma^2, G C G, padded (m, nmax, nmax) with the
         identity in empty slots."""
-        G = np.ones(self.layout.valid.shape)
-        G[self.codes, self.position] = self.g(u)
-        C = self.cor.matrices(np.asarray(u, dtype=float)[:self.n_cor]) if self.cor is not None else \
-            np.broadcast_to(np.eye(G.shape[1]), (G.shape[0],) + (G.shape[1],) * 2)
-        return G[:, :, None] * C * G[:, None, :]
+        u = np.asarray(u, dtype=float)
+        G = self._padded_g(self.g(u))
+        return G[:, :, None] * self._correlations(u) * G[:, None, :]
 
     def derivatives(self, u: np.ndarray) -> list[np.ndarray]:
         """d(G C G)/du_k: G dC G for the correlation's parameters, dG C G + G C dG for the
@@ -380,18 +391,13 @@ class Weighted:
         from .optimizer import fourth_order_difference
 
         u = np.asarray(u, dtype=float)
-        G = np.ones(self.layout.valid.shape)
-        G[self.codes, self.position] = self.g(u)
-        out = []
-        if self.cor is not None:
-            out += [G[:, :, None] * dC * G[:, None, :] for dC in self.cor.derivatives(u[:self.n_cor])]
-            C = self.cor.matrices(u[:self.n_cor])
-        else:
-            C = np.broadcast_to(np.eye(G.shape[1]), (G.shape[0],) + (G.shape[1],) * 2)
+        G = self._padded_g(self.g(u))
+        out = [G[:, :, None] * dC * G[:, None, :] for dC in self.cor.derivatives(u[:self.n_cor])] \
+            if self.cor is not None else []
+        CG = self._correlations(u) * G[:, None, :]
         for k in range(self.n_cor, u.size):
             dG = np.zeros(G.shape)
             dG[self.codes, self.position] = fourth_order_difference(self.g, u, k)
-            CG = C * G[:, None, :]
             part = dG[:, :, None] * CG
             out.append(part + np.swapaxes(part, 1, 2))
         return out
@@ -400,9 +406,7 @@ class Weighted:
         g = self.g(u)
         if not np.all(np.isfinite(g) & (g > 0)):
             raise np.linalg.LinAlgError("the variance function gives a zero or non-finite standard deviation")
-        G = np.ones(padded.shape[:2])
-        G[self.codes, self.position] = g
-        W = padded / G[:, :, None]
+        W = padded / self._padded_g(g)[:, :, None]
         logdet = 2.0 * float(np.log(g).sum())
         if self.cor is not None:
             W, extra = self.cor.whiten(np.asarray(u, dtype=float)[:self.n_cor], W)
