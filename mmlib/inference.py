@@ -535,11 +535,15 @@ def _varpar_deviance(fit, varpar: np.ndarray) -> float:
     sol = crit.solve(theta, fit.REML)
     if sol.beta is None or not np.isfinite(sol.deviance):
         return np.inf
-    n, p = fit.n, fit.p
-    # the profiled deviance holds log|A| (+ log|R_X|^2 for REML) besides its sigma terms
-    dof = n - p if fit.REML else n
-    profiled_rest = sol.deviance - dof * (1.0 + np.log(2 * np.pi) + np.log(sol.r2 / dof))
-    return float(profiled_rest + sol.r2 / sigma2 + dof * np.log(2 * np.pi * sigma2))
+    return unprofiled_deviance(sol.deviance, sol.r2, fit.n - fit.p if fit.REML else fit.n, sigma2)
+
+
+def unprofiled_deviance(deviance: float, r2: float, dof: int, sigma2: float) -> float:
+    """A profiled (RE)ML criterion at residual variance sigma2 instead of its optimum r2 / dof:
+    the profiled deviance holds log|A| (+ log|R_X|^2 for REML) besides its sigma terms
+    dof (1 + log(2 pi r2 / dof)), which become r2 / sigma2 + dof log(2 pi sigma2)."""
+    profiled_rest = deviance - dof * (1.0 + np.log(2 * np.pi) + np.log(r2 / dof))
+    return float(profiled_rest + r2 / sigma2 + dof * np.log(2 * np.pi * sigma2))
 
 
 def _vcov_at(fit, varpar: np.ndarray) -> np.ndarray:

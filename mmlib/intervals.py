@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import special
 
 from .covariance import lower_indices
+from .inference import _varpar_deviance, unprofiled_deviance
 from .optimizer import central_jacobian, fourth_order_difference
 from .pdmat import CompSymmMap
 from .printing import _vector_common, format_digits
@@ -217,8 +218,7 @@ def _gls_deviance(fit, u, sigma) -> float:
     if not np.isfinite(dev):
         return np.inf
     dof = fit.n - fit.p if fit.REML else fit.n
-    return float(dev - dof * (1 + np.log(2 * np.pi) + np.log(s_hat ** 2))
-                 + dof * s_hat ** 2 / sigma ** 2 + dof * np.log(2 * np.pi * sigma ** 2))
+    return unprofiled_deviance(dev, dof * s_hat ** 2, dof, sigma ** 2)
 
 
 def _structure_scale(fit):
@@ -239,8 +239,6 @@ def _structure_scale(fit):
 
 
 def _varcov_intervals(fit, level, mixed):
-    from .inference import _varpar_deviance
-
     comps = _components(fit) if mixed else []
     struct = np.asarray(fit.theta[fit.criterion.ntheta:] if mixed else fit.params, dtype=float)
     correlation, variance = getattr(fit, "correlation", None), getattr(fit, "variance", None)
@@ -275,7 +273,7 @@ def _varcov_intervals(fit, level, mixed):
         out[crit.ntheta:] = structure(x)
         return _varpar_deviance(fit, np.concatenate([out, [sigma]]))
 
-    # fourth-order differences of fourth-order differences, step 3e-3: the criterion of several
+    # fourth-order differences of fourth-order differences, step STEP: the criterion of several
     # terms carries rounding noise of ~1e-12 relative, which a second difference with a small
     # step turns into an error of the Hessian (nlme's own fdHess, step 6e-6, is off by 1e-3)
     H = central_jacobian(lambda x: np.array([fourth_order_difference(deviance, x, k, STEP) for k in range(x.size)]),
