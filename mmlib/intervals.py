@@ -29,7 +29,7 @@ from .covariance import lower_indices
 from .inference import _varpar_deviance, unprofiled_deviance
 from .optimizer import central_jacobian, fourth_order_difference
 from .pdmat import CompSymmMap
-from .printing import _vector_common, format_digits
+from .printing import _vector_common, format_real
 
 
 STEP = 1e-2  # the relative step of the Hessian's differences (see _varcov_intervals)
@@ -167,7 +167,7 @@ class Intervals:
             if self.varStruct is not None:
                 lines += ["", " Variance function:", _matrix(self.varStruct, digits)]
             lines += ["", f" {self.labels['sigma']}",
-                      _vector_common(self.sigma, format_digits(self.sigma.to_numpy(), digits))]
+                      _vector_common(self.sigma, format_real(self.sigma.to_numpy(), digits))]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -176,7 +176,7 @@ class Intervals:
 
 def _matrix(frame: pd.DataFrame, digits: int) -> str:
     """A numeric matrix as R prints it: each column formatted alone, right-aligned."""
-    cols = [format_digits(frame[c].to_numpy(), digits) for c in frame.columns]
+    cols = [format_real(frame[c].to_numpy(), digits) for c in frame.columns]
     widths = [max(len(c), *(len(t) for t in col)) for c, col in zip(frame.columns, cols)]
     nw = max(len(str(i)) for i in frame.index)
     out = [" " * nw + " " + " ".join(str(c).rjust(w) for c, w in zip(frame.columns, widths))]

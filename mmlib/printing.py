@@ -39,16 +39,6 @@ def format_r(values, digits: int = 4) -> list[str]:
     return fixed
 
 
-def format_digits(values, digits: int = 4) -> list[str]:
-    """R's ``format(values, digits = digits)`` in fixed notation: as many decimals as the value
-    needing the most to show ``digits`` significant digits, right-aligned to a common width."""
-    x = np.asarray(values, dtype=float)
-    need = max((_decimals(v, digits) for v in x[np.isfinite(x)]), default=0)
-    texts = [f"{v:.{need}f}" for v in x]
-    width = max(len(t) for t in texts)
-    return [t.rjust(width) for t in texts]
-
-
 def _decimals(v: float, digits: int) -> int:
     """Decimals needed to show ``v`` to ``digits`` significant digits, trailing zeros dropped."""
     if v == 0:
@@ -377,7 +367,7 @@ def _lower_triangle(C: np.ndarray) -> list[str]:
     K = len(C)
     names = [str(k + 1) for k in range(K)]  # nlme numbers the positions 1..K
     rows, cols = np.tril_indices(K, -1)
-    texts = format_digits(np.round(C[rows, cols], 3), 4)
+    texts = format_real(np.round(C[rows, cols], 3), 4)
     cells = [["" for _ in range(K - 1)] for _ in range(K - 1)]
     for t, i, j in zip(texts, rows, cols):
         cells[i - 1][j] = t
@@ -517,7 +507,7 @@ def _pdmat_lines(names, cov, sigma, structure, correlated, labels, resid) -> lis
     # a character matrix printed left-aligned: the standard deviations formatted together
     # (with sigma's), the correlations below the diagonal, the first row the columns' labels
     rows = list(names) + (["Residual"] if resid else [])
-    sdt = format_digits(np.concatenate([sd, [sigma] if resid else []]), 4)
+    sdt = format_real(np.concatenate([sd, [sigma] if resid else []]), 4)
     corr = cov / np.outer(sd, sd)
     cells = [["" for _ in range(q - 1)] for _ in rows]
     if labels:

@@ -239,11 +239,11 @@ class VarConstPower(_CovariateFunc):
     def describe(self, u) -> list[str]:
         lines = VarFunc.describe(self, u)
         if self.stratum:  # nlme prints a stratum-by-parameter matrix
-            from .printing import format_digits
+            from .printing import format_real
 
             const, power = self._split(u)
             frame = pd.DataFrame({"const": const, "power": power}, index=self.strata)
-            texts = {c: format_digits(frame[c].to_numpy(), 4) for c in frame.columns}
+            texts = {c: format_real(frame[c].to_numpy(), 4) for c in frame.columns}
             width = {c: max(len(c), *(len(t) for t in texts[c])) for c in frame.columns}
             nw = max(len(n) for n in frame.index)
             lines = lines[:3] + [" Parameter estimates:",
