@@ -202,15 +202,23 @@ def kenward_roger(bryk: pd.DataFrame, reps: int) -> None:
     fits = {name: LMM[name](bryk) for name in ("bryk.lmer.1", "bryk.lmer.2")}
     ours = {name: median_time(lambda m=m: Anova(m, test="F"), reps) for name, m in fits.items()}
     r = _rscript("kr_r.R", "R (pbkrtest)", "1") if shutil.which("Rscript") else None
+    print(f"\nAnova(test = 'F') with Kenward-Roger df (mmlib: median of {reps}; R: car 3.1 + pbkrtest, one run)")
+    print(ratio_table(ours, {"pbkrtest": r}, "ms").round(1).to_string())
+
+
+def ratio_table(ours: dict[str, float], peers: dict[str, dict[str, float] | None], unit: str = "ms") -> pd.DataFrame:
+    """mmlib's times beside each peer's (a peer that was not timed, or not on a fit, is left
+    out), with the peer / mmlib ratio: above 1, mmlib is faster. Times in seconds, shown in ``unit``."""
+    scale = {"ms": 1000.0, "s": 1.0}[unit]
     rows = []
     for name, t in ours.items():
-        row = {"fit": name, "mmlib ms": 1000 * t}
-        if r:
-            row["pbkrtest ms"] = 1000 * r[name]
-            row["pbkrtest / mmlib"] = r[name] / t
+        row = {"fit": name, f"mmlib {unit}": scale * t}
+        for label, times in peers.items():
+            if times and name in times:
+                row[f"{label} {unit}"] = scale * times[name]
+                row[f"{label} / mmlib"] = times[name] / t
         rows.append(row)
-    print(f"\nAnova(test = 'F') with Kenward-Roger df (mmlib: median of {reps}; R: car 3.1 + pbkrtest, one run)")
-    print(pd.DataFrame(rows).set_index("fit").round(1).to_string())
+    return pd.DataFrame(rows).set_index("fit")
 
 
 def main(reps: int = 5) -> None:
@@ -227,19 +235,7 @@ def main(reps: int = 5) -> None:
             "piq ~ theta1 + theta2*exp(-theta3*days)", wong,
             fixed={"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"},
             random={"id": random}, start=[100, -2, -10, 0, 0.007]), reps)
-    r = time_r(reps)
-    other = time_glmm(bryk, reps)
-    rows = []
-    for name, t in ours.items():
-        row = {"fit": name, "mmlib ms": 1000 * t}
-        if r:
-            row["R ms"] = 1000 * r[name]
-            row["R / mmlib"] = r[name] / t
-        if other and name in other:
-            row["glmm ms"] = 1000 * other[name]
-            row["glmm / mmlib"] = other[name] / t
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index("fit")
+    table = ratio_table(ours, {"R": time_r(reps), "glmm": time_glmm(bryk, reps)}, "ms")
     print(f"\nLinear and nonlinear mixed models of the appendix (median of {reps}; R: nlme for lme "
           "and nlme, lme4 for lmer)")
     print(table.round(2).to_string())
@@ -247,20 +243,9 @@ def main(reps: int = 5) -> None:
     k = migraine()
     ours_glmm = {name: median_time(lambda f=f, o=o: glmer(f, k, optimizer=o), max(1, reps // 2))
                  for name, (f, o) in GLMM.items()}
-    r_glmm = time_r_glmm()
-    pkg = time_glmm_pkg_migraine(k, max(1, reps // 2))
-    rows = []
-    for name, t in ours_glmm.items():
-        row = {"fit": name, "mmlib s": t}
-        if r_glmm:
-            row["lme4 s"] = r_glmm[name]
-            row["lme4 / mmlib"] = r_glmm[name] / t
-        if pkg and name in pkg:
-            row["glmm s"] = pkg[name]
-            row["glmm / mmlib"] = pkg[name] / t
-        rows.append(row)
+    peers_glmm = {"lme4": time_r_glmm(), "glmm": time_glmm_pkg_migraine(k, max(1, reps // 2))}
     print("\nBinomial GLMMs of the appendix (lme4: one run each; mod.mig.1a etc. with optimx/nlminb as there)")
-    print(pd.DataFrame(rows).set_index("fit").round(3).to_string())
+    print(ratio_table(ours_glmm, peers_glmm, "s").round(3).to_string())
     secs, n = large_glmm()
     print(f"\nglmer(y ~ x + (x | g), binomial) on {n:,} simulated observations in 1,000 groups: {secs:.2f} s")
 
