@@ -678,12 +678,6 @@ class Satterthwaite:
         return {"F": F, "F_unscaled": F, "NumDF": L.shape[0], "DenDF": _fstat_ddf(df)}
 
 
-def satterthwaite(fit, L) -> tuple[np.ndarray, np.ndarray]:
-    """The variances of the contrasts ``L`` (rows) of an lmer fit and their Satterthwaite df
-    (see :class:`Satterthwaite`)."""
-    return Satterthwaite(fit).contrasts(L)
-
-
 # ------------------------------------------------------------------ lmerTest's tables
 def _small_sample(model, ddf: str):
     """The test object for ``ddf``: Satterthwaite or Kenward-Roger."""

@@ -720,19 +720,11 @@ class LinearMixedModel(StructuredErrors, FittedModel):
             rows.append({self.correlation.parameter: v, "logLik": -0.5 * held.objective(theta, self.REML)})
         return pd.DataFrame(rows)
 
-    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
-        """lme4's table; ``ddf="Satterthwaite"`` adds lmerTest's df and Pr(>|t|) columns."""
+    def coef_table(self) -> pd.DataFrame:
+        """lme4's table (``LmerMod.coef_table(ddf=)`` adds lmerTest's columns)."""
         se = self.se.to_numpy()
-        t = self.beta / se
-        if ddf is None:
-            return pd.DataFrame({"Estimate": self.beta, "Std. Error": se, "t value": t}, index=self.coef_names)
-        if ddf != "Satterthwaite":
-            raise NotImplementedError(f"ddf={ddf!r}: 'Satterthwaite' is implemented (Kenward-Roger: Anova(test='F'))")
-        from .inference import satterthwaite
-
-        _, df = satterthwaite(self, np.eye(self.p))
-        return pd.DataFrame({"Estimate": self.beta, "Std. Error": se, "df": df, "t value": t,
-                             "Pr(>|t|)": 2 * special.stdtr(df, -np.abs(t))}, index=self.coef_names)
+        return pd.DataFrame({"Estimate": self.beta, "Std. Error": se, "t value": self.beta / se},
+                            index=self.coef_names)
 
     def scaled_residuals(self) -> np.ndarray:
         return (self.y - self.fitted().to_numpy()) / self.sigma
