@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from .pdmat import PdSymm
+from .pdmat import PdDiag, PdSymm
 
 SUMMARY_ROWS = ["Min.", "1st Qu.", "Median", "Mean", "3rd Qu.", "Max."]
 
@@ -483,22 +483,20 @@ def _nlme_random_lines(m) -> list[str]:
             cov = scipy.linalg.block_diag(*[c for _, c in parts])
             if composite is not None:
                 out += ["", f" Block {k + 1}: {', '.join(names)}"]
-            pd_obj = source.pd if source.pd is not None else (PdSymm("~1") if source.correlated else None)
-            structure = pd_obj.structure if pd_obj is not None else "Diagonal"
-            correlated = pd_obj is not None and type(pd_obj).__name__ in ("PdSymm", "PdCompSymm")
             out.append(f" Formula: ~{_deparse(source.expr)} | {_level_label(group)}")
-            out += _pdmat_lines(names, cov, m.sigma, structure, correlated,
-                                labels=type(pd_obj).__name__ == "PdSymm",
-                                resid=last and k == len(blocks) - 1)
+            pd_obj = source.pd if source.pd is not None else (PdSymm("~ 1") if source.correlated else PdDiag("~ 1"))
+            out += _pdmat_lines(names, cov, m.sigma, pd_obj, resid=last and k == len(blocks) - 1)
     return out
 
 
-def _pdmat_lines(names, cov, sigma, structure, correlated, labels, resid) -> list[str]:
-    """One pdMat's standard deviations (and correlations) as nlme prints them."""
+def _pdmat_lines(names, cov, sigma, pd_obj, resid) -> list[str]:
+    """One pdMat's standard deviations (and correlations, for PdSymm and PdCompSymm, with the
+    columns labelled for PdSymm) as nlme prints them."""
     sd = np.sqrt(np.diag(cov))
     q = len(names)
-    lines = [] if q == 1 else [f" Structure: {structure}"]
-    if q == 1 or not correlated:
+    kind = type(pd_obj).__name__
+    lines = [] if q == 1 else [f" Structure: {pd_obj.structure}"]
+    if q == 1 or kind not in ("PdSymm", "PdCompSymm"):
         cols = list(names) + (["Residual"] if resid else [])
         texts = [format_r([v], 4)[0] for v in list(sd) + ([sigma] if resid else [])]
         widths = [max(len(n), len(t)) for n, t in zip(cols, texts)]
@@ -510,7 +508,7 @@ def _pdmat_lines(names, cov, sigma, structure, correlated, labels, resid) -> lis
     sdt = format_real(np.concatenate([sd, [sigma] if resid else []]), 4)
     corr = cov / np.outer(sd, sd)
     cells = [["" for _ in range(q - 1)] for _ in rows]
-    if labels:
+    if kind == "PdSymm":
         cells[0] = [abbreviate(n, 6) for n in names[:-1]]
     for i in range(1, q):
         for j in range(i):
@@ -587,9 +585,7 @@ class NlmeSummary(LmeSummary):
             lines += ([""] if k else []) + ([f" Formula: {specs[0]} | {label}"] if len(specs) == 1 else
                                             [f" Formula: list({', '.join(specs)})", f" Level: {label}"])
             pd_obj = lev.pd if lev.pd is not None else PdSymm("~ 1")
-            lines += _pdmat_lines(lev.names, cov, m.sigma, pd_obj.structure if pd_obj.correlated else "Diagonal",
-                                  type(pd_obj).__name__ in ("PdSymm", "PdCompSymm"),
-                                  labels=type(pd_obj).__name__ == "PdSymm", resid=k == len(covs) - 1)
+            lines += _pdmat_lines(lev.names, cov, m.sigma, pd_obj, resid=k == len(covs) - 1)
         if m.variance is not None:  # nlme: no blank line between it and the fixed effects
             lines += [""] + m.variance.describe(m.theta[m.criterion.ntheta:])
         fixed = ", ".join(f"{p} {m.fixed_text[p].strip()}" for p in m.params)
