@@ -109,6 +109,10 @@ class CorStruct:
     def start(self) -> np.ndarray:
         return self.to_unconstrained(np.array([self.value]))
 
+    def names(self) -> list[str]:
+        """The parameters' names as nlme prints them."""
+        return [self.parameter]
+
     def derivatives(self, u: np.ndarray) -> list[np.ndarray]:
         """d C / d u_k for each parameter (padded as :meth:`matrices`), by fourth-order differences
         of the matrices alone (no factorization): ~1e-12 relative."""

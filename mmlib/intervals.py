@@ -302,7 +302,7 @@ def _varcov_intervals(fit, level, mixed):
             i, j = c._pairs()
             names = [f"cor({b + 1},{a + 1})" for a, b in zip(i, j)]
         else:
-            names = c.names() if hasattr(c, "names") else [c.parameter]
+            names = c.names()
         cor = _frame(*nat, names)
     if variance is not None:
         vf = variance

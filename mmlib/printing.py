@@ -353,7 +353,7 @@ def _structure_lines(m, params) -> list[str]:
         if hasattr(cor, "full"):  # CorSymm: the correlation matrix's lower triangle
             lines += [" Correlation: "] + _lower_triangle(cor.full(params[:cor.n_params]))
         else:
-            names = cor.names() if hasattr(cor, "names") else [cor.parameter]
+            names = cor.names()
             lines.append(_vector_common(pd.Series(m.cor_params, index=names), format_real(m.cor_params, 4)))
     if m.variance is not None:
         k = m.correlation.n_params if m.correlation is not None else 0
