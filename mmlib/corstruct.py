@@ -79,7 +79,7 @@ class CorStruct:
         self.times = times
         self.valid = np.zeros((m, self.nmax), dtype=bool)
         self.valid[codes, position] = True
-        self._lags = None
+        self._lags = self._pairs_valid = self._int_lags = None  # caches of this data's layout
 
     def _check_ties(self, times: np.ndarray) -> None:
         s = np.sort(times, axis=1)
@@ -115,11 +115,31 @@ class CorStruct:
 
     def derivatives(self, u: np.ndarray) -> list[np.ndarray]:
         """d C / d u_k for each parameter (padded as :meth:`matrices`), by fourth-order differences
-        of the matrices alone (no factorization): ~1e-12 relative."""
+        of the matrices alone (no factorization): ~1e-12 relative. A structure whose matrices
+        are a small table read at each pair of observations (an ARMA's autocorrelations by lag,
+        a general correlation matrix by position) differentiates the table instead
+        (:meth:`_table`), so the derivatives cost four tables, not four padded stacks, a parameter."""
         from .optimizer import fourth_order_difference
 
         u = np.asarray(u, dtype=float)
+        if self._table is not None:
+            index, pairs = self._table_index()
+            return [fourth_order_difference(self._table, u, k)[index] * pairs for k in range(u.size)]
         return [fourth_order_difference(self.matrices, u, k) for k in range(u.size)]
+
+    # the structure's correlations as a small table of u, read at ``_table_index()``; None when
+    # its matrices are not such a table
+    _table = None
+    _pairs_valid = _int_lags = None
+
+    def _table_index(self):
+        raise NotImplementedError
+
+    def _pair_mask(self) -> np.ndarray:
+        """1.0 at every pair of a group's observations, 0 where either slot is empty (cached)."""
+        if self._pairs_valid is None:
+            self._pairs_valid = (self.valid[:, :, None] & self.valid[:, None, :]).astype(float)
+        return self._pairs_valid
 
     def matrices(self, u: np.ndarray) -> np.ndarray:
         """Correlation matrices (m, nmax, nmax), identity in empty slots, for unconstrained ``u``."""
@@ -128,7 +148,7 @@ class CorStruct:
     def _masked(self, C: np.ndarray) -> np.ndarray:
         """Correlations between a group's observations as given, the identity elsewhere (empty
         slots, and 1 on the diagonal)."""
-        C = np.where(self.valid[:, :, None] & self.valid[:, None, :], C, 0.0)
+        C = C * self._pair_mask()
         idx = np.arange(self.nmax)
         C[:, idx, idx] = 1.0
         return C
@@ -389,7 +409,7 @@ def _integer_positions(cor: CorStruct, frame: pd.DataFrame) -> None:
                                  f"values (e.g. {t[t != np.round(t)][0]:g})")
     else:  # the order of the observations within each group
         cor.times = np.where(cor.valid, np.arange(cor.nmax, dtype=float)[None, :], np.nan)
-        cor._lags = None
+        cor._lags = cor._int_lags = None
 
 
 def _from_partial(r: np.ndarray) -> np.ndarray:
@@ -405,27 +425,29 @@ def _from_partial(r: np.ndarray) -> np.ndarray:
 def arma_acf(phi: np.ndarray, theta: np.ndarray, nlags: int) -> np.ndarray:
     """Autocorrelations at lags 0..nlags of x_t = sum phi_i x_(t-i) + a_t + sum theta_j a_(t-j)
     (Brockwell & Davis 1991, sec. 3.3): the psi weights, then gamma(0..p) from p + 1 linear
-    equations, then the recursion gamma(k) = sum phi_i gamma(k - i) + c_k."""
-    phi, theta = np.asarray(phi, dtype=float), np.asarray(theta, dtype=float)
+    equations, then the recursion gamma(k) = sum phi_i gamma(k - i) + c_k. The recursions run
+    on Python floats: a few orders by some thirty lags, where numpy's per-call cost would be
+    most of an lme evaluation (this is called at every one, and four times a parameter for
+    the derivatives)."""
+    phi, theta = [float(v) for v in phi], [float(v) for v in theta]
     p, q = len(phi), len(theta)
-    th = np.concatenate([[1.0], theta])
-    psi = np.zeros(q + 1)
+    th = [1.0] + theta
+    psi = []
     for j in range(q + 1):
-        psi[j] = th[j] + (phi[:min(j, p)] @ psi[j - 1::-1][:min(j, p)] if j else 0.0)
+        psi.append(th[j] + sum(phi[i] * psi[j - 1 - i] for i in range(min(j, p))))
     size = max(p, nlags) + 1
-    c = np.zeros(size)
-    for k in range(min(q, size - 1) + 1):
-        c[k] = th[k:] @ psi[:q + 1 - k]
+    c = [sum(th[k + i] * psi[i] for i in range(q + 1 - k)) if k <= q else 0.0 for k in range(size)]
     A = np.eye(p + 1)
     for k in range(p + 1):
         for i in range(1, p + 1):
             A[k, abs(k - i)] -= phi[i - 1]
-    gamma = np.zeros(size)
-    gamma[:p + 1] = np.linalg.solve(A, c[:p + 1])
-    back = phi[::-1]
+    gamma = [float(v) for v in np.linalg.solve(A, c[:p + 1])] if p else [c[0]]
     for k in range(p + 1, size):
-        gamma[k] = back @ gamma[k - p:k] + c[k]
-    return gamma[:nlags + 1] / gamma[0]
+        total = c[k]
+        for i in range(p):
+            total += phi[i] * gamma[k - 1 - i]
+        gamma.append(total)
+    return np.array(gamma[:nlags + 1]) / gamma[0]
 
 
 class CorARMA(CorStruct):
@@ -468,11 +490,17 @@ class CorARMA(CorStruct):
     def names(self) -> list[str]:
         return [f"Phi{i + 1}" for i in range(self.p)] + [f"Theta{j + 1}" for j in range(self.q)]
 
+    def _table(self, u):
+        """The autocorrelations at lags 0 .. the largest in the data."""
+        return arma_acf(*self.coefficients(u), int(self._table_index()[0].max()))
+
+    def _table_index(self):
+        if self._int_lags is None:
+            self._int_lags = self.lags.astype(int)
+        return self._int_lags, self._pair_mask()
+
     def matrices(self, u):
-        phi, theta = self.coefficients(u)
-        lags = self.lags.astype(int)
-        rho = arma_acf(phi, theta, int(lags.max()))
-        return self._masked(rho[lags])
+        return self._masked(self._table(u)[self._table_index()[0]])
 
 
 class CorSymm(CorStruct):
@@ -548,6 +576,12 @@ class CorSymm(CorStruct):
             rest = 1.0 - float(np.sum(L[i, :j] ** 2))
             u.append(2 * np.arctanh(L[i, j] / np.sqrt(rest)))
         return np.array(u)
+
+    def _table(self, u):
+        return self.full(u)
+
+    def _table_index(self):
+        return (self.slot[:, :, None], self.slot[:, None, :]), self._pair_mask()
 
     def matrices(self, u):
         return self._masked(self.full(u)[self.slot[:, :, None], self.slot[:, None, :]])
