@@ -34,7 +34,7 @@ from .corstruct import CorStruct
 from .fitted import FittedModel
 from .formula import FormulaError, parse
 from .linalg import marginal_gradient
-from .optimizer import central_jacobian
+from .optimizer import Minimizer, central_jacobian
 from .optsummary import ConvergenceWarning
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
 
@@ -179,17 +179,25 @@ class GlsFit(StructuredErrors, FittedModel):
         return u
 
     def _polish(self, f, u):
-        """Newton steps, a chord method (the Hessian, differences of the gradient, formed once),
-        while the criterion does not rise and a step still moves the parameters."""
+        """Newton steps on the exact gradient until a step no longer moves the parameters:
+        ``mmlib.optimizer``'s polish (its Hessian from forward differences, one gradient a
+        parameter), and where that does not settle (a spherical correlation's kinks at the
+        range make forward differences poor), a chord method on the fourth-order difference
+        Hessian from the same point."""
+        x = Minimizer.newton_polish(u, f, self._gradient, np.full(u.size, -np.inf))[0]
+        if self._settled(f, x):
+            return x
         try:
             factor = scipy.linalg.cho_factor(central_jacobian(self._gradient, u))
         except (np.linalg.LinAlgError, ValueError):
             return u
+        value = f(u)
         for _ in range(20):
             step = -scipy.linalg.cho_solve(factor, self._gradient(u))
-            if not (np.all(np.isfinite(step)) and f(u + step) <= f(u) + 1e-12 * abs(f(u))):
+            trial = f(u + step) if np.all(np.isfinite(step)) else np.nan
+            if not trial <= value + 1e-12 * abs(value):
                 break
-            u = u + step
+            u, value = u + step, trial
             if np.max(np.abs(step) / np.maximum(1.0, np.abs(u))) < 1e-11:
                 break
         return u

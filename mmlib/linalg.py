@@ -58,7 +58,7 @@ def batched_cholesky(A: np.ndarray) -> np.ndarray:
     return L
 
 
-def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
+def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, scoring_df: int | None = None):
     """The gradient of the profiled (RE)ML criterion -2 l of a model whose groups are
     independent with covariance sigma^2 V_i, in parameters whose derivatives dV_k are given:
     the padded arrays V (groups, nmax, nmax; the identity in empty slots), dV_k alike, X
@@ -73,7 +73,10 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     It serves gls (V = G C G) and lme with correlated errors (V = Z Lambda Lambda' Z' + G C G,
     the same criterion by the determinant lemma). ``scoring=True`` also returns the expected
     Hessian with sigma profiled out (Fisher scoring's matrix): tr(V^-1 dV_k V^-1 dV_l) -
-    t_k t_l / dof, t_k = tr(V^-1 dV_k)."""
+    t_k t_l / df, t_k = tr(V^-1 dV_k), df = ``scoring_df`` or dof. With df = n it is the Schur
+    complement of sigma's row in the information of (sigma^2, u), positive semi-definite (a
+    Gram matrix of I, V^-1 dV_1, ... in the trace inner product); REML's n - p can make it
+    indefinite."""
     p = X.shape[2]
     try:
         Vinv = np.linalg.inv(V)
@@ -99,7 +102,7 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     P = [Vinv @ dV for dV in dVs]
     t = np.array([float(np.einsum("gii->", Pk)) for Pk in P])
     W = np.array([[float(np.einsum("gij,gji->", Pk, Pl)) for Pl in P] for Pk in P])
-    return g, W - np.outer(t, t) / dof
+    return g, W - np.outer(t, t) / (scoring_df or dof)
 
 
 def batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:

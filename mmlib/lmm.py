@@ -37,7 +37,7 @@ from . import design as dsg
 from .corstruct import CorStructError
 from .pdmat import BlockMap, Tied
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
-from .covariance import VarCorr, theta_layout
+from .covariance import VarCorr, lower_indices, theta_layout
 from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
                             re_form_groups)
@@ -322,6 +322,26 @@ class CorrelatedLMMCriterion(LMMCriterion):
         system = self.whitened(params[self.ntheta:])[0]
         return system.gradient(self.lambdas(params), sol.state, sol.beta, sol.RX, sol.r2,
                                reml, self.n, self.blocks[0])
+
+    def scoring(self, params, reml: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The gradient and Fisher scoring's matrix in every parameter, from each group's
+        marginal covariance V_i = Z_i Lambda Lambda' Z_i' + G_i C_i G_i
+        (:func:`mmlib.linalg.marginal_gradient`): dV = Z_i (E Lambda' + Lambda E') Z_i' for
+        theta's element at Lambda[r, c] (E = e_r e_c'), the structure's own dV for the rest."""
+        params = np.asarray(params, dtype=float)
+        k = self.ntheta
+        u = params[k:]
+        q, p = self.terms[0].q, self.p
+        Z, X, y = self.padded[:, :, :q], self.padded[:, :, q:q + p], self.padded[:, :, q + p]
+        ZL = Z @ self.lambdas(params)[0]
+        V = ZL @ np.swapaxes(ZL, 1, 2) + self.cor.matrices(u)
+        dVs = []
+        for r, c in zip(*lower_indices(q)):
+            part = Z[:, :, r, None] * ZL[:, None, :, c]
+            dVs.append(part + np.swapaxes(part, 1, 2))
+        # the positive semi-definite form (df = n) for REML fits too: scoring needs a metric
+        return marginal_gradient(V, dVs + list(self.cor.derivatives(u)), X, y, reml, self.n, scoring=True,
+                                 scoring_df=self.n)
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact: in theta from the whitened model (an ordinary one); in the correlation's and

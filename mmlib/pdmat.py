@@ -329,6 +329,18 @@ class Tied(Minimizer):
             return self.numerical_gradient(phi, reml)
         return self.jacobian(phi).T @ self.inner.gradient(self.theta(phi), reml)
 
+    @property
+    def scoring(self):
+        """Fisher scoring's gradient and matrix in phi (J'g, J'WJ), where the criterion has them."""
+        if not hasattr(self.inner, "scoring"):
+            raise AttributeError("scoring")
+
+        def scoring(phi, reml: bool):
+            g, W = self.inner.scoring(self.theta(phi), reml)
+            J = self.jacobian(phi)
+            return J.T @ g, J.T @ W @ J
+        return scoring
+
     # --- what the fit asks of its criterion -----------------------------------------
     def solve(self, phi, reml: bool):
         return self.inner.solve(self.theta(phi), reml)
