@@ -463,6 +463,10 @@ class LinearMixedModel(StructuredErrors, FittedModel):
             self.criterion = LMMCriterion(y, X, terms, extra_logdet)
         elif self.weights is not None:
             raise NotImplementedError("prior weights with a correlation structure are not implemented")
+        elif len({t.group for t in terms}) > 1 or len(getattr(correlation, "group_factors", [])) > 1:
+            # random effects at several levels, or correlation groups finer than the one level's
+            from .corlevels import LevelsCorrelatedCriterion
+            self.criterion = LevelsCorrelatedCriterion(y, X, terms, structure, self.frame)
         elif len(terms) > 1 and len({t.group for t in terms}) == 1:
             # a PdDiag or PdBlocked level: its terms as one term with a block-diagonal Lambda,
             # which the correlation's group-by-group whitening takes
