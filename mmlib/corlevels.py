@@ -14,8 +14,9 @@ independent, so for fixed structure parameters u the model is an ordinary multi-
     log|G C G| = sum_i log|G_i C_i G_i|,
 
 (the Jacobian of the whitening), and the multi-term systems of :mod:`mmlib.linalg`
-(:class:`~mmlib.linalg.CrossedSystem`, or :class:`~mmlib.linalg.SparseSystem` for a large
-tail) give its profiled criterion and theta-gradient.
+(:class:`~mmlib.linalg.CrossedSystem`, :class:`~mmlib.linalg.SparseSystem` for a large tail,
+or :class:`~mmlib.linalg.BlockSystem` for one level whose groups hold several correlation groups)
+give its profiled criterion and theta-gradient.
 
 The gradient in u comes from the marginal covariance of each OUTERMOST group g, which holds
 all of its inner groups' effects:
@@ -40,7 +41,7 @@ import numpy as np
 
 from . import design as dsg
 from .corstruct import CorStructError
-from .linalg import CrossedSystem, SparseSystem, marginal_gradient
+from .linalg import BlockSystem, SparseSystem, marginal_gradient
 from .lmm import LMMCriterion, _profile, _Solution
 from .randomeffects import grouping_levels, level_name
 from .varfunc import Weighted
@@ -111,7 +112,8 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         # every whitened row keeps its groups: a correlation group lies in one group of each term
         terms = [dsg.ReTerm(t.group, t.levels, t.codes, Z, t.names, t.expr, t.spec, t.source)
                  for t, Z in zip(self.terms, Zs)]
-        system = self.system_type(terms, Xw, yw, self.blocks)
+        system = (BlockSystem.from_rows(terms[0], Xw, yw) if self.system_type is BlockSystem
+                  else self.system_type(terms, Xw, yw, self.blocks))
         out = (system, Xw.T @ Xw, Xw.T @ yw, float(yw @ yw), logdet)
         self._white = (key, out)
         return out
@@ -122,16 +124,20 @@ class LevelsCorrelatedCriterion(LMMCriterion):
             system, XtX, Xty, yty, logdet = self.whitened(u)
         except np.linalg.LinAlgError:
             return _Solution(np.inf, None, None, np.nan, None)
-        return _profile(system, theta, XtX, Xty, yty, self.n, self.p, reml, logdet)
+        return _profile(system, self._arg(theta), XtX, Xty, yty, self.n, self.p, reml, logdet)
+
+    def _arg(self, theta):
+        """What the system takes: one term's (block-diagonal) system its Lambda, the others theta."""
+        return self.lambdas(theta) if self.system_type is BlockSystem else theta
 
     def modes(self, params, solution: _Solution) -> list[np.ndarray]:
         params = np.asarray(params, dtype=float)
         system = self.whitened(params[self.ntheta:])[0]
-        return system.modes(params[:self.ntheta], solution.state, solution.beta)
+        return system.modes(self._arg(params[:self.ntheta]), solution.state, solution.beta)
 
     def conditional_covariances(self, params) -> list[np.ndarray]:
         params = np.asarray(params, dtype=float)
-        return self.whitened(params[self.ntheta:])[0].conditional_covariances(params[:self.ntheta])
+        return self.whitened(params[self.ntheta:])[0].conditional_covariances(self._arg(params[:self.ntheta]))
 
     def gradient_theta(self, params, reml: bool) -> np.ndarray:
         """The gradient in theta alone, the structure held: that of the whitened ordinary model."""
@@ -142,7 +148,10 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         if not np.isfinite(sol.deviance):
             return np.full(self.ntheta, np.nan)
         system = self.whitened(params[self.ntheta:])[0]
-        return system.gradient(params[:self.ntheta], sol.state, sol.beta, sol.RX, sol.r2, reml, self.n)
+        theta = params[:self.ntheta]
+        if self.system_type is BlockSystem:
+            return system.gradient(self._arg(theta), sol.state, sol.beta, sol.RX, sol.r2, reml, self.n, self.blocks[0])
+        return system.gradient(theta, sol.state, sol.beta, sol.RX, sol.r2, reml, self.n)
 
     def _outer_layout(self):
         """Rows laid out by outermost group (slot of each row), and the pairs of rows that share
@@ -185,7 +194,7 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         return V
 
     def gradient(self, params, reml: bool) -> np.ndarray:
-        """Exact (with the CrossedSystem): in theta from the whitened model; in the structure's
+        """Exact (but numerical with a SparseSystem): in theta from the whitened model; in the structure's
         parameters from the outer groups' marginal covariances V_g (module docstring), where
         differences of the criterion would re-whiten and refactor four times a parameter."""
         params = np.asarray(params, dtype=float)

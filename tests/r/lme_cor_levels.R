@@ -2,8 +2,10 @@
 ## controls. Pixel with list(Dog = ~ day, Side = ~ 1) (P&B sec. 4.2.3) and corExp(~ day | Dog/Side),
 ## by ML with corCAR1, and with corExp and varIdent(~ 1 | Side); Oats with ~ 1 | Block/Variety and
 ## corAR1(~ 1 | Block/Variety), and by ML with corAR1(~ 1 | Block), which nlme replaces by the
-## innermost grouping with a warning ("cannot use smaller level of grouping for 'correlation'").
-##   Rscript tests/r/lme_cor_levels.R > tests/r/lme_cor_levels.txt 2>&1   (writes .json; intervals with
+## innermost grouping with a warning ("cannot use smaller level of grouping for 'correlation'"), and
+## with random = ~ 1 | Block and corAR1(~ 1 | Block/Variety), correlation groups finer than the random
+## effects' (one level: fitted, ranef and predict by level skipped there).
+##   Rscript tests/r/lme_cor_levels.R > tests/r/lme_cor_levels.txt 2>&1   (writes .json and _digits4.txt; intervals with
 ## nlme's apVar code on a Richardson Hessian)
 suppressPackageStartupMessages({library(nlme); library(jsonlite)})
 ctl <- lmeControl(msTol = 1e-12, tolerance = 1e-12, msMaxIter = 1000, maxIter = 1000, niterEM = 100)
@@ -23,7 +25,9 @@ fits <- list(
   oats_ar1 = lme(yield ~ nitro, data = oats, random = ~ 1 | Block/Variety,
                  correlation = corAR1(form = ~ 1 | Block/Variety), control = ctl),
   oats_ar1_outer_ml = lme(yield ~ nitro, data = oats, random = ~ 1 | Block/Variety, method = "ML",
-                          correlation = corAR1(form = ~ 1 | Block), control = ctl))
+                          correlation = corAR1(form = ~ 1 | Block), control = ctl),
+  oats_ar1_finer = lme(yield ~ nitro, data = oats, random = ~ 1 | Block,
+                       correlation = corAR1(form = ~ 1 | Block/Variety), control = ctl))
 out <- list(meta = list(R = R.version.string, packages = paste("nlme", format(packageVersion("nlme")))))
 for (name in names(fits)) {
   f <- fits[[name]]
@@ -34,8 +38,10 @@ for (name in names(fits)) {
                f$sigma),
     corpar = unname(coef(f$modelStruct$corStruct, unconstrained = FALSE)),
     varpar = if (is.null(f$modelStruct$varStruct)) NULL else unname(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
-    fitted = unname(fitted(f, level = 0:2)), ranef_outer = unname(as.matrix(ranef(f)[[1]])),
-    ranef_inner = unname(as.matrix(ranef(f)[[2]])), ranef_inner_names = rownames(ranef(f)[[2]]))
+    fitted = if (ncol(f$groups) == 2) unname(fitted(f, level = 0:2)),
+    ranef_outer = unname(as.matrix(if (ncol(f$groups) == 2) ranef(f)[[1]] else ranef(f))),
+    ranef_inner = if (ncol(f$groups) == 2) unname(as.matrix(ranef(f)[[2]])),
+    ranef_inner_names = if (ncol(f$groups) == 2) rownames(ranef(f)[[2]]))
   cat("\n==", name, "\n"); print(summary(f))
 }
 source("tests/r/richardson_apvar.R")  # with_richardson(): the intervals the tests compare with
@@ -54,3 +60,7 @@ new <- data.frame(Dog = factor(c("1", "4", "4"), levels = levels(pixel$Dog)), Si
 out$pixel_exp$predict <- unname(as.matrix(predict(f, new, level = 0:2)[, -(1:2)]))
 cat("\n== predict pixel_exp, level = 0:2\n"); print(predict(f, new, level = 0:2))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/lme_cor_levels.json")
+## the summaries at options(digits = 4), the digits mmlib's printer uses (the tests compare them)
+sink("tests/r/lme_cor_levels_digits4.txt"); options(digits = 4)
+for (name in names(fits)) { cat("==", name, "\n"); print(summary(fits[[name]])) }
+sink()
