@@ -932,7 +932,8 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
     """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``.
 
     ``correlation`` takes a within-group error-correlation structure (``mmlib.corstruct``,
-    e.g. ``CorCAR1("~ age | subject")``); ``weights`` a variance function (``mmlib.varfunc``,
+    e.g. ``CorCAR1("~ age | subject")``; with several levels ``CorAR1("~ 1 | Block/Variety")``, its
+    grouping resolved as nlme's: see ``mmlib.corlevels``); ``weights`` a variance function (``mmlib.varfunc``,
     e.g. ``VarIdent("~ 1 | Sex")``, ``VarPower("~ age")``), or a one-sided formula ``"~ v"`` for
     nlme's ``varFixed``.  A fit that does not converge raises :class:`ConvergenceError` unless
     ``return_object=True``.

@@ -42,6 +42,13 @@ for (name in names(fits)) {
     ranef_outer = unname(as.matrix(if (ncol(f$groups) == 2) ranef(f)[[1]] else ranef(f))),
     ranef_inner = if (ncol(f$groups) == 2) unname(as.matrix(ranef(f)[[2]])),
     ranef_inner_names = if (ncol(f$groups) == 2) rownames(ranef(f)[[2]]))
+  # normalized residuals from the same model refitted on the rows sorted by group: on Pixel's
+  # rows (Dog 1 R, 2 R, ..., then the L sides) nlme 3.1-162 whitens the residuals, kept in data
+  # order, by the factors of the groups in sorted order (wrong rows); sorted, it is the definition
+  d <- f$data
+  ord <- if ("Dog" %in% names(d)) order(d$Dog, d$Side) else order(d$Block, d$Variety)
+  out[[name]]$sorted_rows <- ord
+  out[[name]]$resid_normalized <- unname(resid(update(f, data = d[ord, ]), type = "normalized"))
   cat("\n==", name, "\n"); print(summary(f))
 }
 source("tests/r/richardson_apvar.R")  # with_richardson(): the intervals the tests compare with
