@@ -81,7 +81,7 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         levels, codes = dsg.grouping_factor(frame, group)
         structure.set_data(frame, codes, len(levels))
         super().__init__(y, X, terms)
-        self.structure = self.cor = structure
+        self.structure = structure
         if isinstance(self.system, SparseSystem):  # a tail too large for the exact theta-gradient
             self.analytic, self.n_numeric = False, None
         else:

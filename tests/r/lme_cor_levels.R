@@ -1,6 +1,7 @@
 ## A within-group correlation beside random effects at two nested levels: nlme 3.1-162, tight
 ## controls. Pixel with list(Dog = ~ day, Side = ~ 1) (P&B sec. 4.2.3) and corExp(~ day | Dog/Side),
-## by ML with corCAR1, and with corExp and varIdent(~ 1 | Side); Oats with ~ 1 | Block/Variety and
+## by ML with corCAR1, with corExp and varIdent(~ 1 | Side), with pdDiag(~ day) for Dog and corExp, and
+## with varIdent(~ 1 | Side) alone (a variance function beside two levels); Oats with ~ 1 | Block/Variety and
 ## corAR1(~ 1 | Block/Variety), and by ML with corAR1(~ 1 | Block), which nlme replaces by the
 ## innermost grouping with a warning ("cannot use smaller level of grouping for 'correlation'"), and
 ## with random = ~ 1 | Block and corAR1(~ 1 | Block/Variety), correlation groups finer than the random
@@ -22,6 +23,10 @@ fits <- list(
   pixel_exp_ident = lme(pixel ~ day + I(day^2), data = pixel, random = list(Dog = ~ day, Side = ~ 1),
                         correlation = corExp(form = ~ day | Dog/Side), weights = varIdent(form = ~ 1 | Side),
                         control = ctl),
+  pixel_diag_exp = lme(pixel ~ day + I(day^2), data = pixel, random = list(Dog = pdDiag(~ day), Side = ~ 1),
+                       correlation = corExp(form = ~ day | Dog/Side), control = ctl),
+  pixel_ident = lme(pixel ~ day + I(day^2), data = pixel, random = list(Dog = ~ day, Side = ~ 1),
+                    weights = varIdent(form = ~ 1 | Side), control = ctl),
   oats_ar1 = lme(yield ~ nitro, data = oats, random = ~ 1 | Block/Variety,
                  correlation = corAR1(form = ~ 1 | Block/Variety), control = ctl),
   oats_ar1_outer_ml = lme(yield ~ nitro, data = oats, random = ~ 1 | Block/Variety, method = "ML",
@@ -36,7 +41,7 @@ for (name in names(fits)) {
     # the levels' standard deviations (outer level first) and sigma, at full precision
     stddev = c(unlist(lapply(rev(as.list(f$modelStruct$reStruct)), function(p) sqrt(diag(as.matrix(p))))) * f$sigma,
                f$sigma),
-    corpar = unname(coef(f$modelStruct$corStruct, unconstrained = FALSE)),
+    corpar = if (is.null(f$modelStruct$corStruct)) NULL else unname(coef(f$modelStruct$corStruct, unconstrained = FALSE)),
     varpar = if (is.null(f$modelStruct$varStruct)) NULL else unname(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
     fitted = if (ncol(f$groups) == 2) unname(fitted(f, level = 0:2)),
     ranef_outer = unname(as.matrix(if (ncol(f$groups) == 2) ranef(f)[[1]] else ranef(f))),
@@ -58,7 +63,7 @@ for (name in names(fits)) {
   if (is.null(iv)) { cat("\n== intervals", name, ": not available\n"); next }
   cat("\n== intervals", name, "\n"); print(iv)
   out[[name]]$intervals <- list(fixed = tab(iv$fixed), reStruct = lapply(iv$reStruct, tab),
-                                corStruct = tab(iv$corStruct), sigma = unname(iv$sigma),
+                                corStruct = if (is.null(iv$corStruct)) NULL else tab(iv$corStruct), sigma = unname(iv$sigma),
                                 varStruct = if (is.null(iv$varStruct)) NULL else tab(iv$varStruct))
 }
 f <- fits$pixel_exp
