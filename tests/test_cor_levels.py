@@ -268,3 +268,16 @@ def test_a_large_tail_takes_the_sparse_system(monkeypatch):
     np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
     np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
     np.testing.assert_allclose(f.cor_params, [ref["corpar"]], rtol=1e-4)
+
+
+def test_gls_takes_a_nested_grouping():
+    """gls with corCompSymm(~ 1 | Block/Variety): the groups are the interaction, as nlme's."""
+    from mmlib import CorCompSymm, gls
+
+    ref = REF["gls_cs_nested"]
+    g = gls("yield ~ nitro", OATS, correlation=CorCompSymm("~ 1 | Block/Variety"))
+    np.testing.assert_allclose(g.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(g.beta, ref["coef"], rtol=1e-8)
+    np.testing.assert_allclose(g.se.to_numpy(), ref["se"], rtol=1e-6)
+    np.testing.assert_allclose(g.cor_params, [ref["corpar"]], rtol=1e-6)
+    assert " Formula: ~1 | Block/Variety " in repr(g.summary())

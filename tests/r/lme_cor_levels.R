@@ -71,6 +71,11 @@ new <- data.frame(Dog = factor(c("1", "4", "4"), levels = levels(pixel$Dog)), Si
                   day = c(2, 5, 10))
 out$pixel_exp$predict <- unname(as.matrix(predict(f, new, level = 0:2)[, -(1:2)]))
 cat("\n== predict pixel_exp, level = 0:2\n"); print(predict(f, new, level = 0:2))
+## gls with the same nested grouping (its groups are Block/Variety's)
+g <- gls(yield ~ nitro, data = oats, correlation = corCompSymm(form = ~ 1 | Block/Variety))
+cat("\n== gls_cs_nested\n"); print(summary(g))
+out$gls_cs_nested <- list(coef = unname(coef(g)), se = unname(sqrt(diag(vcov(g)))), logLik = as.numeric(logLik(g)),
+                          corpar = unname(coef(g$modelStruct$corStruct, unconstrained = FALSE)), sigma = g$sigma)
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/lme_cor_levels.json")
 ## the summaries at options(digits = 4), the digits mmlib's printer uses (the tests compare them)
 sink("tests/r/lme_cor_levels_digits4.txt"); options(digits = 4)
