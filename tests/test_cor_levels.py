@@ -178,7 +178,8 @@ def test_incompatible_grouping_is_refused_by_name(form, culprit):
 def _design(seed):
     """A small unbalanced two-level design drawn from the model: 5 outer groups a (random
     intercept and slope in x), 2 or 3 inner groups b in each (random intercept), 3 to 6
-    observations at distinct times t in each with CAR(1) errors, and two strata s."""
+    observations at distinct times t in each with CAR(1) errors, and two strata s; c splits
+    each b group in two (alternate rows) for a third level."""
     rng = np.random.default_rng(seed)
     rows = []
     for a in range(5):
@@ -188,10 +189,12 @@ def _design(seed):
             times = np.sort(rng.choice(np.arange(12), size=rng.integers(3, 7), replace=False))
             C = 0.5 ** np.abs(times[:, None] - times[None, :])
             e = np.linalg.cholesky(C) @ rng.normal(size=times.size)
-            for t, ei in zip(times, e):
+            uc = rng.normal(size=2)
+            for j, (t, ei) in enumerate(zip(times, e)):
                 x = rng.normal()
-                rows.append({"a": f"a{a}", "b": f"b{b}", "t": float(t), "x": x, "s": rng.choice(["u", "v"]),
-                             "y": 1 + 0.5 * x + ua[0] + ua[1] * x + ub + ei})
+                rows.append({"a": f"a{a}", "b": f"b{b}", "c": f"c{j % 2}", "t": float(t), "x": x,
+                             "s": rng.choice(["u", "v"]),
+                             "y": 1 + 0.5 * x + ua[0] + ua[1] * x + ub + uc[j % 2] + ei})
     return pd.DataFrame(rows)
 
 
@@ -208,7 +211,7 @@ def _dense_criterion(crit: LevelsCorrelatedCriterion, params, reml, d, kind):
             Zfull[i, term.codes[i] * term.q:(term.codes[i] + 1) * term.q] = term.Z[i]
         V += Zfull @ np.kron(np.eye(term.m), lam @ lam.T) @ Zfull.T
     phi = 1 / (1 + np.exp(-u[0]))
-    groups = (d.a + "/" + d.b).to_numpy()
+    groups = (d.a + "/" + d.b + ("/" + d.c if kind == "three_levels" else "")).to_numpy()
     same = groups[:, None] == groups[None, :]
     C = np.where(same, phi ** np.abs(d.t.to_numpy()[:, None] - d.t.to_numpy()[None, :]), 0.0)
     g = np.ones(n)
@@ -230,14 +233,15 @@ def _dense_criterion(crit: LevelsCorrelatedCriterion, params, reml, d, kind):
     return dev
 
 
-@pytest.mark.parametrize("kind", ["two_levels", "ident", "finer"])
-@pytest.mark.parametrize("seed", [1, 8])  # designs with an interior optimum
+@pytest.mark.parametrize("kind", ["two_levels", "ident", "finer", "three_levels"])
+@pytest.mark.parametrize("seed", [1, 5])  # designs with an interior optimum
 def test_criterion_is_the_dense_likelihood_and_gradient_exact(kind, seed):
     d = _design(seed)
     d["s"] = pd.Categorical(d.s, sorted(d.s.unique()))
-    random = "~ 1 | a" if kind == "finer" else {"a": "~ x", "b": "~ 1"}
+    random = {"finer": "~ 1 | a", "three_levels": {"a": "~ x", "b": "~ 1", "c": "~ 1"}}.get(kind, {"a": "~ x", "b": "~ 1"})
     weights = VarIdent("~ 1 | s") if kind == "ident" else None
-    f = lme("y ~ x", d, random=random, correlation=CorCAR1("~ t | a/b"), weights=weights, return_object=True)
+    cor = CorCAR1("~ t | a/b/c" if kind == "three_levels" else "~ t | a/b")
+    f = lme("y ~ x", d, random=random, correlation=cor, weights=weights, return_object=True)
     crit = f.criterion
     assert isinstance(crit, LevelsCorrelatedCriterion)
     rng = np.random.default_rng(seed + 10)
