@@ -154,8 +154,9 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         return system.gradient(theta, sol.state, sol.beta, sol.RX, sol.r2, reml, self.n)
 
     def _outer_layout(self):
-        """Rows laid out by outermost group (slot of each row), and the pairs of rows that share
-        a correlation group: their slots in the structure's layout and in the outer one."""
+        """Rows laid out by outermost group: (codes, position) of each row, the number of groups
+        and the largest size; and the pairs of rows that share a correlation group, as their
+        slots (group, a, b) in the structure's layout and in the outer one."""
         if self._outer is None:
             outer = next(t for t in self.terms if t.group == grouping_levels(self.terms)[0])
             codes, m = outer.codes, outer.m
@@ -178,19 +179,21 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         return out
 
     def marginal_covariances(self, params):
-        """V_g of every outermost group (padded, the identity in empty slots; see the module
-        docstring) and the scatter from the structure's blocks into them."""
+        """V_g of every outermost group, padded (groups, nmax, nmax) with the identity in empty
+        slots (see the module docstring): each term's Z Lambda Lambda' Z' between rows of one of
+        its groups, plus the structure's G C G between rows of one correlation group."""
         params = np.asarray(params, dtype=float)
         codes, position, m, nmax, inner, outer = self._outer_layout()
         V = np.zeros((m, nmax, nmax))
-        for term, lam in zip(self.terms, self.lambdas(params)):
+        for term, lam in zip(self.terms, self.lambdas(params[:self.ntheta])):
             ZL = self._outer_pad(term.Z) @ lam
             grp = self._outer_pad(term.codes, fill=-1)
             same = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
             V += (ZL @ np.swapaxes(ZL, 1, 2)) * same
         V[outer] += self.structure.matrices(params[self.ntheta:])[inner]
-        empty = self._outer_pad(np.zeros(self.n), fill=1.0)  # 1 in the empty slots
-        V += empty[:, :, None] * np.eye(nmax)[None]
+        empty = self._outer_pad(np.zeros(self.n, dtype=bool), fill=True)
+        diagonal = np.arange(nmax)
+        V[:, diagonal, diagonal] += empty
         return V
 
     def gradient(self, params, reml: bool) -> np.ndarray:
