@@ -73,6 +73,7 @@ def test_estimates_are_nlmes(name):
     np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
     np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
     np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-5)
+    assert f.coef_table()["DF"].tolist() == ref["df"]  # nlme's containment rule
     sd = np.concatenate([np.sqrt(np.diag(c)) for c in f.VarCorr().covariances])
     np.testing.assert_allclose(np.r_[sd, f.sigma], ref["stddev"], rtol=1e-5)
     # Oats by ML: Phi is -0.10 on a flat likelihood, where nlme stops 1e-6 short
@@ -156,11 +157,13 @@ def test_outer_grouping_is_regrouped_with_nlmes_warning():
                                          r"for 'random' \(Block/Variety\)"):
         f = lme("yield ~ nitro", OATS, random="~ 1 | Block/Variety", correlation=CorAR1("~ 1 | Block"))
     assert f.correlation.group == "Block/Variety" and f.correlation.form == "~ 1 | Block/Variety"
+    assert "\n Formula: ~1 | Block/Variety \n" in repr(f.summary())
     # no grouping: the innermost level, without a warning (as nlme)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         g = lme("yield ~ nitro", OATS, random="~ 1 | Block/Variety", correlation=CorAR1("~ 1"))
     np.testing.assert_allclose(g.loglik, REF["oats_ar1"]["logLik"], atol=1e-6)
+    assert "\n Formula: ~1 | Block/Variety \n" in repr(g.summary())
 
 
 @pytest.mark.parametrize("form, culprit", [("~ 1 | Variety", "Variety"), ("~ 1 | Variety/Block", "Variety/Block"),

@@ -37,6 +37,7 @@ out <- list(meta = list(R = R.version.string, packages = paste("nlme", format(pa
 for (name in names(fits)) {
   f <- fits[[name]]
   out[[name]] <- list(fixef = unname(fixef(f)), se = unname(sqrt(diag(vcov(f)))), sigma = f$sigma,
+    df = unname(summary(f)$tTable[, "DF"]),
     logLik = as.numeric(logLik(f)),
     # the levels' standard deviations (outer level first) and sigma, at full precision
     stddev = c(unlist(lapply(rev(as.list(f$modelStruct$reStruct)), function(p) sqrt(diag(as.matrix(p))))) * f$sigma,
