@@ -38,16 +38,29 @@ class CorStruct:
     n_params = 1
 
     def __init__(self, form: str, value: float | None = None):
-        match = re.fullmatch(r"\s*~\s*([\w.]+|1)?\s*(?:\|\s*([\w.]+)\s*)?", form)
+        # the group may be nested, outer to inner, as nlme's '~ day | Dog/Side'
+        match = re.fullmatch(r"\s*~\s*([\w.]+|1)?\s*(?:\|\s*([\w.]+(?:\s*/\s*[\w.]+)*)\s*)?", form)
         if not match:
-            raise CorStructError(f"form {form!r} must be '~ time | group' (or '~ 1 | group')")
+            raise CorStructError(f"form {form!r} must be '~ time | group' (or '~ 1 | group', '~ time | outer/inner')")
         self.form = form.strip()
-        self.time, self.group = match.group(1), match.group(2)
+        self.time = match.group(1)
+        self.group = re.sub(r"\s+", "", match.group(2)) if match.group(2) else None
         self.value = self.default if value is None else float(value)
 
     # --- data ---------------------------------------------------------------------
+    @property
+    def group_factors(self) -> list[str]:
+        """The grouping's factors, outer to inner (["Dog", "Side"] for '~ day | Dog/Side')."""
+        return self.group.split("/") if self.group else []
+
     def variables(self) -> list[str]:
-        return [v for v in (self.time, self.group) if v and v != "1"]
+        return [v for v in [self.time] + self.group_factors if v and v != "1"]
+
+    def replace_group(self, group: str) -> None:
+        """Group by ``group`` ("Dog/Side") instead, with the form rewritten as nlme rewrites it
+        when lme puts the random effects' grouping in its place."""
+        self.group = group
+        self.form = re.sub(r"\s*\|.*$", "", self.form) + f" | {group}"
 
     def set_data(self, frame: pd.DataFrame, codes: np.ndarray, m: int) -> None:
         """Lay the observations out by group: slot (group, position) of each row, and the times."""

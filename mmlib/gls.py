@@ -70,7 +70,7 @@ class GlsFit(StructuredErrors, FittedModel):
         if structure is not None:
             group = correlation.group if correlation is not None else None
             if group:
-                levels, codes = dsg.grouping_factor(self.frame, group)
+                levels, codes = dsg.grouping_factor(self.frame, group.replace("/", ":"))  # nested a/b: a:b
             else:  # no grouping: the whole data are one group
                 levels, codes = ["1"], np.zeros(self.n, dtype=np.intp)
             structure.set_data(self.frame, codes, len(levels))

@@ -483,6 +483,10 @@ class LinearMixedModel(StructuredErrors, FittedModel):
             self.criterion = LMMCriterion(y, X, terms, extra_logdet)
         elif self.weights is not None:
             raise NotImplementedError("prior weights with a correlation structure are not implemented")
+        elif len({t.group for t in terms}) > 1 or len(getattr(correlation, "group_factors", [])) > 1:
+            # random effects at several levels, or correlation groups finer than the one level's
+            from .corlevels import LevelsCorrelatedCriterion
+            self.criterion = LevelsCorrelatedCriterion(y, X, terms, structure, self.frame)
         elif len(terms) > 1 and len({t.group for t in terms}) == 1:
             # a PdDiag or PdBlocked level: its terms as one term with a block-diagonal Lambda,
             # which the correlation's group-by-group whitening takes
@@ -948,7 +952,8 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
     """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``.
 
     ``correlation`` takes a within-group error-correlation structure (``mmlib.corstruct``,
-    e.g. ``CorCAR1("~ age | subject")``); ``weights`` a variance function (``mmlib.varfunc``,
+    e.g. ``CorCAR1("~ age | subject")``; with several levels ``CorAR1("~ 1 | Block/Variety")``, its
+    grouping resolved as nlme's: see ``mmlib.corlevels``); ``weights`` a variance function (``mmlib.varfunc``,
     e.g. ``VarIdent("~ 1 | Sex")``, ``VarPower("~ age")``), or a one-sided formula ``"~ v"`` for
     nlme's ``varFixed``.  A fit that does not converge raises :class:`ConvergenceError` unless
     ``return_object=True``.

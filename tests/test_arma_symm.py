@@ -190,9 +190,7 @@ def test_gls_gradient_and_scoring_matrix(name):
 def test_unsupported_combinations_are_refused_by_name():
     with pytest.raises(VarFuncError, match=r"fitted values \(~ fitted\(\.\)\), is not implemented"):
         VarPower()
-    pixel = pd.read_csv(R / "data" / "Pixel.csv", dtype={"Dog": str})
-    with pytest.raises(NotImplementedError, match=r"correlation structure with 2 random-effects terms \(\(day \| Dog\), "):
-        lme("pixel ~ day", pixel, random={"Dog": "~ day", "Side": "~ 1"}, correlation=CorAR1("~ 1 | Dog"))
+    # (a correlation beside several random-effects levels is fitted: tests/test_cor_levels.py)
 
 
 @pytest.mark.parametrize("name", ["ovary_arma11", "orth_comb", "dial_power"])
