@@ -41,6 +41,7 @@ import numpy as np
 
 from . import design as dsg
 from .corstruct import CorStructError
+from .covariance import lower_indices
 from .linalg import BlockSystem, SparseSystem, marginal_gradient
 from .lmm import LMMCriterion, _profile, _Solution
 from .randomeffects import grouping_levels, level_name
@@ -195,6 +196,34 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         diagonal = np.arange(nmax)
         V[:, diagonal, diagonal] += empty
         return V
+
+    @property
+    def scoring(self):
+        """Fisher scoring's gradient and matrix from the outer groups' V_g (as :meth:`gradient`), for
+        the optimizer's first stage; absent where the outer groups' padded arrays are large."""
+        codes, position, m, nmax = self._outer_layout()[:4]
+        if m * nmax * nmax > self.SCORING_LIMIT:
+            raise AttributeError("scoring")
+        return self._structured_scoring
+
+    def _structured_scoring(self, params, reml: bool):
+        params = np.asarray(params, dtype=float)
+        inner, outer = self._outer_layout()[4:]
+        V = self.marginal_covariances(params)
+        dVs = []
+        for term, lam, block in zip(self.terms, self.lambdas(params[:self.ntheta]), self.blocks):
+            Z = self._outer_pad(term.Z)
+            grp = self._outer_pad(term.codes, fill=-1)
+            pairs = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
+            ZL = Z @ lam
+            for r, c in zip(*lower_indices(block.q)):
+                part = Z[:, :, r, None] * ZL[:, None, :, c]
+                dVs.append((part + np.swapaxes(part, 1, 2)) * pairs)
+        for dC in self.structure.derivatives(params[self.ntheta:]):
+            dV = np.zeros_like(V)
+            dV[outer] = dC[inner]
+            dVs.append(dV)
+        return marginal_gradient(V, dVs, self._outer_pad(self.X), self._outer_pad(self.y), reml, self.n, scoring=True)
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact (but numerical with a SparseSystem): in theta from the whitened model; in the structure's

@@ -58,7 +58,7 @@ def batched_cholesky(A: np.ndarray) -> np.ndarray:
     return L
 
 
-def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, scoring_df: int | None = None):
+def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     """The gradient of the profiled (RE)ML criterion -2 l of a model whose groups are
     independent with covariance sigma^2 V_i, in parameters whose derivatives dV_k are given:
     the padded arrays V (groups, nmax, nmax; the identity in empty slots), dV_k alike, X
@@ -70,13 +70,17 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, s
         d(-2 l)/du_k = dof * d(RSS)/RSS + tr(V^-1 dV_k) [+ tr(M^-1 dM_k) for REML],
         d(RSS) = -a' dV_k a,  dM_k = -Q' dV_k Q,  a = V^-1 e,  Q = V^-1 X.
 
-    It serves gls (V = G C G) and lme with correlated errors (V = Z Lambda Lambda' Z' + G C G,
-    the same criterion by the determinant lemma). ``scoring=True`` also returns the expected
-    Hessian with sigma profiled out (Fisher scoring's matrix): tr(V^-1 dV_k V^-1 dV_l) -
-    t_k t_l / df, t_k = tr(V^-1 dV_k), df = ``scoring_df`` or dof. With df = n it is the Schur
-    complement of sigma's row in the information of (sigma^2, u), positive semi-definite (a
-    Gram matrix of I, V^-1 dV_1, ... in the trace inner product); REML's n - p can make it
-    indefinite."""
+    It serves gls (V = G C G) and lme (V = Z Lambda Lambda' Z' + G C G, the same criterion by
+    the determinant lemma). ``scoring=True`` also returns Fisher scoring's matrix, the expected
+    Hessian with sigma profiled out: W_kl - t_k t_l / dof with, for ML, W_kl = tr(V^-1 dV_k
+    V^-1 dV_l) and t_k = tr(V^-1 dV_k); for REML the same with P = V^-1 - Q M^-1 Q' for V^-1
+    (Harville 1977, sec. 6), which, Q coupling the groups, expands into per-group sums:
+
+        tr(P A P B) = tr(V^-1 A V^-1 B) - 2 tr(M^-1 Q'A V^-1 B Q) + tr(M^-1 Q'AQ M^-1 Q'BQ),
+        tr(P A) = tr(V^-1 A) - tr(M^-1 Q'AQ).
+
+    Either is the Schur complement of sigma's row in the information of (sigma^2, u): positive
+    semi-definite."""
     p = X.shape[2]
     try:
         Vinv = np.linalg.inv(V)
@@ -91,18 +95,29 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, s
     Minv = np.linalg.inv(M)
     dof = n - p if reml else n
     g = np.empty(len(dVs))
+    K = []  # Q' dV_k Q, for REML
     for k, dV in enumerate(dVs):
         # products taken pairwise (matmul), never as one three-operand einsum's nested loops
         d_rss = -float(np.einsum("gi,gi->", a, np.einsum("gij,gj->gi", dV, a)))
         g[k] = dof * d_rss / rss + float(np.einsum("gij,gji->", Vinv, dV))
         if reml:
-            g[k] -= float(np.sum(Minv * np.einsum("gip,giq->pq", Q, dV @ Q)))
+            K.append(np.einsum("gip,giq->pq", Q, dV @ Q))
+            g[k] -= float(np.sum(Minv * K[-1]))
     if not scoring:
         return g
     P = [Vinv @ dV for dV in dVs]
     t = np.array([float(np.einsum("gii->", Pk)) for Pk in P])
     W = np.array([[float(np.einsum("gij,gji->", Pk, Pl)) for Pl in P] for Pk in P])
-    return g, W - np.outer(t, t) / (scoring_df or dof)
+    if reml:
+        R = [dV @ Q for dV in dVs]  # dV_k Q, and V^-1 dV_l Q = P_l Q
+        S = [Pl @ Q for Pl in P]
+        MK = [Minv @ Kk for Kk in K]
+        for k in range(len(dVs)):
+            for l in range(k + 1):
+                cross = float(np.sum(Minv * np.einsum("gip,giq->pq", R[k], S[l])))
+                W[k, l] = W[l, k] = W[k, l] - 2.0 * cross + float(np.sum(MK[k] * MK[l].T))
+        t = t - np.array([float(np.trace(MKk)) for MKk in MK])
+    return g, W - np.outer(t, t) / dof
 
 
 def batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:

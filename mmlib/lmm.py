@@ -117,6 +117,68 @@ class LMMCriterion(Minimizer):
     def lambdas(self, theta) -> list[np.ndarray]:
         return [b.lower(theta) for b in self.blocks]
 
+    # Fisher scoring (the optimizer's first stage) works on each outermost group's marginal
+    # covariance, dense: worth it where the fit is small enough for the number of evaluations,
+    # not their size, to decide its time (groups x largest group^2, padded)
+    SCORING_LIMIT = 200_000
+
+    @property
+    def scoring(self):
+        """``scoring(theta, reml) -> (gradient, Fisher information)`` when every term is nested in
+        one outermost factor and the fit is small (:attr:`SCORING_LIMIT`); absent otherwise."""
+        if self._outer_groups() is None:
+            raise AttributeError("scoring")
+        return self._scoring
+
+    def _outer_groups(self):
+        """The rows padded by outermost group, each term's Z so padded and which pairs of rows
+        share its group; None where the terms are crossed or the padded arrays too large."""
+        if getattr(self, "_outer", None) is None:
+            self._outer = False
+            outer = min(self.terms, key=lambda t: t.m)
+            # nested: every group of every term lies within one outer group
+            nested = True
+            for t in self.terms:
+                parent = np.empty(t.m, dtype=outer.codes.dtype)
+                parent[t.codes] = outer.codes
+                nested = nested and bool(np.all(parent[t.codes] == outer.codes))
+            counts = np.bincount(outer.codes, minlength=outer.m)
+            nmax = int(counts.max())
+            if nested and counts.min() > 0 and outer.m * nmax * nmax <= self.SCORING_LIMIT:
+                order = np.argsort(outer.codes, kind="stable")
+                position = np.empty(self.n, dtype=np.intp)
+                position[order] = np.arange(self.n) - np.repeat(np.cumsum(counts) - counts, counts)
+                slot = (outer.codes, position)
+
+                def pad(values, fill=0.0):
+                    out = np.full((outer.m, nmax) + values.shape[1:], fill, dtype=np.result_type(values, fill))
+                    out[slot] = values
+                    return out
+
+                Zs, same = [], []
+                for t in self.terms:
+                    g = pad(t.codes, fill=-1)
+                    Zs.append(pad(t.Z))
+                    same.append((g[:, :, None] == g[:, None, :]) & (g[:, :, None] >= 0))
+                # the errors' sigma^2 I on the rows, the identity in empty slots
+                self._outer = (np.broadcast_to(np.eye(nmax), (outer.m, nmax, nmax)), Zs, same, pad(self.X), pad(self.y))
+        return self._outer or None
+
+    def _scoring(self, theta, reml: bool):
+        """The gradient and Fisher scoring's matrix from each outer group's V_g = I + sum_t
+        (Z_t Lambda_t Lambda_t' Z_t') over pairs of rows in one group of term t
+        (:func:`mmlib.linalg.marginal_gradient`; dV = Z (E Lambda' + Lambda E') Z' for theta's
+        element at Lambda[r, c], E = e_r e_c')."""
+        eye, Zs, same, X, y = self._outer_groups()
+        V, dVs = eye.copy(), []
+        for Z, pairs, lam, block in zip(Zs, same, self.lambdas(np.asarray(theta, dtype=float)), self.blocks):
+            ZL = Z @ lam
+            V += (ZL @ np.swapaxes(ZL, 1, 2)) * pairs
+            for r, c in zip(*lower_indices(block.q)):
+                part = Z[:, :, r, None] * ZL[:, None, :, c]
+                dVs.append((part + np.swapaxes(part, 1, 2)) * pairs)
+        return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True)
+
     def lower_bounds(self) -> np.ndarray:
         return np.concatenate([b.lower_bounds() for b in self.blocks])
 
@@ -339,9 +401,7 @@ class CorrelatedLMMCriterion(LMMCriterion):
         for r, c in zip(*lower_indices(q)):
             part = Z[:, :, r, None] * ZL[:, None, :, c]
             dVs.append(part + np.swapaxes(part, 1, 2))
-        # the positive semi-definite form (df = n) for REML fits too: scoring needs a metric
-        return marginal_gradient(V, dVs + list(self.cor.derivatives(u)), X, y, reml, self.n, scoring=True,
-                                 scoring_df=self.n)
+        return marginal_gradient(V, dVs + list(self.cor.derivatives(u)), X, y, reml, self.n, scoring=True)
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact: in theta from the whitened model (an ordinary one); in the correlation's and

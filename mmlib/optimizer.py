@@ -171,7 +171,8 @@ class Minimizer:
         parameters inside their bounds and the criterion does not rise beyond rounding (or, where
         its rounding noise is larger, by at most 1e-11 relative while the gradient falls tenfold); the
         iteration has settled when a step changes no parameter by more than 1e-12 of its size, or
-        by less than 1e-9 without halving the gradient (which is then at its rounding noise).
+        by less than 1e-9 without halving the gradient or is refused (the gradient and the
+        criterion are then at their rounding noise).
         """
         x = np.asarray(x, dtype=float).copy()
         # a parameter within rounding of its bound is on it (a log-Cholesky stage leaves a zero
@@ -212,14 +213,19 @@ class Minimizer:
                 if np.any(trial[idx] < lb[idx]):
                     break
                 trial_value = f(trial)
+                # a step below 1e-9 of every parameter changes no printed digit: where it is
+                # refused (the criterion's rounding noise), the point is the optimum
+                small = np.max(np.abs(step) / np.maximum(1.0, np.abs(x[idx]))) < 1e-9
                 if not trial_value <= value + slack:
                     # where the criterion's rounding noise exceeds the slack (an ill-conditioned
                     # fit), a step that leaves it within 1e-11 and shrinks the exact gradient
                     # tenfold is still toward the optimum
                     if not trial_value <= value + 1e-11 * max(1.0, abs(value)):
+                        settled = small
                         break
                     g_trial = grad(trial)
                     if not np.max(np.abs(g_trial[idx])) < 0.1 * np.max(np.abs(g[idx])):
+                        settled = small
                         break
                     x, value, taken, g = trial, trial_value, taken + 1, g_trial
                     continue
@@ -282,7 +288,7 @@ class Minimizer:
             else:
                 break
             eta, decrease, value = eta + step, value - trial, trial
-            if decrease < 1e-10 * max(1.0, abs(value)):
+            if decrease < 1e-9 * max(1.0, abs(value)):
                 return to_theta(eta), scipy.optimize.OptimizeResult(
                     x=to_theta(eta), success=True, nit=iteration, message="Fisher scoring converged")
         return (to_theta(eta), None) if value < start_value else (theta0, None)

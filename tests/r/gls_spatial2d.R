@@ -23,9 +23,10 @@ for (name in names(fits)) {
     logLik = as.numeric(logLik(f)), corpar = unname(coef(f$modelStruct$corStruct, unconstrained = FALSE)))
   cat("\n==", name, "\n"); print(summary(f)$modelStruct); print(logLik(f))
 }
-## the spherical correlation's likelihood has two local maxima here: from c(28, 0.2) nlme stops at
-## range 27.46 (logLik -533.9315), mmlib's fit from the same start reaches range 36.16, nugget
-## 0.1758; nlme's own likelihood there (parameters held fixed) is higher:
+## the spherical correlation's likelihood is not smooth (a kink wherever a distance equals the
+## range) and has several local maxima here: from c(28, 0.2) nlme stops at range 27.46 (logLik
+## -533.9315); an earlier mmlib reached range 36.16, nugget 0.1758 from the same start, where
+## nlme's own likelihood (parameters held fixed) is higher:
 at_36 <- gls(yield ~ variety - 1, data = wheat, control = gctl,
              correlation = corSpher(c(36.1612584157382, 0.1758377384679242), form = ~ latitude + longitude,
                                     nugget = TRUE, fixed = TRUE))
