@@ -13,6 +13,11 @@ in a group is ``sigma^2 G R G``, G = diag(g)), and the criterion gains log|G^2| 
 * :class:`VarFixed`: ``g = sqrt(v)``, nothing estimated (nlme's ``varFixed(~ v)``);
 * :class:`VarComb`: the product of several (nlme's ``varComb``).
 
+The covariate of VarPower, VarExp and VarConstPower may be the fit's own fitted values,
+``form="~ fitted(.)"`` (optionally ``| s``), nlme's default: ``VarPower()`` is nlme's
+``varPower()``. The likelihood then holds it fixed and the fit recomputes it between
+optimizations until it settles (:func:`fitted_fixed_point`, nlme's outer loop).
+
 The optimizer sees nlme's unconstrained parameters: log(delta) for VarIdent, delta itself for
 VarPower and VarExp, log(const) and power for VarConstPower.
 """
