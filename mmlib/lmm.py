@@ -22,6 +22,7 @@ with n.  Several random-effects terms (nested or crossed) use a sparse ``Z``.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -772,6 +773,11 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         """The same model fitted by REML or ML (anova refits REML fits by ML)."""
         if REML == self.REML:
             return self
+        if self.variance is not None and self.variance.uses_fitted:
+            # the covariate is this fit's own fitted values and the other criterion has its own
+            # fixed point: a new fit, with its own copy of the variance function (the outer
+            # loop resets the covariate, which this fit's criterion holds)
+            return update(self, REML=REML, weights=copy.deepcopy(self.variance))
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.REML = REML

@@ -230,3 +230,15 @@ def test_an_update_keeps_the_fitted_covariate():
     ref = REF["lme_power_ML"]
     np.testing.assert_allclose(ml.loglik, ref["logLik"], atol=1e-5)
     assert ml.variance.uses_fitted
+
+
+def test_refit_by_ml_finds_the_ml_fixed_point_and_leaves_the_fit():
+    """refit (as anova's) reruns the outer loop for the other criterion, on its own copy of the
+    variance function: the REML fit keeps its covariate and estimates."""
+    fit = lme("distance ~ age", frame("Orthodont"), random="~ 1 | Subject", weights=VarPower())
+    covariate, loglik = fit.variance.v.copy(), fit.loglik
+    ml = fit.refit(REML=False)
+    np.testing.assert_allclose(ml.loglik, REF["lme_power_ML"]["logLik"], atol=1e-5)
+    assert ml.variance is not fit.variance and ml.fixed_point.converged
+    np.testing.assert_array_equal(fit.variance.v, covariate)
+    assert fit.criterion.objective(fit.theta, True) == pytest.approx(-2 * loglik, rel=1e-12)
