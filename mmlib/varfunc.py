@@ -429,8 +429,11 @@ def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, max
     and the parameters stop moving (``tol`` too), so the printed digits do not depend on where
     an optimizer gave up. Anderson acceleration
     (``memory`` last steps, Walker & Ni 2011) on the covariate reaches the same fixed point as
-    nlme's plain iteration in fewer optimizations (nlme needs 483 on Orthodont's lme with
-    varExp()); a step whose residual grows is replaced by the plain one.
+    nlme's plain iteration in fewer optimizations (tests/r/varfunc_fitted.R: nlme's loop takes
+    222 on Dialyzer's gls with varPower(), this one 7); a step whose residual grows is replaced
+    by the plain one. The fit keeps the covariate its last optimization held, so ``intervals()``
+    differentiates the likelihood with the covariate fixed at its final value, as nlme's
+    ``glsApVar`` and ``lmeApVar`` do (they set ``coef<-`` alone, never ``update``).
 
     ``optimize()`` optimizes with the covariate currently held (``varfunc.set_fitted``) and
     returns the parameters (for the convergence test) and the fitted values that define the
