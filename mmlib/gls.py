@@ -36,7 +36,7 @@ from .formula import FormulaError, parse
 from .linalg import marginal_gradient
 from .optimizer import Minimizer, central_jacobian
 from .optsummary import ConvergenceWarning
-from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
+from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted, fitted_fixed_point
 
 LOG2PI = np.log(2 * np.pi)
 
@@ -47,7 +47,7 @@ class GlsFit(StructuredErrors, FittedModel):
     nlme_bic = True
 
     def __init__(self, model: str, data: pd.DataFrame, correlation=None, weights=None, method: str = "REML",
-                 data_name: str | None = None):
+                 data_name: str | None = None, outer_maxiter: int = 500):
         formula = parse(model)
         if formula.random:
             raise FormulaError(f"gls takes no random effects ({', '.join(map(str, formula.random))}); use lme")
@@ -78,7 +78,11 @@ class GlsFit(StructuredErrors, FittedModel):
             self._valid = np.zeros(self._padded.shape[:2], dtype=bool)
             self._valid[structure.codes, structure.position] = True
         self.converged = True  # (nothing to optimize without structure parameters)
-        u = self._optimize() if structure is not None and structure.n_params else np.zeros(0)
+        self.fixed_point = None  # the outer loop's outcome with a covariate ~ fitted(.)
+        if weights is not None and weights.uses_fitted:
+            u = self._fitted_covariate_optimize(outer_maxiter)
+        else:
+            u = self._optimize() if structure is not None and structure.n_params else np.zeros(0)
         self.params = u
         self.deviance_value, self.beta, self.sigma, self._vcov = self._fit(u, final=True)
 
@@ -134,11 +138,41 @@ class GlsFit(StructuredErrors, FittedModel):
         return marginal_gradient(V, self._structure.derivatives(u), self._padded[:, :, :self.p],
                                  self._padded[:, :, self.p], self.REML, self.n, scoring)
 
-    def _optimize(self) -> np.ndarray:
-        """Fisher scoring and BFGS on the gradient (:meth:`_gradient`) from the structures' starts, then Newton steps
-        (a chord method: the Hessian, differences of the gradient, formed once) until a step no
-        longer moves the parameters, as ``mmlib.optimizer``'s polish."""
-        u = np.asarray(self._structure.start(), dtype=float)
+    def _fitted_covariate_optimize(self, maxiter: int) -> np.ndarray:
+        """The structure parameters with the variance covariate ``~ fitted(.)``: nlme's outer
+        loop to its fixed point (:func:`mmlib.varfunc.fitted_fixed_point`). nlme's start
+        (``Initialize.glsStruct``): ``glsEstimate`` with the variance function's weights all 1,
+        here the fit at the structures' start, where g is constant whatever the covariate;
+        the fitted values are X beta."""
+        u0 = np.asarray(self._structure.start(), dtype=float)
+        _, beta, _, _ = self._fit(u0, final=True)
+        if beta is None:
+            raise np.linalg.LinAlgError("gls: the fit at the start parameters, which gives the first fitted-values "
+                                        "covariate, is singular")
+        state = {"u": u0, "converged": True}
+
+        def optimize():
+            u = self._optimize(start=state["u"])
+            state["u"], state["converged"] = u, self.converged
+            beta = self._fit(u, final=True)[1]
+            return np.concatenate([beta, u]), self.X @ beta
+
+        self.fixed_point = fitted_fixed_point(self.variance, self.X @ beta, optimize, maxiter)
+        self.converged = state["converged"] and self.fixed_point.converged
+        if not self.fixed_point.converged:
+            warnings.warn(f"gls: the fitted-values variance covariate did not settle in {maxiter} outer iterations "
+                          f"(the fitted values {self.fixed_point.gap:.1e} relative from the covariate, the "
+                          f"parameters moving by {self.fixed_point.change:.1e}); the estimates are the last "
+                          "iteration's (nlme stops with 'maximum number of iterations reached')",
+                          ConvergenceWarning, stacklevel=4)
+        return state["u"]
+
+    def _optimize(self, start=None) -> np.ndarray:
+        """Fisher scoring and BFGS on the gradient (:meth:`_gradient`) from the structures' starts
+        (or ``start``), then Newton steps (a chord method: the Hessian, differences of the
+        gradient, formed once) until a step no longer moves the parameters, as
+        ``mmlib.optimizer``'s polish."""
+        u = np.asarray(self._structure.start() if start is None else start, dtype=float)
 
         def f(z):
             return self._fit(z)
@@ -256,8 +290,13 @@ class GlsFit(StructuredErrors, FittedModel):
 
 
 def gls(model: str, data: pd.DataFrame, correlation: CorStruct | None = None, weights=None,
-        method: str = "REML", data_name: str | None = None) -> GlsFit:
+        method: str = "REML", data_name: str | None = None, outer_maxiter: int = 500) -> GlsFit:
     """Fit a linear model with correlated or heteroscedastic errors as ``nlme::gls``:
-    ``gls("y ~ x", data, correlation=CorAR1("~ 1 | subject"), weights=VarIdent("~ 1 | sex"))``."""
+    ``gls("y ~ x", data, correlation=CorAR1("~ 1 | subject"), weights=VarIdent("~ 1 | sex"))``.
+
+    With a variance covariate ``~ fitted(.)`` (nlme's default: ``VarPower()``), the estimates
+    are nlme's fixed point (see :func:`mmlib.varfunc.fitted_fixed_point`), reached in at most
+    ``outer_maxiter`` optimizations (nlme's ``glsControl(maxIter)``); short of it, a warning."""
     check.choice("method", method, ("REML", "ML"))
-    return GlsFit(check.text("model", model), check.frame(data), correlation, weights, method, data_name)
+    return GlsFit(check.text("model", model), check.frame(data), correlation, weights, method, data_name,
+                  check.count("outer_maxiter", outer_maxiter))

@@ -22,6 +22,7 @@ with n.  Several random-effects terms (nested or crossed) use a sparse ``Z``.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -36,15 +37,15 @@ from . import arguments as check
 from . import design as dsg
 from .corstruct import CorStructError
 from .pdmat import BlockMap, Tied
-from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted
+from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted, fitted_fixed_point
 from .covariance import VarCorr, lower_indices, theta_layout
 from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
                             re_form_groups)
 from .formula import MixedFormula, parse, parse_lme
 from .linalg import BlockSystem, CrossedSystem, SparseSystem, marginal_gradient
-from .optimizer import Minimizer
-from .optsummary import OptSummary
+from .optimizer import Minimizer, _small_gradient
+from .optsummary import ConvergenceWarning, OptSummary
 
 LOG2PI = np.log(2 * np.pi)
 
@@ -481,6 +482,16 @@ class ConvergenceError(RuntimeError):
             "(which can reach a boundary), or return_object=True to inspect the last iterate.")
 
 
+def _forget(criterion) -> None:
+    """Drop a criterion's cached solutions and whitening (and its inner criterion's): after the
+    variance covariate changes (``~ fitted(.)``) the same parameters give another criterion."""
+    while criterion is not None:
+        for name in ("_cache", "_white"):
+            if hasattr(criterion, name):
+                setattr(criterion, name, None)
+        criterion = getattr(criterion, "inner", None)
+
+
 class LinearMixedModel(StructuredErrors, FittedModel):
     """A fitted linear mixed model: the estimates and everything R's methods give from them."""
 
@@ -488,7 +499,8 @@ class LinearMixedModel(StructuredErrors, FittedModel):
 
     def __init__(self, formula: MixedFormula, data: pd.DataFrame, REML: bool = True,
                  optimizer: str = "L-BFGS-B", data_name: str | None = None, start=None,
-                 maxiter: int = 1000, correlation=None, weights=None, offset=None, variance=None):
+                 maxiter: int = 1000, correlation=None, weights=None, offset=None, variance=None,
+                 outer_maxiter: int = 500):
         self.formula = formula
         self.REML = bool(REML)
         self.data_name = data_name or "data"
@@ -560,11 +572,56 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         if any(m is not None for m in maps):
             self.criterion = Tied(self.criterion, maps)
         self.optimizer, self.maxiter = optimizer, maxiter
-        theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer,
-                                                      maxiter=maxiter)
+        self.fixed_point = None  # the outer loop's outcome with a variance covariate ~ fitted(.)
+        if variance is not None and variance.uses_fitted:
+            theta, self.optinfo = self._fitted_covariate_optimize(start, optimizer, maxiter, outer_maxiter)
+        else:
+            theta, self.optinfo = self.criterion.optimize(self.REML, start=start, optimizer=optimizer,
+                                                          maxiter=maxiter)
         self._set_theta(theta)
         if self.optinfo.converged or not isinstance(self, Lme) or getattr(self, "return_object", True):
             self.optinfo.warn()
+
+    def _fitted_covariate_optimize(self, start, optimizer, maxiter, outer_maxiter):
+        """The parameters with the variance covariate ``~ fitted(.)``: nlme's outer loop to its
+        fixed point (:func:`mmlib.varfunc.fitted_fixed_point`), each optimization from the last
+        one's optimum. nlme's start (``Initialize.lmeStruct``): ``MEestimate`` at the random
+        effects' starting values with every variance weight 1, and the covariate its
+        ``fitted(lmeSt)``, ``fitted.lmeStruct``'s default level Q, the innermost (fixed part plus
+        every level's BLUPs); here the criterion's start, where g is constant whatever the
+        covariate, and :meth:`fitted` at the innermost level."""
+        crit = self.criterion
+        theta0 = crit.start() if start is None else np.asarray(start, dtype=float)
+        self._set_theta(theta0)
+        state = {"theta": theta0, "info": None}
+
+        def optimize():
+            _forget(crit)  # the criterion's caches hold the whitening at the previous covariate
+            theta, info = crit.optimize(self.REML, start=state["theta"], optimizer=optimizer, maxiter=maxiter)
+            if not _small_gradient(crit.gradient(theta, self.REML), theta, crit.lower_bounds(), tol=1e-6):
+                # from the last optimum the optimizer's first step can land where the criterion
+                # is not finite (VarExp's exp(delta v) with fitted values near 25 underflows) and
+                # stop there: the criterion's own start then, the better optimum kept
+                cold, cold_info = crit.optimize(self.REML, optimizer=optimizer, maxiter=maxiter)
+                if crit.objective(cold, self.REML) <= crit.objective(theta, self.REML):
+                    theta, info = cold, cold_info
+            state["theta"], state["info"] = theta, info
+            self._set_theta(theta)
+            return np.concatenate([self.beta, theta]), self.fitted().to_numpy()
+
+        self.fixed_point = fitted_fixed_point(self.variance, self.fitted().to_numpy(), optimize, outer_maxiter)
+        _forget(crit)
+        info = state["info"]
+        info.notes.append(self.fixed_point.note())
+        if not self.fixed_point.converged:
+            # nlme's lme stops here ("maximum number of iterations (lmeControl(maxIter)) reached
+            # without convergence") unless returnObject, which warns; the last iterate is a
+            # consistent fit (its covariate held), so a warning
+            warnings.warn(f"lme: the fitted-values variance covariate did not settle in {outer_maxiter} outer "
+                          f"iterations (the fitted values {self.fixed_point.gap:.1e} relative from the covariate, "
+                          f"the parameters moving by {self.fixed_point.change:.1e}); the estimates are the last "
+                          "iteration's", ConvergenceWarning, stacklevel=4)
+        return state["theta"], info
 
     def _set_theta(self, theta):
         self.theta = theta
@@ -776,6 +833,11 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         """The same model fitted by REML or ML (anova refits REML fits by ML)."""
         if REML == self.REML:
             return self
+        if self.variance is not None and self.variance.uses_fitted:
+            # the covariate is this fit's own fitted values and the other criterion has its own
+            # fixed point: a new fit, with its own copy of the variance function (the outer
+            # loop resets the covariate, which this fit's criterion holds)
+            return update(self, REML=REML, weights=copy.deepcopy(self.variance))
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.REML = REML
@@ -1008,7 +1070,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, optimizer: str = "
 
 def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
         optimizer: str = "L-BFGS-B", data_name: str | None = None, maxiter: int = 1000,
-        correlation=None, return_object: bool = False, weights=None) -> Lme:
+        correlation=None, return_object: bool = False, weights=None, outer_maxiter: int = 500) -> Lme:
     """Fit a linear mixed model as ``nlme::lme(fixed, data, random = ~ x | g, method)``.
 
     ``correlation`` takes a within-group error-correlation structure (``mmlib.corstruct``,
@@ -1016,7 +1078,10 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
     grouping resolved as nlme's: see ``mmlib.corlevels``); ``weights`` a variance function (``mmlib.varfunc``,
     e.g. ``VarIdent("~ 1 | Sex")``, ``VarPower("~ age")``), or a one-sided formula ``"~ v"`` for
     nlme's ``varFixed``.  A fit that does not converge raises :class:`ConvergenceError` unless
-    ``return_object=True``.
+    ``return_object=True``.  With a variance covariate ``~ fitted(.)`` (nlme's default:
+    ``VarPower()``), the estimates are nlme's fixed point (see
+    :func:`mmlib.varfunc.fitted_fixed_point`), reached in at most ``outer_maxiter``
+    optimizations (nlme's ``lmeControl(maxIter)``); short of it, a warning.
     """
     if isinstance(weights, str):
         weights = VarFixed(weights)
@@ -1030,7 +1095,8 @@ def lme(fixed: str, data: pd.DataFrame, random: str, method: str = "REML",
     fit = Lme(formula, check.frame(data), REML=(method == "REML"),
               optimizer=check.choice("optimizer", optimizer, OPTIMIZERS), data_name=data_name,
               maxiter=check.count("maxiter", maxiter), correlation=correlation,
-              return_object=check.flag("return_object", return_object), variance=weights)
+              return_object=check.flag("return_object", return_object), variance=weights,
+              outer_maxiter=check.count("outer_maxiter", outer_maxiter))
     fit.random_text = random.strip() if isinstance(random, str) else random
     return fit
 

@@ -181,6 +181,13 @@ class NlmeFit(FittedModel):
                  boundary: bool = True, weights=None):
         if weights is not None and not isinstance(weights, VarFunc):
             raise TypeError(f"weights must be a variance function (mmlib.varfunc), not {type(weights).__name__}")
+        if weights is not None and weights.uses_fitted:
+            # nlme re-evaluates a fitted-values covariate inside its PNLS/LME alternation
+            # (nlme.formula updates the varStruct from the PNLS fit's fitted values); this
+            # alternation does not, and holding the covariate at a start would be another model
+            raise NotImplementedError(f"nlme with a fitted-values variance covariate ({weights.form}) is not "
+                                      "implemented: nlme updates it inside the PNLS/LME alternation; give a data "
+                                      "column, as VarPower('~ conc'), or fit lme/gls for ~ fitted(.)")
         # a variance function on a data column (nlme's weights =); no correlation structure
         self.variance, self.correlation = weights, None
         self._structure = Weighted(weights) if weights is not None else None

@@ -187,12 +187,6 @@ def test_gls_gradient_and_scoring_matrix(name):
     assert np.max(np.abs(f._gradient(f.params))) < 1e-6
 
 
-def test_unsupported_combinations_are_refused_by_name():
-    with pytest.raises(VarFuncError, match=r"fitted values \(~ fitted\(\.\)\), is not implemented"):
-        VarPower()
-    # (a correlation beside several random-effects levels is fitted: tests/test_cor_levels.py)
-
-
 @pytest.mark.parametrize("name", ["ovary_arma11", "orth_comb", "dial_power"])
 def test_lme_structure_gradient_is_exact(name):
     """The correlated/weighted lme criterion's gradient (theta from the whitened model, the
