@@ -197,16 +197,15 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         V[:, diagonal, diagonal] += empty
         return V
 
-    @property
-    def scoring(self):
-        """Fisher scoring's gradient and matrix from the outer groups' V_g (as :meth:`gradient`), for
-        the optimizer's first stage; absent where the outer groups' padded arrays are large."""
+    def _marginal_available(self) -> bool:
+        """Fisher scoring (the optimizer's first stage) where the outer groups' padded arrays are small."""
         codes, position, m, nmax = self._outer_layout()[:4]
-        if m * nmax * nmax > self.SCORING_LIMIT:
-            raise AttributeError("scoring")
-        return self._structured_scoring
+        return m * nmax * nmax <= self.SCORING_LIMIT
 
-    def _structured_scoring(self, params, reml: bool):
+    def marginal(self, params):
+        """The outer groups' V_g (as :meth:`gradient`), the derivatives in theta (each term's Z (E Lambda'
+        + Lambda E') Z' between rows of one of its groups) and in the structure's parameters, and the
+        padded X, y: :func:`mmlib.linalg.marginal_gradient`'s arguments."""
         params = np.asarray(params, dtype=float)
         inner, outer = self._outer_layout()[4:]
         V = self.marginal_covariances(params)
@@ -223,7 +222,7 @@ class LevelsCorrelatedCriterion(LMMCriterion):
             dV = np.zeros_like(V)
             dV[outer] = dC[inner]
             dVs.append(dV)
-        return marginal_gradient(V, dVs, self._outer_pad(self.X), self._outer_pad(self.y), reml, self.n, scoring=True)
+        return V, dVs, self._outer_pad(self.X), self._outer_pad(self.y)
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact (but numerical with a SparseSystem): in theta from the whitened model; in the structure's

@@ -125,11 +125,21 @@ class LMMCriterion(Minimizer):
 
     @property
     def scoring(self):
-        """``scoring(theta, reml) -> (gradient, Fisher information)`` when every term is nested in
-        one outermost factor and the fit is small (:attr:`SCORING_LIMIT`); absent otherwise."""
-        if self._outer_groups() is None:
+        """``scoring(params, reml, J=None) -> (gradient, Fisher information)`` from :meth:`marginal`
+        (in the parameters phi with d params / d phi = J, when given), where every term is nested
+        in one outermost factor and the fit is small (:attr:`SCORING_LIMIT`); absent otherwise."""
+        if not self._marginal_available():
             raise AttributeError("scoring")
         return self._scoring
+
+    def _marginal_available(self) -> bool:
+        return self._outer_groups() is not None
+
+    def _scoring(self, params, reml: bool, J=None):
+        V, dVs, X, y = self.marginal(params)
+        if J is not None:  # the derivatives along each phi: dV/dphi_j = sum_k J_kj dV/dparams_k
+            dVs = [sum(J[k, j] * dVs[k] for k in np.flatnonzero(J[:, j])) for j in range(J.shape[1])]
+        return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True)
 
     def _outer_groups(self):
         """The rows padded by outermost group, each term's Z so padded and which pairs of rows
@@ -165,11 +175,11 @@ class LMMCriterion(Minimizer):
                 self._outer = (np.broadcast_to(np.eye(nmax), (outer.m, nmax, nmax)), Zs, same, pad(self.X), pad(self.y))
         return self._outer or None
 
-    def _scoring(self, theta, reml: bool):
-        """The gradient and Fisher scoring's matrix from each outer group's V_g = I + sum_t
-        (Z_t Lambda_t Lambda_t' Z_t') over pairs of rows in one group of term t
-        (:func:`mmlib.linalg.marginal_gradient`; dV = Z (E Lambda' + Lambda E') Z' for theta's
-        element at Lambda[r, c], E = e_r e_c')."""
+    def marginal(self, theta):
+        """Each outer group's V_g = I + sum_t (Z_t Lambda_t Lambda_t' Z_t') over pairs of rows in one
+        group of term t, its derivatives dV = Z (E Lambda' + Lambda E') Z' (so restricted) for theta's
+        element at Lambda[r, c] (E = e_r e_c'), and X, y so padded: what
+        :func:`mmlib.linalg.marginal_gradient` takes."""
         eye, Zs, same, X, y = self._outer_groups()
         V, dVs = eye.copy(), []
         for Z, pairs, lam, block in zip(Zs, same, self.lambdas(np.asarray(theta, dtype=float)), self.blocks):
@@ -178,7 +188,7 @@ class LMMCriterion(Minimizer):
             for r, c in zip(*lower_indices(block.q)):
                 part = Z[:, :, r, None] * ZL[:, None, :, c]
                 dVs.append((part + np.swapaxes(part, 1, 2)) * pairs)
-        return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True)
+        return V, dVs, X, y
 
     def lower_bounds(self) -> np.ndarray:
         return np.concatenate([b.lower_bounds() for b in self.blocks])
@@ -386,14 +396,15 @@ class CorrelatedLMMCriterion(LMMCriterion):
         return system.gradient(self.lambdas(params), sol.state, sol.beta, sol.RX, sol.r2,
                                reml, self.n, self.blocks[0])
 
-    def scoring(self, params, reml: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The gradient and Fisher scoring's matrix in every parameter, from each group's
-        marginal covariance V_i = Z_i Lambda Lambda' Z_i' + G_i C_i G_i
-        (:func:`mmlib.linalg.marginal_gradient`): dV = Z_i (E Lambda' + Lambda E') Z_i' for
-        theta's element at Lambda[r, c] (E = e_r e_c'), the structure's own dV for the rest."""
+    def _marginal_available(self) -> bool:
+        return True
+
+    def marginal(self, params):
+        """Each group's V_i = Z_i Lambda Lambda' Z_i' + G_i C_i G_i, its derivatives (dV = Z_i (E Lambda'
+        + Lambda E') Z_i' for theta's element at Lambda[r, c], E = e_r e_c'; the structure's own dV for
+        the rest), and the padded X, y (:func:`mmlib.linalg.marginal_gradient`'s arguments)."""
         params = np.asarray(params, dtype=float)
-        k = self.ntheta
-        u = params[k:]
+        u = params[self.ntheta:]
         q, p = self.terms[0].q, self.p
         Z, X, y = self.padded[:, :, :q], self.padded[:, :, q:q + p], self.padded[:, :, q + p]
         ZL = Z @ self.lambdas(params)[0]
@@ -402,7 +413,7 @@ class CorrelatedLMMCriterion(LMMCriterion):
         for r, c in zip(*lower_indices(q)):
             part = Z[:, :, r, None] * ZL[:, None, :, c]
             dVs.append(part + np.swapaxes(part, 1, 2))
-        return marginal_gradient(V, dVs + list(self.cor.derivatives(u)), X, y, reml, self.n, scoring=True)
+        return V, dVs + list(self.cor.derivatives(u)), X, y
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact: in theta from the whitened model (an ordinary one); in the correlation's and

@@ -331,14 +331,13 @@ class Tied(Minimizer):
 
     @property
     def scoring(self):
-        """Fisher scoring's gradient and matrix in phi (J'g, J'WJ), where the criterion has them."""
-        if not hasattr(self.inner, "scoring"):
-            raise AttributeError("scoring")
+        """Fisher scoring's gradient and matrix in phi, where the criterion has them: its marginal
+        covariances' derivatives taken along phi (dV/dphi = sum_k J_k dV/dtheta_k) before the
+        information's pairwise traces, which then number size(phi)^2, not size(theta)^2."""
+        inner_scoring = self.inner.scoring  # AttributeError where the criterion has none
 
         def scoring(phi, reml: bool):
-            g, W = self.inner.scoring(self.theta(phi), reml)
-            J = self.jacobian(phi)
-            return J.T @ g, J.T @ W @ J
+            return inner_scoring(self.theta(phi), reml, J=self.jacobian(phi))
         return scoring
 
     # --- what the fit asks of its criterion -----------------------------------------
