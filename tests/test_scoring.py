@@ -1,0 +1,136 @@
+"""Fisher scoring, the optimizer's first stage for small nested and structured fits
+(``Minimizer._scoring_stage``): its gradient is the criterion's exact gradient, and its matrix
+is the expected information of the profiled criterion, both checked against dense
+brute-force versions built from the definitions on random designs:
+
+    d(-2 l)/du_k from differences of the dense criterion (tests/dense.py),
+    I_kl = tr(P dV_k P dV_l) - tr(P dV_k) tr(P dV_l) / df,
+
+with P = V^-1 (ML, df = n) or V^-1 - V^-1 X (X'V^-1 X)^-1 X'V^-1 (REML, df = n - p) and dV_k
+dense differences of V(u). And the fits it starts reach nlme's optimum: tests/r references
+(lme_structures, lme_varfunc, lme_arma_symm, ...) run through it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from dense import dense_criterion
+
+from mmlib import CorAR1, PdCompSymm, VarPower, lme
+from mmlib.optimizer import fourth_order_difference
+
+
+def _nested(seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(7):
+        ua = rng.normal(0, 1.2, 2)
+        for b in range(3):
+            ub = rng.normal(0, 0.7)
+            for t in range(int(rng.integers(2, 6))):
+                x = rng.normal()
+                rows.append({"a": f"a{a}", "b": f"b{b}", "t": t, "x": x,
+                             "y": 1 + 0.5 * x + ua[0] + ua[1] * x + ub + rng.normal(0, 0.6 + 0.1 * t)})
+    data = pd.DataFrame(rows)
+    data["ta"] = data.groupby("a").cumcount()  # a position within the outer group
+    return data
+
+
+def _dense_V(fit, params):
+    """Z Lambda Lambda' Z' + G C G from the definitions: every term's dense Z (n, m q) and
+    I_m (x) Lambda_t, AR(1) correlations phi^|t_i - t_j| within the innermost groups and
+    varPower's g = |x|^delta."""
+    n = fit.n
+    crit = fit.criterion
+    theta = np.asarray(params[:crit.ntheta], dtype=float)
+    V = np.zeros((n, n))
+    for term, lam in zip(fit.reterms, crit.lambdas(theta)):
+        Z = np.zeros((n, term.m * term.q))
+        for a in range(term.q):
+            Z[np.arange(n), term.codes * term.q + a] = term.Z[:, a]
+        V += Z @ np.kron(np.eye(term.m), lam @ lam.T) @ Z.T
+    C, g = np.eye(n), np.ones(n)
+    rest = np.asarray(params[crit.ntheta:], dtype=float)
+    if fit.correlation is not None:
+        phi = fit.correlation.to_natural(rest[:1])[0]
+        inner = fit.reterms[-1].codes
+        t = fit.frame[fit.correlation.time].to_numpy(dtype=float)
+        same = inner[:, None] == inner[None, :]
+        C = np.where(same, phi ** np.abs(t[:, None] - t[None, :]), 0.0)
+        rest = rest[1:]
+    if fit.variance is not None:
+        g = np.abs(fit.frame.x.to_numpy()) ** rest[0]
+    return V + g[:, None] * C * g[None, :]
+
+
+def _dense_information(fit, params, reml):
+    X = fit.X
+    n, p = X.shape
+
+    def V_of(u):
+        return _dense_V(fit, u)
+
+    V = V_of(params)
+    Vi = np.linalg.inv(V)
+    P = Vi - Vi @ X @ np.linalg.solve(X.T @ Vi @ X, X.T @ Vi) if reml else Vi
+    dV = [fourth_order_difference(V_of, np.asarray(params, dtype=float), k) for k in range(len(params))]
+    PdV = [P @ d for d in dV]
+    t = np.array([np.trace(A) for A in PdV])
+    W = np.array([[np.sum(A * B.T) for B in PdV] for A in PdV])
+    return W - np.outer(t, t) / (n - p if reml else n)
+
+
+def _dense_gradient(fit, params, reml):
+    def crit(u):
+        return dense_criterion(fit.y, fit.X, np.zeros((fit.n, 1)), np.zeros((1, 1)), reml, C=_dense_V(fit, u))
+
+    return np.array([fourth_order_difference(crit, np.asarray(params, dtype=float), k) for k in range(len(params))])
+
+
+CASES = {
+    "two nested levels": dict(random={"a": "~ x", "b": "~ 1"}),
+    "one level, AR(1) and varPower": dict(random="~ x | a", correlation=CorAR1("~ ta | a"), weights=VarPower("~ x")),
+    "two levels and AR(1) within the inner": dict(random={"a": "~ 1", "b": "~ 1"},
+                                                 correlation=CorAR1("~ t | a/b")),
+}
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_scoring_is_the_exact_gradient_and_the_expected_information(case, seed, reml):
+    data = _nested(seed)
+    kwargs = dict(CASES[case])
+    fit = lme("y ~ x", data, method="REML" if reml else "ML", **kwargs)
+    crit = fit.criterion
+    rng = np.random.default_rng(seed + 10)
+    params = np.asarray(fit.optinfo.final, dtype=float) * (1 + 0.2 * rng.uniform(-1, 1, len(fit.optinfo.final)))
+    g, W = crit.scoring(params, reml)
+    np.testing.assert_allclose(g, crit.gradient(params, reml), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(g, _dense_gradient(fit, params, reml), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(W, _dense_information(fit, params, reml), rtol=1e-7, atol=1e-8)
+    assert np.linalg.eigvalsh(W).min() > -1e-9 * np.abs(W).max()  # a metric: positive semi-definite
+
+
+def test_scoring_along_a_tied_pdmat_is_the_chain_rule():
+    """PdCompSymm's parameters phi: the scoring's gradient and matrix are J'g and J'WJ of theta's."""
+    data = _nested(3)
+    data["v"] = np.where(data.t % 2 == 0, "even", "odd")
+    fit = lme("y ~ x", data, random={"a": PdCompSymm("~ v - 1")})
+    crit = fit.criterion
+    phi = np.asarray(fit.optinfo.final, dtype=float) * 1.1
+    g, W = crit.scoring(phi, True)
+    g_theta, W_theta = crit.inner.scoring(crit.theta(phi), True)
+    J = crit.jacobian(phi)
+    np.testing.assert_allclose(g, J.T @ g_theta, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(W, J.T @ W_theta @ J, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, crit.gradient(phi, True), rtol=1e-8, atol=1e-9)
+
+
+def test_crossed_fits_have_no_scoring_stage():
+    """Scoring works per outermost group: nested terms have it, crossed terms (no outermost
+    group) keep the quasi-Newton start."""
+    from mmlib import lmer
+
+    data = _nested(4)
+    assert hasattr(lme("y ~ x", data, random={"a": "~ 1", "b": "~ 1"}).criterion, "scoring")
+    assert not hasattr(lmer("y ~ x + (1 | a) + (1 | t)", data).criterion, "scoring")
