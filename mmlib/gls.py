@@ -94,7 +94,17 @@ class GlsFit(StructuredErrors, FittedModel):
         rows = W[self._valid]
         return rows[:, :self.p], rows[:, self.p], logdet
 
+    _memo = None  # (u, what) -> value, while an optimization runs (it asks again at points it has seen)
+
     def _fit(self, u, final: bool = False):
+        if self._memo is not None and not final:
+            key = (np.asarray(u, dtype=float).tobytes(), "f")
+            if key not in self._memo:
+                self._memo[key] = self._fit_at(u)
+            return self._memo[key]
+        return self._fit_at(u, final)
+
+    def _fit_at(self, u, final: bool = False):
         try:
             X, y, logdet = self._whitened(u)
             R = scipy.linalg.qr(X, mode="r")[0][:self.p]
@@ -131,6 +141,14 @@ class GlsFit(StructuredErrors, FittedModel):
         of the criterion refactor every group). ``scoring=True`` also returns Fisher scoring's
         matrix."""
         u = np.asarray(u, dtype=float)
+        if self._memo is not None:
+            key = (u.tobytes(), scoring)
+            if key not in self._memo:
+                self._memo[key] = self._gradient_at(u, scoring)
+            return self._memo[key]
+        return self._gradient_at(u, scoring)
+
+    def _gradient_at(self, u, scoring: bool):
         try:
             V = np.array(self._structure.matrices(u))
         except np.linalg.LinAlgError:
@@ -178,26 +196,10 @@ class GlsFit(StructuredErrors, FittedModel):
             return self._fit(z)
 
         # Fisher scoring first (a few steps reach the optimum's neighbourhood where BFGS needs
-        # dozens), then BFGS from there in case scoring stalled, then Newton's polish
-        value = f(u)
-        for _ in range(50):
-            try:
-                g, W = self._gradient(u, scoring=True)
-                step = -np.linalg.solve(W + 1e-10 * np.trace(W) / u.size * np.eye(u.size), g)
-            except np.linalg.LinAlgError:
-                break
-            if not np.all(np.isfinite(step)):
-                break
-            for _half in range(30):
-                trial = f(u + step)
-                if np.isfinite(trial) and trial <= value:
-                    break
-                step = step / 2
-            else:
-                break
-            u, decrease, value = u + step, value - trial, trial
-            if decrease < 1e-10 * max(1.0, abs(value)):
-                break
+        # dozens: the stage lme shares), then BFGS from there in case scoring stalled, then
+        # Newton's polish; evaluations at a point already seen are remembered for this run
+        self._memo = {}
+        u = Minimizer._scoring_stage(u, np.zeros(0, dtype=int), f, lambda z: self._gradient(z, scoring=True))[0]
         u = self._polish(f, u)
         message = "Fisher scoring and Newton steps"
         if not self._settled(f, u):  # scoring stalled: BFGS from there, then the polish again
@@ -206,6 +208,7 @@ class GlsFit(StructuredErrors, FittedModel):
             u, message = self._polish(f, res.x), res.message
         # converged where the gradient vanishes relative to the criterion (never silently otherwise)
         self.converged = self._settled(f, u)
+        self._memo = None
         if not self.converged:
             warnings.warn(f"gls: the optimization of the correlation/variance parameters stopped without "
                           f"the gradient vanishing ({message}); the estimates are the last iterate's",
