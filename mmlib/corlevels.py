@@ -43,7 +43,7 @@ from . import design as dsg
 from .corstruct import CorStructError
 from .covariance import lower_indices
 from .linalg import BlockSystem, SparseSystem, marginal_gradient
-from .lmm import LMMCriterion, _profile, _Solution
+from .lmm import ErrorStructure, LMMCriterion, _profile, _Solution
 from .randomeffects import grouping_levels, level_name
 from .varfunc import Weighted
 
@@ -72,7 +72,7 @@ def correlation_grouping(structure, terms) -> str:
     return levels[-1]
 
 
-class LevelsCorrelatedCriterion(LMMCriterion):
+class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
     """The profiled criterion of a multi-level LMM with correlated (and possibly heteroscedastic)
     errors within the correlation's groups; parameters: theta, then the structure's (the
     correlation's, then a variance function's). See the module docstring."""
@@ -93,12 +93,6 @@ class LevelsCorrelatedCriterion(LMMCriterion):
         self.rows = (structure.codes, structure.position)
         self._white = None
         self._outer = None
-
-    def lower_bounds(self) -> np.ndarray:
-        return np.concatenate([super().lower_bounds(), np.full(self.structure.n_params, -np.inf)])
-
-    def start(self) -> np.ndarray:
-        return np.concatenate([super().start(), self.structure.start()])
 
     def whitened(self, u: np.ndarray):
         """The system of the rows whitened at u, X'X, X'y, y'y of them, and log|G C G|."""

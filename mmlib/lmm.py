@@ -319,7 +319,18 @@ class LMMCriterion(Minimizer):
                                         reml, self.n, self.blocks[0])
         return self.system.gradient(theta, sol.state, sol.beta, sol.RX, sol.r2, reml, self.n)
 
-class CorrelatedLMMCriterion(LMMCriterion):
+class ErrorStructure:
+    """Mixin for criteria whose parameters are theta followed by an error structure's (``self.structure``:
+    a correlation, a variance function, or both as ``varfunc.Weighted``), unbounded."""
+
+    def lower_bounds(self) -> np.ndarray:
+        return np.concatenate([super().lower_bounds(), np.full(self.structure.n_params, -np.inf)])
+
+    def start(self) -> np.ndarray:
+        return np.concatenate([super().start(), self.structure.start()])
+
+
+class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
     """The criterion with correlated errors within groups (nlme's ``correlation =``).
 
     The parameters are theta followed by the correlation structure's (unconstrained) ones.
@@ -343,22 +354,16 @@ class CorrelatedLMMCriterion(LMMCriterion):
                                  f"effects' grouping ({term.group}); they must be the same")
         cor.set_data(frame, term.codes, term.m)
         super().__init__(y, X, terms)
-        self.cor = cor
+        self.structure = cor
         self.n_numeric = 0  # every derivative is exact (see gradient)
         self.padded = cor.pad(np.column_stack([term.Z, X, y]))
         self._white = None
-
-    def lower_bounds(self) -> np.ndarray:
-        return np.concatenate([super().lower_bounds(), np.full(self.cor.n_params, -np.inf)])
-
-    def start(self) -> np.ndarray:
-        return np.concatenate([super().start(), self.cor.start()])
 
     def whitened(self, u: np.ndarray):
         key = np.asarray(u, dtype=float).tobytes()
         if self._white is not None and self._white[0] == key:
             return self._white[1]
-        W, logdet = self.cor.whiten(u, self.padded)
+        W, logdet = self.structure.whiten(u, self.padded)
         q, p = self.terms[0].q, self.p
         Wz, Wxy = W[:, :, :q], W[:, :, q:]
         ZtZ = np.swapaxes(Wz, 1, 2) @ Wz
@@ -408,12 +413,12 @@ class CorrelatedLMMCriterion(LMMCriterion):
         q, p = self.terms[0].q, self.p
         Z, X, y = self.padded[:, :, :q], self.padded[:, :, q:q + p], self.padded[:, :, q + p]
         ZL = Z @ self.lambdas(params)[0]
-        V = ZL @ np.swapaxes(ZL, 1, 2) + self.cor.matrices(u)
+        V = ZL @ np.swapaxes(ZL, 1, 2) + self.structure.matrices(u)
         dVs = []
         for r, c in zip(*lower_indices(q)):
             part = Z[:, :, r, None] * ZL[:, None, :, c]
             dVs.append(part + np.swapaxes(part, 1, 2))
-        return V, dVs + list(self.cor.derivatives(u)), X, y
+        return V, dVs + list(self.structure.derivatives(u)), X, y
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact: in theta from the whitened model (an ordinary one); in the correlation's and
@@ -432,10 +437,10 @@ class CorrelatedLMMCriterion(LMMCriterion):
         lam = self.lambdas(params)[0]
         ZL = Z @ lam
         try:
-            V = ZL @ np.swapaxes(ZL, 1, 2) + self.cor.matrices(u)
+            V = ZL @ np.swapaxes(ZL, 1, 2) + self.structure.matrices(u)
         except np.linalg.LinAlgError:
             return np.full(params.size, np.nan)
-        g_u = marginal_gradient(V, self.cor.derivatives(u), X, y, reml, self.n)
+        g_u = marginal_gradient(V, self.structure.derivatives(u), X, y, reml, self.n)
         return np.concatenate([g_theta, g_u])
 
 

@@ -250,20 +250,13 @@ class Minimizer:
         reaches the optimum's neighbourhood in a few steps where a quasi-Newton method, which
         must learn the curvature, takes dozens (Dialyzer's random slopes with a variance
         power: 90 L-BFGS iterations, 9 scoring steps). Each step is halved until the criterion
-        falls; the stage ends when a step lowers it by less than 1e-10 relative and returns
+        falls; the stage ends when a step lowers it by less than 1e-9 relative and returns
         (theta, result) with ``result.success``, or (theta, None) when scoring cannot proceed
         (the quasi-Newton stage takes over from there). The Newton polish settles the last
         digits either way."""
         if np.any(theta0[diag] <= 0):
             return theta0, None
-
-        def to_theta(eta):
-            theta = eta.copy()
-            theta[diag] = np.exp(eta[diag])
-            return theta
-
-        eta = theta0.copy()
-        eta[diag] = np.log(theta0[diag])
+        to_theta, eta = _log_diagonal(theta0, diag)
         value = start_value = f(theta0)
         for iteration in range(1, maxiter + 1):
             theta = to_theta(eta)
@@ -304,11 +297,7 @@ class Minimizer:
         """
         if np.any(theta0[diag] <= 0):
             return theta0, None
-
-        def to_theta(eta):
-            theta = eta.copy()
-            theta[diag] = np.exp(eta[diag])
-            return theta
+        to_theta, eta0 = _log_diagonal(theta0, diag)
 
         def f_eta(eta):
             return f(to_theta(eta))
@@ -319,8 +308,6 @@ class Minimizer:
             g[diag] *= theta[diag]  # chain rule: d theta / d eta = theta on the diagonal
             return g
 
-        eta0 = theta0.copy()
-        eta0[diag] = np.log(theta0[diag])
         if method == "Newton-start":
             # BFGS from the Hessian itself, not the identity: from a start on the right scale
             # it converges in a few Newton-like steps, where a quasi-Newton method that must
@@ -363,6 +350,19 @@ class Minimizer:
                 if ft < best_f - 1e-8 * max(1.0, abs(f0)):
                     best, best_f = trial, ft
         return best
+
+
+def _log_diagonal(theta0: np.ndarray, diag: np.ndarray):
+    """nlme's log-Cholesky scale: the map eta -> theta (exp on Lambda's diagonal ``diag``, the
+    rest as they are) and theta0 on the eta scale (its diagonal positive)."""
+    def to_theta(eta):
+        theta = eta.copy()
+        theta[diag] = np.exp(eta[diag])
+        return theta
+
+    eta0 = theta0.copy()
+    eta0[diag] = np.log(theta0[diag])
+    return to_theta, eta0
 
 
 def _jacobian(column, x, h: float) -> np.ndarray:
