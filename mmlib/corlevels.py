@@ -43,7 +43,7 @@ from . import design as dsg
 from .corstruct import CorStructError
 from .covariance import lower_indices
 from .linalg import BlockSystem, SparseSystem, marginal_gradient
-from .lmm import ErrorStructure, LMMCriterion, _profile, _Solution
+from .lmm import ErrorStructure, LMMCriterion
 from .randomeffects import grouping_levels, level_name
 from .varfunc import Weighted
 
@@ -91,14 +91,10 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
         self.split = np.cumsum([t.q for t in terms])[:-1]
         self.padded = structure.pad(np.column_stack([np.hstack([t.Z for t in terms]), X, y]))
         self.rows = (structure.codes, structure.position)
-        self._white = None
         self._outer = None
 
-    def whitened(self, u: np.ndarray):
+    def _whitened(self, u: np.ndarray):
         """The system of the rows whitened at u, X'X, X'y, y'y of them, and log|G C G|."""
-        key = np.asarray(u, dtype=float).tobytes()
-        if self._white is not None and self._white[0] == key:
-            return self._white[1]
         W, logdet = self.structure.whiten(u, self.padded)
         rows = W[self.rows]  # back to the data's row order; the empty slots dropped
         Q, p = sum(t.q for t in self.terms), self.p
@@ -109,30 +105,11 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
                  for t, Z in zip(self.terms, Zs)]
         system = (BlockSystem.from_rows(terms[0], Xw, yw) if self.system_type is BlockSystem
                   else self.system_type(terms, Xw, yw, self.blocks))
-        out = (system, Xw.T @ Xw, Xw.T @ yw, float(yw @ yw), logdet)
-        self._white = (key, out)
-        return out
-
-    def _solve(self, params, reml: bool) -> _Solution:
-        theta, u = params[:self.ntheta], params[self.ntheta:]
-        try:
-            system, XtX, Xty, yty, logdet = self.whitened(u)
-        except np.linalg.LinAlgError:
-            return _Solution(np.inf, None, None, np.nan, None)
-        return _profile(system, self._arg(theta), XtX, Xty, yty, self.n, self.p, reml, logdet)
+        return system, Xw.T @ Xw, Xw.T @ yw, float(yw @ yw), logdet
 
     def _arg(self, theta):
         """What the system takes: one term's (block-diagonal) system its Lambda, the others theta."""
         return self.lambdas(theta) if self.system_type is BlockSystem else theta
-
-    def modes(self, params, solution: _Solution) -> list[np.ndarray]:
-        params = np.asarray(params, dtype=float)
-        system = self.whitened(params[self.ntheta:])[0]
-        return system.modes(self._arg(params[:self.ntheta]), solution.state, solution.beta)
-
-    def conditional_covariances(self, params) -> list[np.ndarray]:
-        params = np.asarray(params, dtype=float)
-        return self.whitened(params[self.ntheta:])[0].conditional_covariances(self._arg(params[:self.ntheta]))
 
     def gradient_theta(self, params, reml: bool) -> np.ndarray:
         """The gradient in theta alone, the structure held: that of the whitened ordinary model."""

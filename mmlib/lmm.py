@@ -329,6 +329,37 @@ class ErrorStructure:
     def start(self) -> np.ndarray:
         return np.concatenate([super().start(), self.structure.start()])
 
+    _white = None  # (u, what _whitened(u) gave): the criterion, its gradient and modes ask at one u in turn
+
+    def whitened(self, u: np.ndarray):
+        """The system of the rows whitened at the structure's parameters u, the whitened X'X,
+        X'y, y'y, and log|G C G| (``_whitened``, cached for the last u)."""
+        key = np.asarray(u, dtype=float).tobytes()
+        if self._white is None or self._white[0] != key:
+            self._white = (key, self._whitened(u))
+        return self._white[1]
+
+    def _arg(self, theta):
+        """What the whitened system takes: a one-term (block-diagonal) system its Lambdas."""
+        return self.lambdas(theta)
+
+    def _solve(self, params, reml: bool) -> _Solution:
+        theta, u = params[:self.ntheta], params[self.ntheta:]
+        try:
+            system, XtX, Xty, yty, logdet = self.whitened(u)
+        except np.linalg.LinAlgError:
+            return _Solution(np.inf, None, None, np.nan, None)
+        return _profile(system, self._arg(theta), XtX, Xty, yty, self.n, self.p, reml, logdet)
+
+    def modes(self, params, solution: _Solution) -> list[np.ndarray]:
+        params = np.asarray(params, dtype=float)
+        system = self.whitened(params[self.ntheta:])[0]
+        return system.modes(self._arg(params[:self.ntheta]), solution.state, solution.beta)
+
+    def conditional_covariances(self, params) -> list[np.ndarray]:
+        params = np.asarray(params, dtype=float)
+        return self.whitened(params[self.ntheta:])[0].conditional_covariances(self._arg(params[:self.ntheta]))
+
 
 class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
     """The criterion with correlated errors within groups (nlme's ``correlation =``).
@@ -357,12 +388,8 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
         self.structure = cor
         self.n_numeric = 0  # every derivative is exact (see gradient)
         self.padded = cor.pad(np.column_stack([term.Z, X, y]))
-        self._white = None
 
-    def whitened(self, u: np.ndarray):
-        key = np.asarray(u, dtype=float).tobytes()
-        if self._white is not None and self._white[0] == key:
-            return self._white[1]
+    def _whitened(self, u: np.ndarray):
         W, logdet = self.structure.whiten(u, self.padded)
         q, p = self.terms[0].q, self.p
         Wz, Wxy = W[:, :, :q], W[:, :, q:]
@@ -370,25 +397,7 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
         ZtXy = np.swapaxes(Wz, 1, 2) @ Wxy
         flat = Wxy.reshape(-1, p + 1)
         cross = flat.T @ flat
-        out = (BlockSystem(ZtZ, ZtXy), cross[:p, :p], cross[:p, p], float(cross[p, p]), logdet)
-        self._white = (key, out)
-        return out
-
-    def _solve(self, params, reml: bool) -> _Solution:
-        theta, u = params[:self.ntheta], params[self.ntheta:]
-        try:
-            system, XtX, Xty, yty, logdet = self.whitened(u)
-        except np.linalg.LinAlgError:
-            return _Solution(np.inf, None, None, np.nan, None)
-        return _profile(system, self.lambdas(theta), XtX, Xty, yty, self.n, self.p, reml, logdet)
-
-    def modes(self, params, solution: _Solution) -> list[np.ndarray]:
-        system = self.whitened(params[self.ntheta:])[0]
-        return system.modes(self.lambdas(params), solution.state, solution.beta)
-
-    def conditional_covariances(self, params) -> list[np.ndarray]:
-        params = np.asarray(params, dtype=float)
-        return self.whitened(params[self.ntheta:])[0].conditional_covariances(self.lambdas(params))
+        return BlockSystem(ZtZ, ZtXy), cross[:p, :p], cross[:p, p], float(cross[p, p]), logdet
 
     def gradient_theta(self, params, reml: bool) -> np.ndarray:
         """The exact gradient in theta alone, the correlation parameters held (the whitened
