@@ -1,7 +1,8 @@
 """mmlib beside nlme on models of Pinheiro & Bates (2000): pdMat classes, random effects at two
 levels, ARMA and general within-group correlations, variance functions, gls, a spatial
-correlation in two dimensions (the models tests/r/lme_structures.R, tests/r/lme_arma_symm.R and
-tests/r/gls_spatial2d.R check against nlme).
+correlation in two dimensions, a correlation beside two levels, nlme's fitted-values variance
+covariate (the models tests/r/lme_structures.R, lme_arma_symm.R, gls_spatial2d.R,
+lme_cor_levels.R and varfunc_fitted.R check against nlme).
 
 Run by ``benchmarks/run.py`` (``make bench``) with one BLAS thread; nlme is timed with its
 default controls by ``benchmarks/pinheiro_bates_r.R`` in the same run, when Rscript is present.
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "r" / "data"
 sys.path.insert(0, str(ROOT))
 
-from mmlib import (CorARMA, CorRatio, CorSymm, PdBlocked, PdCompSymm, PdIdent, VarComb,  # noqa: E402
+from mmlib import (CorARMA, CorExp, CorRatio, CorSymm, PdBlocked, PdCompSymm, PdIdent, VarComb,  # noqa: E402
                    VarConstPower, VarIdent, VarPower, gls, lme)
 from peers import median_time  # noqa: E402
 
@@ -59,6 +60,10 @@ def models() -> dict:
         "gls_arma": lambda: gls(ov, ovary, correlation=CorARMA("~ 1 | Mare", p=1, q=1)),
         "wheat2_ratio": lambda: gls("yield ~ variety - 1", wheat, correlation=CorRatio(
             "~ latitude + longitude", value=(12.5, 0.2), nugget=True)),
+        "pixel_exp": lambda: lme("pixel ~ day + I(day^2)", pixel, random={"Dog": "~ day", "Side": "~ 1"},
+                                 correlation=CorExp("~ day | Dog/Side")),
+        "gls_dial_fitted": lambda: gls(dialf, dial, weights=VarPower()),
+        "orth_fitted": lambda: lme("distance ~ age * Sex", orth, random="~ 1 | Subject", weights=VarPower()),
     }
 
 

@@ -1,6 +1,7 @@
-## Times nlme's fits of the Pinheiro & Bates (2000) models that tests/r/lme_structures.R and
-## tests/r/lme_arma_symm.R check (pdMat classes, several levels, ARMA and general correlations,
-## variance functions, gls), with nlme's default controls, for benchmarks/pinheiro_bates.py.
+## Times nlme's fits of the Pinheiro & Bates (2000) models that tests/r/lme_structures.R,
+## tests/r/lme_arma_symm.R, tests/r/lme_cor_levels.R and tests/r/varfunc_fitted.R check (pdMat
+## classes, several levels, ARMA and general correlations, variance functions, gls, a correlation
+## beside two levels, the fitted-values covariate), with nlme's default controls, for benchmarks/pinheiro_bates.py.
 ## Usage: Rscript benchmarks/pinheiro_bates_r.R <tests/r/data dir> [repetitions]; prints one JSON
 ## object (median seconds per fit).
 suppressPackageStartupMessages(library(nlme))
@@ -34,7 +35,11 @@ fits <- list(
                                   weights = varIdent(form = ~ 1 | age)),
   gls_arma = function() gls(OV, data = ovary, correlation = corARMA(form = ~ 1 | Mare, p = 1, q = 1)),
   wheat2_ratio = function() gls(yield ~ variety - 1, data = wheat,
-                                correlation = corRatio(c(12.5, 0.2), form = ~ latitude + longitude, nugget = TRUE)))
+                                correlation = corRatio(c(12.5, 0.2), form = ~ latitude + longitude, nugget = TRUE)),
+  pixel_exp = function() lme(pixel ~ day + I(day^2), data = pixel, random = list(Dog = ~ day, Side = ~ 1),
+                             correlation = corExp(form = ~ day | Dog/Side)),
+  gls_dial_fitted = function() gls(DIAL, data = dial, weights = varPower()),
+  orth_fitted = function() lme(distance ~ age * Sex, data = orth, random = ~ 1 | Subject, weights = varPower()))
 out <- sapply(fits, function(f) {
   f()  # warm up
   median(sapply(seq_len(reps), function(i) system.time(f())[["elapsed"]]))

@@ -71,6 +71,8 @@ class GlsFit(StructuredErrors, FittedModel):
             group = correlation.group if correlation is not None else None
             if group:
                 levels, codes = dsg.grouping_factor(self.frame, group.replace("/", ":"))  # nested a/b: a:b
+            elif correlation is None:  # independent errors: each row its own group (n 1-by-1 blocks, not an n-by-n one)
+                levels, codes = list(range(self.n)), np.arange(self.n, dtype=np.intp)
             else:  # no grouping: the whole data are one group
                 levels, codes = ["1"], np.zeros(self.n, dtype=np.intp)
             structure.set_data(self.frame, codes, len(levels))
