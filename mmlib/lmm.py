@@ -291,7 +291,54 @@ class LMMCriterion(Minimizer):
         return _profile(self.system, arg, self.XtX, self.Xty, self.yty, self.n, self.p, reml, self.extra_logdet)
 
     def objective(self, theta, reml: bool) -> float:
+        if self._by_groups():
+            return self._marginal_deviance(theta, reml)
         return self.solve(theta, reml).deviance
+
+    # the optimizer's evaluations of several nested terms of a small fit on each outer group's
+    # marginal covariance, not the several-term system (see _by_groups); False for criteria
+    # whose rows are whitened by an error structure
+    marginal_evaluation = True
+
+    def _by_groups(self) -> bool:
+        """Whether :meth:`objective` and :meth:`gradient` work on the outer groups' V_g (dense,
+        :meth:`marginal`): for several nested terms of a small fit, where the several-term system's
+        Schur elimination costs many small array operations an evaluation and V_g's batched
+        Cholesky a few, while theta is short (its gradient takes a dV_g per element: a tied pdMat's
+        many elements keep the system). The estimates, modes and everything after the fit come from
+        :meth:`solve`."""
+        return (self.marginal_evaluation and isinstance(self.system, CrossedSystem) and self.ntheta <= 10
+                and self._outer_groups() is not None)
+
+    def _marginal_deviance(self, theta, reml: bool) -> float:
+        """The criterion from V_g = I + sum_t Z_t Lambda_t Lambda_t' Z_t' (per outer group):
+        log|V| = log|A| by the determinant lemma, and the GLS fit on the rows whitened by V_g's
+        Cholesky factors gives r2 and X'V^-1 X, as in :func:`_profile`."""
+        eye, Zs, same, X, y = self._outer_groups()
+        V = eye.copy()
+        for Z, pairs, lam in zip(Zs, same, self.lambdas(np.asarray(theta, dtype=float))):
+            ZL = Z @ lam
+            V += (ZL @ np.swapaxes(ZL, 1, 2)) * pairs
+        try:
+            L = np.linalg.cholesky(V)
+        except np.linalg.LinAlgError:
+            return np.inf
+        W = np.linalg.solve(L, np.concatenate([X, y[:, :, None]], axis=2))
+        flat = W.reshape(-1, self.p + 1)
+        cross = flat.T @ flat
+        p = self.p
+        RX, info = potrf(cross[:p, :p], lower=1, clean=1)
+        if info != 0:
+            return np.inf
+        cb = trtrs(RX, cross[:p, p], lower=1)[0]
+        r2 = float(cross[p, p]) - float(cb @ cb)
+        if not r2 > 0:
+            return np.inf
+        logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum()) + self.extra_logdet
+        if reml:
+            return logdet + 2.0 * float(np.log(np.diag(RX)).sum()) + (n_p := self.n - p) * (
+                1.0 + LOG2PI + np.log(r2 / n_p))
+        return logdet + self.n * (1.0 + LOG2PI + np.log(r2 / self.n))
 
     def modes(self, theta, solution: _Solution) -> list[np.ndarray]:
         arg = self.lambdas(theta) if isinstance(self.system, BlockSystem) else theta
@@ -311,6 +358,8 @@ class LMMCriterion(Minimizer):
         if not self.analytic:
             return self.numerical_gradient(theta, reml)
         theta = np.asarray(theta, dtype=float)
+        if self._by_groups():
+            return marginal_gradient(*self.marginal(theta)[:2], *self._outer_groups()[3:], reml, self.n)
         sol = self.solve(theta, reml)
         if not np.isfinite(sol.deviance):
             return np.full(theta.size, np.nan)
@@ -322,6 +371,8 @@ class LMMCriterion(Minimizer):
 class ErrorStructure:
     """Mixin for criteria whose parameters are theta followed by an error structure's (``self.structure``:
     a correlation, a variance function, or both as ``varfunc.Weighted``), unbounded."""
+
+    marginal_evaluation = False
 
     def lower_bounds(self) -> np.ndarray:
         return np.concatenate([super().lower_bounds(), np.full(self.structure.n_params, -np.inf)])

@@ -134,3 +134,25 @@ def test_crossed_fits_have_no_scoring_stage():
     data = _nested(4)
     assert hasattr(lme("y ~ x", data, random={"a": "~ 1", "b": "~ 1"}).criterion, "scoring")
     assert not hasattr(lmer("y ~ x + (1 | a) + (1 | t)", data).criterion, "scoring")
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_evaluation_by_outer_groups_equals_the_several_term_system(seed, reml):
+    """Several nested terms of a small fit are evaluated on the outer groups' V_g during the
+    optimization (LMMCriterion._by_groups); the several-term system (Schur elimination) gives
+    the same criterion and exact gradient, and so does the dense likelihood."""
+    data = _nested(seed)
+    fit = lme("y ~ x", data, random={"a": "~ x", "b": "~ 1"}, method="REML" if reml else "ML")
+    crit = fit.criterion
+    assert crit._by_groups()
+    rng = np.random.default_rng(seed)
+    theta = np.asarray(fit.theta, dtype=float) * (1 + 0.3 * rng.uniform(-1, 1, fit.theta.size))
+    system_value = crit.solve(theta, reml).deviance
+    np.testing.assert_allclose(crit.objective(theta, reml), system_value, rtol=1e-12)
+    np.testing.assert_allclose(crit.objective(theta, reml),
+                               dense_criterion(fit.y, fit.X, np.zeros((fit.n, 1)), np.zeros((1, 1)), reml,
+                                               C=_dense_V(fit, theta)), rtol=1e-10)
+    sol = crit.solve(theta, reml)
+    system_gradient = crit.system.gradient(theta, sol.state, sol.beta, sol.RX, sol.r2, reml, crit.n)
+    np.testing.assert_allclose(crit.gradient(theta, reml), system_gradient, rtol=1e-8, atol=1e-9)
