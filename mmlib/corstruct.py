@@ -137,12 +137,18 @@ class CorStruct:
         u = np.asarray(u, dtype=float)
         if self._table is not None:
             index, pairs = self._table_index()
+            if self.complex_step:
+                # an analytic table: Im t(u + i h e_k) / h is its derivative to rounding, one table a
+                # parameter (Squire & Trapp 1998)
+                step = np.eye(u.size) * 1e-30j
+                return [(self._table(u + step[k]).imag / 1e-30)[index] * pairs for k in range(u.size)]
             return [fourth_order_difference(self._table, u, k)[index] * pairs for k in range(u.size)]
         return [fourth_order_difference(self.matrices, u, k) for k in range(u.size)]
 
     # the structure's correlations as a small table of u, read at ``_table_index()``; None when
     # its matrices are not such a table
     _table = None
+    complex_step = False  # whether _table is analytic and takes complex u
     _pairs_valid = _int_lags = None
 
     def _table_index(self):
@@ -440,9 +446,10 @@ def arma_acf(phi: np.ndarray, theta: np.ndarray, nlags: int) -> np.ndarray:
     (Brockwell & Davis 1991, sec. 3.3): the psi weights, then gamma(0..p) from p + 1 linear
     equations, then the recursion gamma(k) = sum phi_i gamma(k - i) + c_k. The recursions run
     on Python floats: a few orders by some thirty lags, where numpy's per-call cost would be
-    most of an lme evaluation (this is called at every one, and four times a parameter for
-    the derivatives)."""
-    phi, theta = [float(v) for v in phi], [float(v) for v in theta]
+    most of an lme evaluation (this is called at every one, and once a parameter for the
+    derivatives, with complex coefficients: every step is analytic)."""
+    kind = complex if np.iscomplexobj(phi) or np.iscomplexobj(theta) else float
+    phi, theta = [kind(v) for v in phi], [kind(v) for v in theta]
     p, q = len(phi), len(theta)
     th = [1.0] + theta
     psi = []
@@ -450,11 +457,11 @@ def arma_acf(phi: np.ndarray, theta: np.ndarray, nlags: int) -> np.ndarray:
         psi.append(th[j] + sum(phi[i] * psi[j - 1 - i] for i in range(min(j, p))))
     size = max(p, nlags) + 1
     c = [sum(th[k + i] * psi[i] for i in range(q + 1 - k)) if k <= q else 0.0 for k in range(size)]
-    A = np.eye(p + 1)
+    A = np.eye(p + 1, dtype=kind)
     for k in range(p + 1):
         for i in range(1, p + 1):
             A[k, abs(k - i)] -= phi[i - 1]
-    gamma = [float(v) for v in np.linalg.solve(A, c[:p + 1])] if p else [c[0]]
+    gamma = [kind(v) for v in np.linalg.solve(A, c[:p + 1])] if p else [c[0]]
     for k in range(p + 1, size):
         total = c[k]
         for i in range(p):
@@ -468,6 +475,8 @@ class CorARMA(CorStruct):
     observations (or at integer positions ``~ k | g``). Estimated through the partial
     autocorrelations of the AR part and of the MA part, each tanh(u / 2) (nlme's scale), which
     keeps the process stationary and invertible."""
+
+    complex_step = True  # tanh, the Durbin-Levinson recursion and arma_acf are analytic
 
     def __init__(self, form: str = "~ 1", p: int = 0, q: int = 0, value=None):
         if p < 0 or q < 0 or p + q == 0 or p != int(p) or q != int(q):
@@ -485,7 +494,7 @@ class CorARMA(CorStruct):
         _integer_positions(self, frame)
 
     def coefficients(self, u) -> tuple[np.ndarray, np.ndarray]:
-        r = np.tanh(np.asarray(u, dtype=float) / 2)
+        r = np.tanh(np.asarray(u) / 2)  # complex u too (the derivatives' complex step)
         # the MA polynomial 1 + theta_1 z + ... is invertible when -theta is a stationary AR's
         # coefficients: -theta from the partial autocorrelations -r (theta_1 = r_1 for q = 1, as nlme)
         return _from_partial(r[:self.p]), -_from_partial(-r[self.p:])
