@@ -61,7 +61,7 @@ class Minimizer:
         return g
 
     def optimize(self, reml: bool, start=None, optimizer: str = "L-BFGS-B",
-                 maxiter: int = 1000, polish: bool = True) -> tuple[np.ndarray, OptSummary]:
+                 maxiter: int = 1000, polish: bool = True, scoring: bool = True) -> tuple[np.ndarray, OptSummary]:
         theta0 = self.start() if start is None else np.asarray(start, dtype=float)
         lb = self.lower_bounds()
         summary = OptSummary(optimizer, theta0.copy(), f_initial=self.objective(theta0, reml),
@@ -89,7 +89,7 @@ class Minimizer:
             summary.tolerances["gtol"] = 1e-8
             x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter, gtol=1e-8)
             interior = True
-        elif optimizer in ("L-BFGS-B", "BFGS") and hasattr(self, "scoring"):
+        elif optimizer in ("L-BFGS-B", "BFGS") and scoring and hasattr(self, "scoring"):
             def scoring(theta):
                 calls[0] += 1
                 return self.scoring(theta, reml)
@@ -151,6 +151,12 @@ class Minimizer:
         summary.f_final = self.objective(theta, reml)
         summary.evaluations = calls[0]
         summary.gradient = self.gradient(theta, reml)
+        if (summary.converged and scoring and summary.notes and "Fisher scoring" in summary.notes[0]
+                and not _small_gradient(summary.gradient, theta, lb)):
+            # scoring stopped, and the Newton steps from there did not reach a vanishing gradient:
+            # the fit again without the scoring stage (never a stop passed off as the optimum)
+            return self.optimize(reml, start=theta0, optimizer=optimizer, maxiter=maxiter, polish=polish,
+                                 scoring=False)
         summary.singular = bool(np.any(theta[diag] < 1e-4))
         summary.notes = list(dict.fromkeys(summary.notes))
         return theta, summary

@@ -156,3 +156,32 @@ def test_evaluation_by_outer_groups_equals_the_several_term_system(seed, reml):
     sol = crit.solve(theta, reml)
     system_gradient = crit.system.gradient(theta, sol.state, sol.beta, sol.RX, sol.r2, reml, crit.n)
     np.testing.assert_allclose(crit.gradient(theta, reml), system_gradient, rtol=1e-8, atol=1e-9)
+
+
+def test_a_scoring_stop_short_of_the_optimum_is_not_passed_off(monkeypatch):
+    """Where scoring reports success but the Newton steps from its stop leave a gradient that does
+    not vanish, the fit is done again without the scoring stage: the same optimum, and a note that
+    does not credit scoring."""
+    from mmlib import optimizer
+
+    data = _nested(5)
+    reference = lme("y ~ x", data, random={"a": "~ x", "b": "~ 1"})
+    real_stage, real_polish = optimizer.Minimizer._scoring_stage, optimizer.Minimizer.newton_polish
+
+    def stops_at_once(theta0, diag, f, scoring, maxiter=50):
+        theta, res = real_stage(theta0, diag, f, scoring, maxiter=1)
+        return theta, optimizer.scipy.optimize.OptimizeResult(x=theta, success=True, nit=1,
+                                                               message="Fisher scoring converged")
+
+    calls = []
+
+    def polish_only_later(x, f, grad, lb, steps=8):
+        calls.append(1)
+        return (x, 0) if len(calls) == 1 else real_polish(x, f, grad, lb, steps)
+
+    monkeypatch.setattr(optimizer.Minimizer, "_scoring_stage", staticmethod(stops_at_once))
+    monkeypatch.setattr(optimizer.Minimizer, "newton_polish", staticmethod(polish_only_later))
+    fit = lme("y ~ x", data, random={"a": "~ x", "b": "~ 1"})
+    assert fit.optinfo.converged and not any("Fisher scoring" in note for note in fit.optinfo.notes)
+    np.testing.assert_allclose(fit.theta, reference.theta, rtol=1e-6)
+    np.testing.assert_allclose(fit.loglik, reference.loglik, rtol=1e-12)
