@@ -1,0 +1,50 @@
+## nlme with a variance function and random effects at two nested levels: nlme 3.1-162 on nlme's
+## Pixel, the quadratic in day written nonlinearly as tests/r/nlme_levels.R (pixel ~ b0 + b1*day -
+## exp(lb2)*day^2, random = list(Dog = b0 + b1 ~ 1, Side = b0 ~ 1)), with varIdent(form = ~ 1 | Side)
+## (ML and REML), varExp(form = ~ day) and varPower(form = ~ day1), day1 = day + 1 (ML).
+## Controls: the tightest that nlme completes. pnlsTol = 1e-6: at 1e-8 or below every one of these
+## fits stops with "step halving factor reduced below minimum in PNLS step" (the PNLS criterion
+## cannot get below rounding). tolerance = 1e-10 for the ML fits (each stops at its second iteration,
+## where nlminb's LME step takes one iteration: nlme's convIter == 1 rule); the REML fit reaches
+## maxIter = 200 without convergence at tolerance 1e-10 (and varExp / varPower with REML at 1e-8 too),
+## so varIdent REML uses tolerance = 1e-8. varConstPower(form = ~ day) fails at nlme's start
+## ("infinite or missing values in 'x'", day = 0), hence varPower on day + 1.
+##   Rscript tests/r/nlme_levels_varfunc.R > tests/r/nlme_levels_varfunc.txt 2>&1
+## writes tests/r/nlme_levels_varfunc.json and tests/r/nlme_levels_varfunc_digits4.txt
+suppressPackageStartupMessages({library(nlme); library(jsonlite)})
+ctl <- nlmeControl(pnlsTol = 1e-6, msTol = 1e-12, tolerance = 1e-10, maxIter = 200, msMaxIter = 500)
+ctl_reml <- nlmeControl(pnlsTol = 1e-6, msTol = 1e-12, tolerance = 1e-8, maxIter = 200, msMaxIter = 500)
+pixel <- read.csv("tests/r/data/Pixel.csv", stringsAsFactors = TRUE)
+pixel$Dog <- factor(pixel$Dog, levels = as.character(sort(unique(as.integer(as.character(pixel$Dog))))))
+pixel$day1 <- pixel$day + 1
+fit <- function(weights, method = "ML", control = ctl)
+  nlme(pixel ~ b0 + b1 * day - exp(lb2) * day^2, data = pixel, fixed = b0 + b1 + lb2 ~ 1,
+       random = list(Dog = b0 + b1 ~ 1, Side = b0 ~ 1), start = c(b0 = 1073, b1 = 6, lb2 = -1),
+       weights = weights, method = method, control = control)
+fits <- list(
+  ident_ml = fit(varIdent(form = ~ 1 | Side)),
+  ident_reml = fit(varIdent(form = ~ 1 | Side), "REML", ctl_reml),
+  exp_ml = fit(varExp(form = ~ day)),
+  power_ml = fit(varPower(form = ~ day1)))
+out <- list(meta = list(R = R.version.string, packages = paste("nlme", format(packageVersion("nlme")))))
+for (name in names(fits)) {
+  f <- fits[[name]]
+  re <- ranef(f)
+  out[[name]] <- list(fixef = unname(fixef(f)), se = unname(sqrt(diag(vcov(f)))), sigma = f$sigma,
+    logLik = as.numeric(logLik(f)), df = unname(f$fixDF$X),
+    sd_Dog = unname(sqrt(diag(as.matrix(f$modelStruct$reStruct$Dog)))) * f$sigma,
+    sd_Side = unname(sqrt(diag(as.matrix(f$modelStruct$reStruct$Side)))) * f$sigma,
+    cor_Dog = unname(cov2cor(as.matrix(f$modelStruct$reStruct$Dog))[1, 2]),
+    varpar = unname(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
+    varpar_names = names(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
+    iterations = f$numIter,
+    ranef_Side = unname(as.matrix(re$Side)), ranef_Side_names = rownames(re$Side),
+    fitted = unname(fitted(f, level = 0:2)))
+  cat("\n==", name, "\n"); print(summary(f))
+  cat("iterations:", f$numIter, "\n")
+}
+writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/nlme_levels_varfunc.json")
+sink("tests/r/nlme_levels_varfunc_digits4.txt"); options(digits = 4)
+for (name in names(fits)) { cat("==", name, "\n"); print(summary(fits[[name]])) }
+sink()
+cat("\n"); print(sessionInfo())
