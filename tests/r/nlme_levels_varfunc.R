@@ -9,6 +9,11 @@
 ## maxIter = 200 without convergence at tolerance 1e-10 (and varExp / varPower with REML at 1e-8 too),
 ## so varIdent REML uses tolerance = 1e-8. varConstPower(form = ~ day) fails at nlme's start
 ## ("infinite or missing values in 'x'", day = 0), hence varPower on day + 1.
+## And one level, Loblolly with varPower(form = ~ age) by REML (tests/r/nlme_varfunc.R's by ML): with
+## REML and a variance function, nlme's variance parameters are the REML estimates of the
+## linearized model and the relative covariance the ML one at them (the PNLS step, src/nlme.c
+## nlme_increment, re-estimates the relative precision factor by ML), so the fixed effects and the
+## power differ from the ML fit's (unlike REML without a variance function: tests/r/nlme_reml.R).
 ##   Rscript tests/r/nlme_levels_varfunc.R > tests/r/nlme_levels_varfunc.txt 2>&1
 ## writes tests/r/nlme_levels_varfunc.json and tests/r/nlme_levels_varfunc_digits4.txt
 suppressPackageStartupMessages({library(nlme); library(jsonlite)})
@@ -17,6 +22,7 @@ ctl_reml <- nlmeControl(pnlsTol = 1e-6, msTol = 1e-12, tolerance = 1e-8, maxIter
 pixel <- read.csv("tests/r/data/Pixel.csv", stringsAsFactors = TRUE)
 pixel$Dog <- factor(pixel$Dog, levels = as.character(sort(unique(as.integer(as.character(pixel$Dog))))))
 pixel$day1 <- pixel$day + 1
+lob <- read.csv("tests/r/data/Loblolly.csv"); lob$Seed <- factor(lob$Seed)
 fit <- function(weights, method = "ML", control = ctl)
   nlme(pixel ~ b0 + b1 * day - exp(lb2) * day^2, data = pixel, fixed = b0 + b1 + lb2 ~ 1,
        random = list(Dog = b0 + b1 ~ 1, Side = b0 ~ 1), start = c(b0 = 1073, b1 = 6, lb2 = -1),
@@ -25,21 +31,26 @@ fits <- list(
   ident_ml = fit(varIdent(form = ~ 1 | Side)),
   ident_reml = fit(varIdent(form = ~ 1 | Side), "REML", ctl_reml),
   exp_ml = fit(varExp(form = ~ day)),
-  power_ml = fit(varPower(form = ~ day1)))
+  power_ml = fit(varPower(form = ~ day1)),
+  loblolly_power_reml = nlme(height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age), data = lob,
+                             fixed = Asym + R0 + lrc ~ 1, random = Asym ~ 1 | Seed, weights = varPower(form = ~ age),
+                             start = c(Asym = 103, R0 = -8.5, lrc = -3.3), method = "REML", control = ctl_reml))
 out <- list(meta = list(R = R.version.string, packages = paste("nlme", format(packageVersion("nlme")))))
 for (name in names(fits)) {
   f <- fits[[name]]
   re <- ranef(f)
   out[[name]] <- list(fixef = unname(fixef(f)), se = unname(sqrt(diag(vcov(f)))), sigma = f$sigma,
     logLik = as.numeric(logLik(f)), df = unname(f$fixDF$X),
+    varpar = unname(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
+    varpar_names = names(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
+    iterations = f$numIter)
+  if (!is.null(f$modelStruct$reStruct$Side)) out[[name]] <- c(out[[name]], list(
     sd_Dog = unname(sqrt(diag(as.matrix(f$modelStruct$reStruct$Dog)))) * f$sigma,
     sd_Side = unname(sqrt(diag(as.matrix(f$modelStruct$reStruct$Side)))) * f$sigma,
     cor_Dog = unname(cov2cor(as.matrix(f$modelStruct$reStruct$Dog))[1, 2]),
-    varpar = unname(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
-    varpar_names = names(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
-    iterations = f$numIter,
     ranef_Side = unname(as.matrix(re$Side)), ranef_Side_names = rownames(re$Side),
-    fitted = unname(fitted(f, level = 0:2)))
+    fitted = unname(fitted(f, level = 0:2))))
+  else out[[name]]$sd_random <- unname(sqrt(diag(as.matrix(f$modelStruct$reStruct[[1]])))) * f$sigma
   cat("\n==", name, "\n"); print(summary(f))
   cat("iterations:", f$numIter, "\n")
 }
