@@ -33,6 +33,7 @@ from . import design as dsg
 from .covariance import VarCorr, lower_indices
 from .randomeffects import nlme_label
 from .fitted import FittedModel
+from .corlevels import LevelsCorrelatedCriterion
 from .lmm import CorrelatedLMMCriterion, LMMCriterion
 from .pdmat import DiagMap, Tied
 from .varfunc import VarFunc, Weighted
@@ -201,8 +202,6 @@ class NlmeFit(FittedModel):
         if not isinstance(random, dict) or not random:
             raise NlmeError("random must be a dict from grouping factor to the parameters' random effects, as "
                             "{'id': ['theta1 ~ 1']} (several levels: outer first, each within the ones before)")
-        if weights is not None and len(random) > 1:
-            raise NotImplementedError("a variance function with random effects at several levels is not implemented")
         # one _Level per grouping factor, outer first (nlme's list(Dog = ..., Side = ...))
         self.re_levels, outer = [], []
         for group, rterms in random.items():
@@ -216,10 +215,15 @@ class NlmeFit(FittedModel):
         extra = []
         for spec in list(fixed.values()) + [f"~ {e}" for lev in self.re_levels for e in lev.exprs.values()]:
             extra += sorted(dsg._variables(spec.split("~", 1)[1], data.columns))
-        extra += weights.variables() if weights is not None else []
         absent = [c for c in extra if c not in data.columns]
         if absent:
             raise NlmeError(f"column(s) {', '.join(absent)} of the fixed or random formulas are not in the data")
+        if weights is not None:
+            absent = [c for c in weights.variables() if c not in data.columns]
+            if absent:
+                raise NlmeError(f"column(s) {', '.join(absent)} of the variance function ({type(weights).__name__}"
+                                f"({weights.form!r})) are not in the data")
+            extra += weights.variables()
         frame = data[list(dict.fromkeys(needed + extra))].dropna()
         self.n_dropped = len(data) - len(frame)
         self.frame = frame
@@ -257,7 +261,8 @@ class NlmeFit(FittedModel):
                                 f"groups than {outer_lev.key.replace(':', '/')} ({outer_lev.m}): its effects cannot be "
                                 "told from the outer level's")
         if self._structure is not None:
-            lev = self.re_levels[0]
+            # the rows laid out by the innermost groups (the within-group errors'), as lme's
+            lev = self.re_levels[-1]
             self._structure.set_data(frame, lev.codes, lev.m)
         self.n, self.p = len(self.y), len(self.names)
         f0 = self._f(start, self._zero_effects())
@@ -305,17 +310,62 @@ class NlmeFit(FittedModel):
         Z = [np.column_stack([grads[p][:, None] * lev.designs[p].X for p in lev.params]) for lev in self.re_levels]
         return X, Z
 
-    def _linearized(self, beta, b):
+    def _linear_parts(self, beta, b):
+        """The model linearized at (beta, b): the working response w, X = df/dbeta and each level's term."""
         X, Z = self._jacobian(beta, b)
         w = self.y - self._f(beta, b) + X @ beta
         for lev, Z_l, b_l in zip(self.re_levels, Z, b):
             w = w + np.einsum("nq,nq->n", Z_l, b_l[lev.codes])
         terms = [dsg.ReTerm(lev.key, lev.levels, lev.codes, Z_l, lev.names, "", None)
                  for lev, Z_l in zip(self.re_levels, Z)]
-        crit = (LMMCriterion(w, X, terms) if self._structure is None else
-                CorrelatedLMMCriterion(w, X, terms, self._structure, self.frame))
+        return w, X, terms
+
+    def _tied(self, crit):
         maps = [lev.parametrization() for lev in self.re_levels]
         return crit if all(m is None for m in maps) else Tied(crit, maps)
+
+    def _linearized(self, beta, b):
+        w, X, terms = self._linear_parts(beta, b)
+        if self._structure is None:
+            crit = LMMCriterion(w, X, terms)
+        elif len(terms) == 1:
+            crit = CorrelatedLMMCriterion(w, X, terms, self._structure, self.frame)
+        else:
+            # several levels: the linearized model is an lme with several levels and a variance
+            # function on its rows, whose criterion is lme's (mmlib.corlevels)
+            crit = LevelsCorrelatedCriterion(w, X, terms, self._structure, self.frame)
+        return self._tied(crit)
+
+    def _lme_step(self, crit, beta, b, start, optimizer):
+        """nlme's LME step, then (REML with a variance function) its PNLS step's re-estimation of
+        the relative covariance.
+
+        nlme's PNLS step (``fit_nlme`` in nlme's src/nlme.c, ``nlme_increment``) does not hold
+        Lambda: before each Gauss-Newton increment it re-estimates the relative precision factor by
+        maximum likelihood (``RML = 0``: EM iterations, then ``optif9``) on the model linearized
+        there, with the variance weights held, and nlme keeps that factor (``matrix(reStruct) <-
+        crossprod(pdF)``). At nlme's fixed point, then, the variance function's parameters u are the
+        LME step's (REML's with method="REML", with theta free) and theta maximizes the linearized
+        model's ML criterion at those u. Without a variance function (or with ML) the two steps
+        agree on theta and the LME step can maximize the likelihood throughout (see
+        ``_set_estimates``); with REML and a variance function u is REML's (nlme 3.1-162,
+        tests/r/nlme_levels_varfunc.R: varIdent's ratio 1.04973 with REML, 1.05157 with ML)."""
+        reml = self.REML and self._structure is not None
+        theta, info = crit.optimize(reml, start=start, optimizer=optimizer, maxiter=200)
+        if reml:
+            theta = self._ml_theta(beta, b, theta, crit.ntheta, optimizer)
+        return theta, info
+
+    def _ml_theta(self, beta, b, theta, ntheta, optimizer):
+        """theta maximizing the ML criterion of the model linearized at (beta, b) with the variance
+        function's parameters held at theta's (rows divided by g, see ``_lme_step``)."""
+        w, X, terms = self._linear_parts(beta, b)
+        g = self._structure.g(theta[ntheta:])
+        terms = [dsg.ReTerm(t.group, t.levels, t.codes, t.Z / g[:, None], t.names, t.expr, t.spec)
+                 for t in terms]
+        held = self._tied(LMMCriterion(w / g, X / g[:, None], terms))
+        relative, _ = held.optimize(False, start=theta[:ntheta], optimizer=optimizer, maxiter=200)
+        return np.concatenate([relative, theta[ntheta:]])
 
     def _initial_theta(self, crit) -> np.ndarray:
         """nlme's starting precision (``pdInitial``): Delta = 0.375 sqrt(mean_i z_i'z_i) per effect,
@@ -381,16 +431,16 @@ class NlmeFit(FittedModel):
         # Later LME steps may reach the boundary (a variance of zero, a correlation of +/-1) and
         # end with Newton steps, so that each settles to rounding level (see ``optimizer``).
         crit = self._linearized(beta, b)
-        # the LME steps maximize the likelihood whatever the method: nlme's REML fit of a nonlinear
-        # model has the ML fit's fixed effects and relative covariance (see ``_set_estimates``)
-        theta, info = crit.optimize(False, start=self._initial_theta(crit), optimizer="log-Cholesky",
-                                    maxiter=200)
+        # the relative covariance maximizes the likelihood whatever the method: nlme's REML fit of a
+        # nonlinear model has the ML fit's relative covariance at its variance function's parameters,
+        # which are REML's (see ``_lme_step`` and ``_set_estimates``)
+        theta, info = self._lme_step(crit, beta, b, self._initial_theta(crit), "log-Cholesky")
         converged, it, change, stop, last, settled = False, 0, np.inf, None, np.inf, 0
         for it in range(1, maxiter + 21):  # maxiter to converge, then up to 20 to settle
             beta_old, theta_old = beta.copy(), theta.copy()
             beta, b = self._pnls(beta, b, theta)
             crit = self._linearized(beta, b)
-            theta, info = crit.optimize(False, start=theta, optimizer=self.lme_optimizer, maxiter=200)
+            theta, info = self._lme_step(crit, beta, b, theta, self.lme_optimizer)
             change = max(np.max(np.abs(beta - beta_old) / (np.abs(beta_old) + 1e-6)),
                          np.max(np.abs(theta - theta_old) / (np.abs(theta_old) + 1e-3)))
             if np.max(np.abs(theta[:crit.ntheta])) < COLLAPSED:
@@ -426,7 +476,9 @@ class NlmeFit(FittedModel):
         residual variance RSS / (N - p) instead of RSS / N (so every variance is N / (N - p)
         times the ML one), and as log-likelihood the REML criterion of the linearized model
         there. It is not the maximizer of a restricted likelihood; mmlib matches it so that a
-        fit compares with nlme's."""
+        fit compares with nlme's. With a variance function, its parameters are the REML estimates of
+        the linearized model (and theta the ML one at them; see ``_lme_step``), so the fixed
+        effects differ from the ML fit's too (tests/r/nlme_levels_varfunc.R)."""
         sol = crit.solve(theta, self.REML)
         if sol.beta is None:
             raise NlmeError("the linearized mixed model at the last iterate is singular (its fixed-effect "
