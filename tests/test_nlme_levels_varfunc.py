@@ -1,0 +1,146 @@
+"""nlme with a variance function and random effects at several nested levels, against nlme.
+
+Known values: tests/r/nlme_levels_varfunc.R (R 4.2.2, nlme 3.1-162, the tightest controls nlme
+completes: pnlsTol = 1e-6, tolerance = 1e-10 for ML, 1e-8 for REML): Pixel's quadratic written
+nonlinearly with random = list(Dog = b0 + b1 ~ 1, Side = b0 ~ 1) and varIdent(form = ~ 1 | Side)
+(ML and REML), varExp(form = ~ day), varPower(form = ~ day1) (day1 = day + 1); and one level,
+Loblolly with varPower(form = ~ age) by REML (nlme's REML with a variance function: the variance
+parameters REML's, the relative covariance ML's at them; see NlmeFit._lme_step). Printouts at
+options(digits = 4): nlme_levels_varfunc_digits4.txt.
+
+Agreement: nlme's alternation stops where its own tolerances let it: its PNLS step re-estimates
+the relative covariance with optif9 at gradtl = eps^(1/3), and pnlsTol cannot go below 1e-6
+(tighter stops with "step halving factor reduced below minimum"). The REML fit is the loosest
+(tolerance 1e-8; at 1e-10 nlme runs to maxIter without the criterion falling below it):
+Side's SD 1.8e-6 relative from ours, the log-likelihood 8e-7; the ML fits agree to 3e-7 or better.
+
+Properties: a constant VarFixed leaves the several-level fit as it is without a variance
+function (ML and REML); a VarFixed of 4 halves sigma and changes nothing else.
+"""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmlib import VarExp, VarFixed, VarIdent, VarPower, nlme
+from mmlib.nlmm import NlmeError
+from mmlib.varfunc import VarFuncError
+from rref import ROOT
+
+R = ROOT / "tests" / "r"
+REF = json.loads((R / "nlme_levels_varfunc.json").read_text())
+PRINTED = dict(re.findall(r"== (\S+) \n(.*?)(?=\n== |\Z)", (R / "nlme_levels_varfunc_digits4.txt").read_text(), re.S))
+PIXEL_MODEL = "pixel ~ b0 + b1 * day - exp(lb2) * day^2"
+PIXEL_FIXED = {"b0": "~ 1", "b1": "~ 1", "lb2": "~ 1"}
+PIXEL_RANDOM = {"Dog": ["b0 ~ 1", "b1 ~ 1"], "Side": ["b0 ~ 1"]}
+
+
+def _pixel():
+    d = pd.read_csv(R / "data" / "Pixel.csv", dtype={"Dog": str})
+    d["Dog"] = pd.Categorical(d.Dog, [str(k) for k in range(1, 11)])
+    d["day1"] = d.day + 1
+    return d
+
+
+def _pixel_fit(weights, method="ML", data=None):
+    return nlme(PIXEL_MODEL, _pixel() if data is None else data, fixed=PIXEL_FIXED, random=PIXEL_RANDOM,
+                start=[1073, 6, -1], method=method, weights=weights)
+
+
+PIXEL_FITS = {
+    "ident_ml": lambda: _pixel_fit(VarIdent("~ 1 | Side")),
+    "ident_reml": lambda: _pixel_fit(VarIdent("~ 1 | Side"), "REML"),
+    "exp_ml": lambda: _pixel_fit(VarExp("~ day")),
+    "power_ml": lambda: _pixel_fit(VarPower("~ day1")),
+}
+# relative agreement of the random-effect SDs, sigma and the variance parameters (module docstring)
+RTOL = {"ident_reml": 2.5e-6}
+
+
+def _block(text):
+    """The printout from "Random effects:" to "Fixed effects" (the variance function's block included)."""
+    return [x.rstrip() for x in text.split("Random effects:")[1].split("Fixed effects")[0].strip().splitlines()]
+
+
+@pytest.mark.parametrize("name", PIXEL_FITS)
+def test_two_levels_with_a_variance_function_are_nlmes(name):
+    f, ref = PIXEL_FITS[name](), REF[name]
+    rtol = RTOL.get(name, 1e-6)
+    assert f.optinfo.converged
+    np.testing.assert_allclose(f.loglik, ref["logLik"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-6)
+    covs = f.VarCorr().covariances
+    np.testing.assert_allclose(np.sqrt(np.diag(covs[0])), ref["sd_Dog"], rtol=rtol)
+    np.testing.assert_allclose(covs[0][0, 1] / np.sqrt(covs[0][0, 0] * covs[0][1, 1]), ref["cor_Dog"], rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(np.diag(covs[1])), [ref["sd_Side"]], rtol=rtol)
+    np.testing.assert_allclose(f.sigma, ref["sigma"], rtol=rtol)
+    u = f.theta[f.criterion.ntheta:]
+    np.testing.assert_allclose(f.variance.to_natural(u), np.atleast_1d(ref["varpar"]), rtol=rtol, atol=1e-6)
+    assert list(f.variance.free_names()) == list(np.atleast_1d(ref["varpar_names"]))
+    np.testing.assert_array_equal(f.fixed_df().to_numpy(), ref["df"])
+    side = f.ranef()["Side"].iloc[:, 0].reindex(ref["ranef_Side_names"])
+    np.testing.assert_allclose(side.to_numpy(), np.ravel(ref["ranef_Side"]), atol=1e-4)
+    fitted = np.column_stack([f.fitted(level=k).to_numpy() for k in (0, 1, 2)])
+    np.testing.assert_allclose(fitted, ref["fitted"], rtol=1e-7)
+    assert _block(repr(f.summary())) == _block(PRINTED[name])
+    # the Pearson residuals divide by each row's sigma g_i
+    np.testing.assert_allclose(f.resid("pearson").to_numpy(), f.resid().to_numpy() / (f.sigma * f.variance_weights()),
+                               rtol=1e-12)
+
+
+def test_reml_with_a_variance_function_is_nlmes_one_level():
+    """nlme's REML with a variance function at one level (Loblolly, varPower(form = ~ age)): the
+    power is REML's (-0.16785; ML's is -0.16351), so the fixed effects are not the ML fit's."""
+    lob = pd.read_csv(R / "data" / "Loblolly.csv")
+    lob["Seed"] = lob.Seed.astype(str)
+    f = nlme("height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age)", lob, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"},
+             random={"Seed": ["Asym ~ 1"]}, start=[103, -8.5, -3.3], weights=VarPower("~ age"), method="REML")
+    ref = REF["loblolly_power_reml"]
+    np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
+    np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(f.VarCorr().covariances[0][0, 0]), ref["sd_random"], rtol=1e-6)
+    np.testing.assert_allclose(f.sigma, ref["sigma"], rtol=1e-6)
+    np.testing.assert_allclose(f.theta[f.criterion.ntheta:], [ref["varpar"]], rtol=1e-6)
+    assert _block(repr(f.summary())) == _block(PRINTED["loblolly_power_reml"])
+
+
+@pytest.mark.parametrize("method", ["ML", "REML"])
+def test_a_constant_variance_function_changes_nothing(method):
+    """VarFixed of a constant column: the fit without a variance function (g = 1); of 4: g = 2,
+    sigma halved, the likelihood, fixed effects and random-effect covariances unchanged."""
+    d = _pixel()
+    d["one"], d["four"] = 1.0, 4.0
+    plain = _pixel_fit(None, method, d)
+    for column, scale in (("one", 1.0), ("four", 2.0)):
+        f = _pixel_fit(VarFixed(f"~ {column}"), method, d)
+        np.testing.assert_allclose(f.variance_weights(), scale)
+        np.testing.assert_allclose(f.loglik, plain.loglik, rtol=1e-9)
+        np.testing.assert_allclose(f.beta, plain.beta, rtol=1e-8)
+        np.testing.assert_allclose(f.se.to_numpy(), plain.se.to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(f.sigma * scale, plain.sigma, rtol=1e-7)
+        for a, b in zip(f.VarCorr().covariances, plain.VarCorr().covariances):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        for a, b in zip(f.ranef().values(), plain.ranef().values()):
+            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_bad_variance_functions_name_the_culprit():
+    d = _pixel()
+    d["one"], d["zero"] = 1.0, 0.0
+    with pytest.raises(NlmeError, match=r"nosuch of the variance function \(VarIdent"):
+        _pixel_fit(VarIdent("~ 1 | nosuch"), data=d)
+    with pytest.raises(VarFuncError, match="covariate 'day' has 8 zero value"):
+        _pixel_fit(VarPower("~ day"), data=d)
+    with pytest.raises(VarFuncError, match="'zero' must be positive"):
+        _pixel_fit(VarFixed("~ zero"), data=d)
+    with pytest.raises(VarFuncError, match="stratum variable 'one' has a single level"):
+        _pixel_fit(VarIdent("~ 1 | one"), data=d)
+    with pytest.raises(NotImplementedError, match="fitted-values variance covariate"):
+        _pixel_fit(VarPower("~ fitted(.)"), data=d)
+    with pytest.raises(TypeError, match="weights must be a variance function"):
+        _pixel_fit("day", data=d)
