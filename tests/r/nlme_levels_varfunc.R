@@ -14,6 +14,12 @@
 ## linearized model and the relative covariance the ML one at them (the PNLS step, src/nlme.c
 ## nlme_increment, re-estimates the relative precision factor by ML), so the fixed effects and the
 ## power differ from the ML fit's (unlike REML without a variance function: tests/r/nlme_reml.R).
+## Correlated errors by ML: corCAR1(form = ~ day | Dog/Side) and corAR1(form = ~ 1 | Dog/Side) at two
+## levels (alone, and corCAR1 with varIdent), corCAR1(form = ~ day | Dog/Side) with random effects
+## at Dog only (correlation groups finer than the random effects'), and corAR1(form = ~ 1 | Seed) on
+## Loblolly at one level. With
+## REML nlme's alternation with either correlation at two levels reaches maxIter = 200 at tolerance
+## 1e-8 or 1e-10 without converging, so there is no REML fit with a correlation here.
 ##   Rscript tests/r/nlme_levels_varfunc.R > tests/r/nlme_levels_varfunc.txt 2>&1
 ## writes tests/r/nlme_levels_varfunc.json and tests/r/nlme_levels_varfunc_digits4.txt
 suppressPackageStartupMessages({library(nlme); library(jsonlite)})
@@ -23,10 +29,10 @@ pixel <- read.csv("tests/r/data/Pixel.csv", stringsAsFactors = TRUE)
 pixel$Dog <- factor(pixel$Dog, levels = as.character(sort(unique(as.integer(as.character(pixel$Dog))))))
 pixel$day1 <- pixel$day + 1
 lob <- read.csv("tests/r/data/Loblolly.csv"); lob$Seed <- factor(lob$Seed)
-fit <- function(weights, method = "ML", control = ctl)
+fit <- function(weights, method = "ML", control = ctl, correlation = NULL)
   nlme(pixel ~ b0 + b1 * day - exp(lb2) * day^2, data = pixel, fixed = b0 + b1 + lb2 ~ 1,
        random = list(Dog = b0 + b1 ~ 1, Side = b0 ~ 1), start = c(b0 = 1073, b1 = 6, lb2 = -1),
-       weights = weights, method = method, control = control)
+       weights = weights, correlation = correlation, method = method, control = control)
 fits <- list(
   ident_ml = fit(varIdent(form = ~ 1 | Side)),
   ident_reml = fit(varIdent(form = ~ 1 | Side), "REML", ctl_reml),
@@ -34,16 +40,46 @@ fits <- list(
   power_ml = fit(varPower(form = ~ day1)),
   loblolly_power_reml = nlme(height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age), data = lob,
                              fixed = Asym + R0 + lrc ~ 1, random = Asym ~ 1 | Seed, weights = varPower(form = ~ age),
-                             start = c(Asym = 103, R0 = -8.5, lrc = -3.3), method = "REML", control = ctl_reml))
+                             start = c(Asym = 103, R0 = -8.5, lrc = -3.3), method = "REML", control = ctl_reml),
+  car1_ml = fit(NULL, correlation = corCAR1(form = ~ day | Dog/Side)),
+  ar1_ml = fit(NULL, correlation = corAR1(form = ~ 1 | Dog/Side)),
+  ident_car1_ml = fit(varIdent(form = ~ 1 | Side), correlation = corCAR1(form = ~ day | Dog/Side)),
+  car1_dog_ml = nlme(pixel ~ b0 + b1 * day - exp(lb2) * day^2, data = pixel, fixed = b0 + b1 + lb2 ~ 1,
+                     random = list(Dog = b0 + b1 ~ 1), start = c(b0 = 1073, b1 = 6, lb2 = -1),
+                     correlation = corCAR1(form = ~ day | Dog/Side), control = ctl),
+  loblolly_ar1_ml = nlme(height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age), data = lob,
+                         fixed = Asym + R0 + lrc ~ 1, random = Asym ~ 1 | Seed, correlation = corAR1(form = ~ 1 | Seed),
+                         start = c(Asym = 103, R0 = -8.5, lrc = -3.3), control = ctl))
+## normalized residuals: each group's Pearson residuals times the inverse of its correlation matrix's
+## Cholesky factor (rows within a group in data order). Not nlme's resid(type = "normalized"): for an
+## nlme fit to data not sorted by group (Pixel's rows are Side R for every Dog, then Side L), nlme
+## 3.1-162 applies the groups' factors to rows in data order, misaligned (a group's first row is
+## then not its Pearson residual); refitted to the data sorted by Dog/Side, nlme's own agree with these.
+normalized <- function(f, d) {
+  p <- resid(f, type = "pearson")
+  C <- corMatrix(f$modelStruct$corStruct)
+  key <- if (is.null(d$Side)) as.character(d$Seed) else paste(d$Dog, d$Side, sep = "/")
+  out <- unname(p)
+  for (k in names(C)) {
+    i <- which(key == k)
+    stopifnot(length(i) == nrow(C[[k]]))
+    out[i] <- forwardsolve(t(chol(C[[k]])), p[i])
+  }
+  out
+}
 out <- list(meta = list(R = R.version.string, packages = paste("nlme", format(packageVersion("nlme")))))
 for (name in names(fits)) {
   f <- fits[[name]]
   re <- ranef(f)
   out[[name]] <- list(fixef = unname(fixef(f)), se = unname(sqrt(diag(vcov(f)))), sigma = f$sigma,
     logLik = as.numeric(logLik(f)), df = unname(f$fixDF$X),
-    varpar = unname(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
-    varpar_names = names(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
     iterations = f$numIter)
+  if (!is.null(f$modelStruct$varStruct)) out[[name]] <- c(out[[name]], list(
+    varpar = unname(coef(f$modelStruct$varStruct, unconstrained = FALSE)),
+    varpar_names = names(coef(f$modelStruct$varStruct, unconstrained = FALSE))))
+  if (!is.null(f$modelStruct$corStruct))
+    out[[name]] <- c(out[[name]], list(corpar = unname(coef(f$modelStruct$corStruct, unconstrained = FALSE)),
+                                       normalized = normalized(f, if (name == "loblolly_ar1_ml") lob else pixel)))
   if (!is.null(f$modelStruct$reStruct$Side)) out[[name]] <- c(out[[name]], list(
     sd_Dog = unname(sqrt(diag(as.matrix(f$modelStruct$reStruct$Dog)))) * f$sigma,
     sd_Side = unname(sqrt(diag(as.matrix(f$modelStruct$reStruct$Side)))) * f$sigma,
