@@ -36,6 +36,7 @@ from .fitted import FittedModel
 from .corlevels import LevelsCorrelatedCriterion
 from .lmm import CorrelatedLMMCriterion, LMMCriterion
 from .pdmat import DiagMap, Tied
+from .corstruct import CorStruct
 from .varfunc import VarFunc, Weighted
 from .optsummary import ConvergenceWarning, OptSummary, SingularFitWarning
 
@@ -179,7 +180,7 @@ class NlmeFit(FittedModel):
 
     def __init__(self, model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]],
                  start, method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
-                 boundary: bool = True, weights=None):
+                 boundary: bool = True, weights=None, correlation=None):
         if weights is not None and not isinstance(weights, VarFunc):
             raise TypeError(f"weights must be a variance function (mmlib.varfunc), not {type(weights).__name__}")
         if weights is not None and weights.uses_fitted:
@@ -189,11 +190,22 @@ class NlmeFit(FittedModel):
             raise NotImplementedError(f"nlme with a fitted-values variance covariate ({weights.form}) is not "
                                       "implemented: nlme updates it inside the PNLS/LME alternation; give a data "
                                       "column, as VarPower('~ conc'), or fit lme/gls for ~ fitted(.)")
-        # a variance function on a data column (nlme's weights =); no correlation structure
-        self.variance, self.correlation = weights, None
-        self._structure = Weighted(weights) if weights is not None else None
+        if correlation is not None and not isinstance(correlation, CorStruct):
+            raise TypeError(f"correlation must be a correlation structure (mmlib.corstruct), not "
+                            f"{type(correlation).__name__}")
         if method not in ("ML", "REML"):
             raise ValueError(f"method must be 'ML' or 'REML', not {method!r}")
+        if correlation is not None and method == "REML":
+            # nlme 3.1-162's own REML alternation with a correlation structure does not converge
+            # (Pixel with corCAR1 or corAR1 at two levels reaches maxIter = 200 at any tolerance):
+            # there is no fit of nlme's to reproduce
+            raise NotImplementedError(f"nlme with a correlation structure ({type(correlation).__name__}) is "
+                                      "implemented for method='ML' only: nlme's REML alternation with one does "
+                                      "not converge, so there is no nlme fit to agree with")
+        # a variance function on a data column (nlme's weights =) and a correlation structure (the
+        # variance function's g divides the rows before the correlation's whitening, as lme's)
+        self.variance, self.correlation = weights, correlation
+        self._structure = (Weighted(weights, correlation) if weights is not None else correlation)
         if "~" not in model:
             raise NlmeError(f"model {model!r} needs a response: 'y ~ f(...)'")
         response, rhs = (part.strip() for part in model.split("~", 1))
@@ -224,6 +236,12 @@ class NlmeFit(FittedModel):
                 raise NlmeError(f"column(s) {', '.join(absent)} of the variance function ({type(weights).__name__}"
                                 f"({weights.form!r})) are not in the data")
             extra += weights.variables()
+        if correlation is not None:
+            absent = [c for c in correlation.variables() if c not in data.columns]
+            if absent:
+                raise NlmeError(f"column(s) {', '.join(absent)} of the correlation structure ({type(correlation).__name__}"
+                                f"({correlation.form!r})) are not in the data")
+            extra += correlation.variables()
         frame = data[list(dict.fromkeys(needed + extra))].dropna()
         self.n_dropped = len(data) - len(frame)
         self.frame = frame
@@ -260,8 +278,9 @@ class NlmeFit(FittedModel):
                 raise NlmeError(f"random: level {inner.name} within {outer_lev.key.replace(':', '/')} has no more "
                                 f"groups than {outer_lev.key.replace(':', '/')} ({outer_lev.m}): its effects cannot be "
                                 "told from the outer level's")
-        if self._structure is not None:
-            # the rows laid out by the innermost groups (the within-group errors'), as lme's
+        if self._structure is not None and correlation is None:
+            # the rows laid out by the innermost groups (the within-group errors'), as lme's; a
+            # correlation's layout is its own grouping's, which each linearized criterion sets
             lev = self.re_levels[-1]
             self._structure.set_data(frame, lev.codes, lev.m)
         self.n, self.p = len(self.y), len(self.names)
@@ -328,11 +347,12 @@ class NlmeFit(FittedModel):
         w, X, terms = self._linear_parts(beta, b)
         if self._structure is None:
             crit = LMMCriterion(w, X, terms)
-        elif len(terms) == 1:
+        elif len(terms) == 1 and len(getattr(self.correlation, "group_factors", [])) <= 1:
             crit = CorrelatedLMMCriterion(w, X, terms, self._structure, self.frame)
         else:
-            # several levels: the linearized model is an lme with several levels and a variance
-            # function on its rows, whose criterion is lme's (mmlib.corlevels)
+            # several levels (or correlation groups finer than the one level's): the linearized
+            # model is an lme with several levels and structured errors, whose criterion is lme's
+            # (mmlib.corlevels, as lme dispatches)
             crit = LevelsCorrelatedCriterion(w, X, terms, self._structure, self.frame)
         return self._tied(crit)
 
@@ -385,11 +405,25 @@ class NlmeFit(FittedModel):
         lam[np.diag_indices_from(lam)] = np.maximum(d, 1e-8 * max(d.max(), 1e-300))
         return scipy.linalg.solve_triangular(lam, np.eye(len(lam)), lower=True)
 
-    def _pnls_objective(self, beta, b, lam_inv, g=1.0) -> float:
-        """||(y - f) / g||^2 + sum over levels ||Lambda_l^-1 b_l||^2, g the variance function's
-        standard deviations."""
-        r = (self.y - self._f(beta, b)) / g
+    def _whiten(self, r, u) -> np.ndarray:
+        """Residuals r whitened by the error structure at its parameters u: divided by the variance
+        function's g, then by the correlation's Cholesky factor group by group (r itself without
+        a structure). The structure's layout is the last linearized criterion's."""
+        if self._structure is None:
+            return r
+        W, _ = self._structure.whiten(u, self._structure.pad(r[:, None]))
+        return W[self._structure.codes, self._structure.position, 0]
+
+    def _pnls_objective(self, beta, b, lam_inv, u) -> float:
+        """||R^-1 (y - f)||^2 + sum over levels ||Lambda_l^-1 b_l||^2, R R' the errors' structure
+        at its parameters u (G C G: g the variance function's standard deviations, C the
+        correlation)."""
+        r = self.y - self._f(beta, b)
         if not np.all(np.isfinite(r)):
+            return np.inf
+        try:
+            r = self._whiten(r, u)
+        except np.linalg.LinAlgError:
             return np.inf
         return float(r @ r + sum(np.sum((b_l @ li.T) ** 2) for b_l, li in zip(b, lam_inv)))
 
@@ -398,19 +432,19 @@ class NlmeFit(FittedModel):
         for _ in range(maxit):
             crit = self._linearized(beta, b)
             lam_inv = [self._penalty_factor(lam) for lam in crit.lambdas(theta)]
-            g = self._structure.g(theta[crit.ntheta:]) if self._structure is not None else 1.0
+            u = theta[crit.ntheta:]
             sol = crit.solve(theta, self.REML)
             if sol.beta is None:
                 break
             new_b = crit.modes(theta, sol)
-            old = self._pnls_objective(beta, b, lam_inv, g)
+            old = self._pnls_objective(beta, b, lam_inv, u)
             if not np.isfinite(old):
                 break
             step = 1.0
             for _half in range(20):
                 nb = [b_l + step * (n_l - b_l) for b_l, n_l in zip(b, new_b)]
                 nbeta = beta + step * (sol.beta - beta)
-                value = self._pnls_objective(nbeta, nb, lam_inv, g)
+                value = self._pnls_objective(nbeta, nb, lam_inv, u)
                 if np.isfinite(value) and value <= old * (1 + 1e-12):
                     break
                 step /= 2
@@ -522,7 +556,7 @@ class NlmeFit(FittedModel):
                 try:
                     reduced = NlmeFit(self.model_text, self.frame, self.fixed_text, {self.group: keep},
                                       self._start, self.method, maxiter, tol, self.data_name,
-                                      boundary=False, weights=self.variance)
+                                      boundary=False, weights=self.variance, correlation=self.correlation)
                 except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                     continue
             if reduced.optinfo.converged and (best is None or reduced.loglik > best[1].loglik):
@@ -682,19 +716,32 @@ class NlmeFit(FittedModel):
         return pd.Series(self._f(self.beta, self._effects_to(level)), index=self.frame.index, name="fitted")
 
     def resid(self, type: str = "response", level: int | None = None) -> pd.Series:
-        """nlme's residuals at ``level``: ``"response"`` y - fitted, ``"pearson"`` (and
-        ``"normalized"``, the same without a correlation structure) divided by sigma."""
+        """nlme's residuals at ``level``: ``"response"`` y - fitted, ``"pearson"`` divided by sigma g_i,
+        ``"normalized"`` whitened by the errors' structure and divided by sigma (the pearson ones
+        without a correlation structure)."""
         if type not in ("response", "pearson", "normalized"):
             raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson' or 'normalized'")
         r = self.y - self.fitted(level).to_numpy()
-        return pd.Series(r if type == "response" else r / (self.sigma * self.variance_weights()),
-                         index=self.frame.index, name="resid")
+        if type == "normalized" and self.correlation is not None:
+            self._linearized(self.beta, self._b)  # the structure laid out as the fit's criterion
+            r = self._whiten(r, self.theta[self.criterion.ntheta:]) / self.sigma
+        elif type != "response":
+            r = r / (self.sigma * self.variance_weights())
+        return pd.Series(r, index=self.frame.index, name="resid")
 
     def variance_weights(self) -> np.ndarray:
         """g_i, each row's error standard deviation relative to sigma (1 without a variance function)."""
-        if self._structure is None:
+        if self.variance is None:
             return np.ones(self.n)
         return self._structure.g(self.theta[self.criterion.ntheta:])
+
+    @property
+    def cor_params(self) -> np.ndarray:
+        """The correlation structure's parameters on their natural scale (e.g. Phi)."""
+        if self.correlation is None:
+            return np.array([])
+        u = self.theta[self.criterion.ntheta:]
+        return self.correlation.to_natural(u[:self.correlation.n_params])
 
     def std_residuals(self) -> np.ndarray:
         return (self.y - self.fitted().to_numpy()) / (self.sigma * self.variance_weights())
@@ -737,7 +784,7 @@ class NlmeFit(FittedModel):
         REML = self.REML if REML is None else REML
         fit = NlmeFit(self.model_text, self.frame, self.fixed_text, random or self.random_text, self._start,
                       "REML" if REML else "ML", data_name=self.data_name,
-                      **{**self._settings, "weights": self.variance, **options})
+                      **{**self._settings, "weights": self.variance, "correlation": self.correlation, **options})
         fit.n_dropped = self.n_dropped  # the same rows as this fit's
         return fit
 
@@ -753,7 +800,7 @@ def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:
 
 def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]], start,
          method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
-         boundary: bool = True, weights=None) -> NlmeFit:
+         boundary: bool = True, weights=None, correlation=None) -> NlmeFit:
     """Fit a nonlinear mixed model as ``nlme::nlme``.
 
     ``nlme("piq ~ theta1 + theta2*exp(-theta3*days)", data,
@@ -765,4 +812,5 @@ def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str
     ``NlmeFit._boundary_fit``) and, if found there, returned with a SingularFitWarning that
     says which variance is zero; otherwise a ConvergenceWarning says how the iterations stopped.
     """
-    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name, boundary, weights)
+    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name, boundary, weights,
+                   correlation)
