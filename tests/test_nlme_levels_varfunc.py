@@ -14,6 +14,12 @@ the relative covariance with optif9 at gradtl = eps^(1/3), and pnlsTol cannot go
 (tolerance 1e-8; at 1e-10 nlme runs to maxIter without the criterion falling below it):
 Side's SD 1.8e-6 relative from ours, the log-likelihood 8e-7; the ML fits agree to 3e-7 or better.
 
+Correlated errors (ML; nlme's REML alternation with a correlation does not converge, so REML
+is refused): corCAR1(form = ~ day | Dog/Side), corAR1(form = ~ 1 | Dog/Side) at two levels,
+corCAR1 with varIdent, corCAR1(form = ~ day | Dog/Side) with random effects at Dog only, and
+corAR1(form = ~ 1 | Seed) on Loblolly at one level. corAR1's Phi
+agrees to 1.4e-6 absolute (5.6e-6 relative: nlme's stop), everything else to 7e-7.
+
 Properties: a constant VarFixed leaves the several-level fit as it is without a variance
 function (ML and REML); a VarFixed of 4 halves sigma and changes nothing else.
 """
@@ -25,7 +31,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmlib import VarExp, VarFixed, VarIdent, VarPower, nlme
+from mmlib import CorAR1, CorCAR1, VarExp, VarFixed, VarIdent, VarPower, nlme
+from mmlib.corstruct import CorStructError
 from mmlib.nlmm import NlmeError
 from mmlib.varfunc import VarFuncError
 from rref import ROOT
@@ -45,9 +52,19 @@ def _pixel():
     return d
 
 
-def _pixel_fit(weights, method="ML", data=None):
+def _pixel_fit(weights, method="ML", data=None, correlation=None):
     return nlme(PIXEL_MODEL, _pixel() if data is None else data, fixed=PIXEL_FIXED, random=PIXEL_RANDOM,
-                start=[1073, 6, -1], method=method, weights=weights)
+                start=[1073, 6, -1], method=method, weights=weights, correlation=correlation)
+
+
+def _loblolly():
+    lob = pd.read_csv(R / "data" / "Loblolly.csv")
+    lob["Seed"] = lob.Seed.astype(str)
+    return lob
+
+
+LOBLOLLY_MODEL = "height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age)"
+LOBLOLLY_FIXED = {"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"}
 
 
 PIXEL_FITS = {
@@ -55,9 +72,28 @@ PIXEL_FITS = {
     "ident_reml": lambda: _pixel_fit(VarIdent("~ 1 | Side"), "REML"),
     "exp_ml": lambda: _pixel_fit(VarExp("~ day")),
     "power_ml": lambda: _pixel_fit(VarPower("~ day1")),
+    "car1_ml": lambda: _pixel_fit(None, correlation=CorCAR1("~ day | Dog/Side")),
+    "ar1_ml": lambda: _pixel_fit(None, correlation=CorAR1("~ 1 | Dog/Side")),
+    "ident_car1_ml": lambda: _pixel_fit(VarIdent("~ 1 | Side"), correlation=CorCAR1("~ day | Dog/Side")),
 }
 # relative agreement of the random-effect SDs, sigma and the variance parameters (module docstring)
 RTOL = {"ident_reml": 2.5e-6}
+
+
+def _structures(f, ref, rtol):
+    """The variance function's and the correlation's parameters, and the normalized residuals."""
+    u = f.theta[f.criterion.ntheta:]
+    if "varpar" in ref:
+        k = f.correlation.n_params if f.correlation is not None else 0
+        np.testing.assert_allclose(f.variance.to_natural(u[k:]), np.atleast_1d(ref["varpar"]), rtol=rtol, atol=1e-6)
+        assert list(f.variance.free_names()) == list(np.atleast_1d(ref["varpar_names"]))
+    else:
+        assert f.variance is None
+    if "corpar" in ref:
+        np.testing.assert_allclose(f.cor_params, [ref["corpar"]], atol=2e-6)
+        np.testing.assert_allclose(f.resid("normalized").to_numpy(), ref["normalized"], rtol=1e-5, atol=5e-6)
+    else:
+        assert f.correlation is None
 
 
 def _block(text):
@@ -78,9 +114,7 @@ def test_two_levels_with_a_variance_function_are_nlmes(name):
     np.testing.assert_allclose(covs[0][0, 1] / np.sqrt(covs[0][0, 0] * covs[0][1, 1]), ref["cor_Dog"], rtol=1e-6)
     np.testing.assert_allclose(np.sqrt(np.diag(covs[1])), [ref["sd_Side"]], rtol=rtol)
     np.testing.assert_allclose(f.sigma, ref["sigma"], rtol=rtol)
-    u = f.theta[f.criterion.ntheta:]
-    np.testing.assert_allclose(f.variance.to_natural(u), np.atleast_1d(ref["varpar"]), rtol=rtol, atol=1e-6)
-    assert list(f.variance.free_names()) == list(np.atleast_1d(ref["varpar_names"]))
+    _structures(f, ref, rtol)
     np.testing.assert_array_equal(f.fixed_df().to_numpy(), ref["df"])
     side = f.ranef()["Side"].iloc[:, 0].reindex(ref["ranef_Side_names"])
     np.testing.assert_allclose(side.to_numpy(), np.ravel(ref["ranef_Side"]), atol=1e-4)
@@ -95,18 +129,37 @@ def test_two_levels_with_a_variance_function_are_nlmes(name):
 def test_reml_with_a_variance_function_is_nlmes_one_level():
     """nlme's REML with a variance function at one level (Loblolly, varPower(form = ~ age)): the
     power is REML's (-0.16785; ML's is -0.16351), so the fixed effects are not the ML fit's."""
-    lob = pd.read_csv(R / "data" / "Loblolly.csv")
-    lob["Seed"] = lob.Seed.astype(str)
-    f = nlme("height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age)", lob, fixed={"Asym": "~ 1", "R0": "~ 1", "lrc": "~ 1"},
-             random={"Seed": ["Asym ~ 1"]}, start=[103, -8.5, -3.3], weights=VarPower("~ age"), method="REML")
-    ref = REF["loblolly_power_reml"]
+    f = nlme(LOBLOLLY_MODEL, _loblolly(), fixed=LOBLOLLY_FIXED, random={"Seed": ["Asym ~ 1"]}, start=[103, -8.5, -3.3],
+             weights=VarPower("~ age"), method="REML")
+    _one_level_is_nlmes(f, "loblolly_power_reml")
+
+
+def test_an_ar1_correlation_at_one_level_is_nlmes():
+    """nlme(..., correlation = corAR1(form = ~ 1 | Seed)) on Loblolly by ML."""
+    f = nlme(LOBLOLLY_MODEL, _loblolly(), fixed=LOBLOLLY_FIXED, random={"Seed": ["Asym ~ 1"]}, start=[103, -8.5, -3.3],
+             correlation=CorAR1("~ 1 | Seed"))
+    _one_level_is_nlmes(f, "loblolly_ar1_ml")
+
+
+def test_a_correlation_finer_than_the_random_effects_is_nlmes():
+    """random = list(Dog = b0 + b1 ~ 1) with corCAR1(form = ~ day | Dog/Side): the correlation's groups
+    (a Dog's two sides, each a series in day) within the one level's."""
+    f = nlme(PIXEL_MODEL, _pixel(), fixed=PIXEL_FIXED, random={"Dog": ["b0 ~ 1", "b1 ~ 1"]}, start=[1073, 6, -1],
+             correlation=CorCAR1("~ day | Dog/Side"))
+    _one_level_is_nlmes(f, "car1_dog_ml")
+    np.testing.assert_array_equal(f.fixed_df().to_numpy(), REF["car1_dog_ml"]["df"])
+
+
+def _one_level_is_nlmes(f, name):
+    ref = REF[name]
+    assert f.optinfo.converged
     np.testing.assert_allclose(f.loglik, ref["logLik"], atol=1e-6)
     np.testing.assert_allclose(f.beta, ref["fixef"], rtol=1e-6)
     np.testing.assert_allclose(f.se.to_numpy(), ref["se"], rtol=1e-6)
-    np.testing.assert_allclose(np.sqrt(f.VarCorr().covariances[0][0, 0]), ref["sd_random"], rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(np.diag(f.VarCorr().covariances[0])), np.atleast_1d(ref["sd_random"]), rtol=1e-6)
     np.testing.assert_allclose(f.sigma, ref["sigma"], rtol=1e-6)
-    np.testing.assert_allclose(f.theta[f.criterion.ntheta:], [ref["varpar"]], rtol=1e-6)
-    assert _block(repr(f.summary())) == _block(PRINTED["loblolly_power_reml"])
+    _structures(f, ref, 1e-6)
+    assert _block(repr(f.summary())) == _block(PRINTED[name])
 
 
 @pytest.mark.parametrize("method", ["ML", "REML"])
@@ -144,3 +197,15 @@ def test_bad_variance_functions_name_the_culprit():
         _pixel_fit(VarPower("~ fitted(.)"), data=d)
     with pytest.raises(TypeError, match="weights must be a variance function"):
         _pixel_fit("day", data=d)
+
+
+def test_bad_correlations_name_the_culprit():
+    d = _pixel()
+    with pytest.raises(NotImplementedError, match="CorCAR1.*method='ML' only"):
+        _pixel_fit(None, "REML", d, correlation=CorCAR1("~ day | Dog/Side"))
+    with pytest.raises(TypeError, match="correlation must be a correlation structure"):
+        _pixel_fit(None, data=d, correlation="corAR1")
+    with pytest.raises(NlmeError, match=r"nosuch of the correlation structure \(CorCAR1"):
+        _pixel_fit(None, data=d, correlation=CorCAR1("~ nosuch | Dog/Side"))
+    with pytest.raises(CorStructError, match="incompatible formulas for groups"):
+        _pixel_fit(None, data=d, correlation=CorAR1("~ 1 | Side"))
