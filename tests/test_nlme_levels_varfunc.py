@@ -76,6 +76,14 @@ PIXEL_FITS = {
     "ar1_ml": lambda: _pixel_fit(None, correlation=CorAR1("~ 1 | Dog/Side")),
     "ident_car1_ml": lambda: _pixel_fit(VarIdent("~ 1 | Side"), correlation=CorCAR1("~ day | Dog/Side")),
 }
+ONE_LEVEL_FITS = {
+    "loblolly_power_reml": lambda: nlme(LOBLOLLY_MODEL, _loblolly(), fixed=LOBLOLLY_FIXED, random={"Seed": ["Asym ~ 1"]},
+                                        start=[103, -8.5, -3.3], weights=VarPower("~ age"), method="REML"),
+    "loblolly_ar1_ml": lambda: nlme(LOBLOLLY_MODEL, _loblolly(), fixed=LOBLOLLY_FIXED, random={"Seed": ["Asym ~ 1"]},
+                                    start=[103, -8.5, -3.3], correlation=CorAR1("~ 1 | Seed")),
+    "car1_dog_ml": lambda: nlme(PIXEL_MODEL, _pixel(), fixed=PIXEL_FIXED, random={"Dog": ["b0 ~ 1", "b1 ~ 1"]},
+                                start=[1073, 6, -1], correlation=CorCAR1("~ day | Dog/Side")),
+}
 # relative agreement of the random-effect SDs, sigma and the variance parameters (module docstring)
 RTOL = {"ident_reml": 2.5e-6}
 
@@ -129,23 +137,18 @@ def test_two_levels_with_a_variance_function_are_nlmes(name):
 def test_reml_with_a_variance_function_is_nlmes_one_level():
     """nlme's REML with a variance function at one level (Loblolly, varPower(form = ~ age)): the
     power is REML's (-0.16785; ML's is -0.16351), so the fixed effects are not the ML fit's."""
-    f = nlme(LOBLOLLY_MODEL, _loblolly(), fixed=LOBLOLLY_FIXED, random={"Seed": ["Asym ~ 1"]}, start=[103, -8.5, -3.3],
-             weights=VarPower("~ age"), method="REML")
-    _one_level_is_nlmes(f, "loblolly_power_reml")
+    _one_level_is_nlmes(ONE_LEVEL_FITS["loblolly_power_reml"](), "loblolly_power_reml")
 
 
 def test_an_ar1_correlation_at_one_level_is_nlmes():
     """nlme(..., correlation = corAR1(form = ~ 1 | Seed)) on Loblolly by ML."""
-    f = nlme(LOBLOLLY_MODEL, _loblolly(), fixed=LOBLOLLY_FIXED, random={"Seed": ["Asym ~ 1"]}, start=[103, -8.5, -3.3],
-             correlation=CorAR1("~ 1 | Seed"))
-    _one_level_is_nlmes(f, "loblolly_ar1_ml")
+    _one_level_is_nlmes(ONE_LEVEL_FITS["loblolly_ar1_ml"](), "loblolly_ar1_ml")
 
 
 def test_a_correlation_finer_than_the_random_effects_is_nlmes():
     """random = list(Dog = b0 + b1 ~ 1) with corCAR1(form = ~ day | Dog/Side): the correlation's groups
     (a Dog's two sides, each a series in day) within the one level's."""
-    f = nlme(PIXEL_MODEL, _pixel(), fixed=PIXEL_FIXED, random={"Dog": ["b0 ~ 1", "b1 ~ 1"]}, start=[1073, 6, -1],
-             correlation=CorCAR1("~ day | Dog/Side"))
+    f = ONE_LEVEL_FITS["car1_dog_ml"]()
     _one_level_is_nlmes(f, "car1_dog_ml")
     np.testing.assert_array_equal(f.fixed_df().to_numpy(), REF["car1_dog_ml"]["df"])
 
@@ -209,3 +212,24 @@ def test_bad_correlations_name_the_culprit():
         _pixel_fit(None, data=d, correlation=CorCAR1("~ nosuch | Dog/Side"))
     with pytest.raises(CorStructError, match="incompatible formulas for groups"):
         _pixel_fit(None, data=d, correlation=CorAR1("~ 1 | Side"))
+
+
+@pytest.mark.parametrize("name", list(PIXEL_FITS) + list(ONE_LEVEL_FITS))
+def test_intervals_are_nlmes(name):
+    """intervals() against nlme's apVar code on a Richardson Hessian (tests/r/richardson_apvar.R):
+    measured within 7e-6 relative, but varExp's small delta (-0.0145) 2e-6 absolute."""
+    f = {**PIXEL_FITS, **ONE_LEVEL_FITS}[name]()
+    ref, iv = REF[name]["intervals"], f.intervals()
+
+    def table(d):
+        return np.column_stack([np.atleast_1d(d[k]) for k in ("lower", "est", "upper")])
+
+    np.testing.assert_allclose(iv.fixed.to_numpy(), table(ref["fixed"]), rtol=1e-6)
+    for level, d in ref["reStruct"].items():
+        np.testing.assert_allclose(iv.random[level].to_numpy(), table(d), rtol=2e-5)
+    np.testing.assert_allclose(iv.sigma.to_numpy(), ref["sigma"], rtol=2e-5)
+    for block in ("varStruct", "corStruct"):
+        if block in ref:
+            np.testing.assert_allclose(getattr(iv, block).to_numpy(), table(ref[block]), rtol=2e-5, atol=1e-5)
+        else:
+            assert getattr(iv, block) is None

@@ -33,7 +33,7 @@ fit <- function(weights, method = "ML", control = ctl, correlation = NULL)
   nlme(pixel ~ b0 + b1 * day - exp(lb2) * day^2, data = pixel, fixed = b0 + b1 + lb2 ~ 1,
        random = list(Dog = b0 + b1 ~ 1, Side = b0 ~ 1), start = c(b0 = 1073, b1 = 6, lb2 = -1),
        weights = weights, correlation = correlation, method = method, control = control)
-fits <- list(
+calls <- alist(
   ident_ml = fit(varIdent(form = ~ 1 | Side)),
   ident_reml = fit(varIdent(form = ~ 1 | Side), "REML", ctl_reml),
   exp_ml = fit(varExp(form = ~ day)),
@@ -50,6 +50,7 @@ fits <- list(
   loblolly_ar1_ml = nlme(height ~ Asym + (R0 - Asym) * exp(-exp(lrc) * age), data = lob,
                          fixed = Asym + R0 + lrc ~ 1, random = Asym ~ 1 | Seed, correlation = corAR1(form = ~ 1 | Seed),
                          start = c(Asym = 103, R0 = -8.5, lrc = -3.3), control = ctl))
+fits <- lapply(calls, eval)
 ## normalized residuals: each group's Pearson residuals times the inverse of its correlation matrix's
 ## Cholesky factor (rows within a group in data order). Not nlme's resid(type = "normalized"): for an
 ## nlme fit to data not sorted by group (Pixel's rows are Side R for every Dog, then Side L), nlme
@@ -89,6 +90,15 @@ for (name in names(fits)) {
   else out[[name]]$sd_random <- unname(sqrt(diag(as.matrix(f$modelStruct$reStruct[[1]])))) * f$sigma
   cat("\n==", name, "\n"); print(summary(f))
   cat("iterations:", f$numIter, "\n")
+}
+## intervals(): nlme's apVar code on numDeriv's Richardson Hessian (tests/r/richardson_apvar.R), refitted
+source("tests/r/richardson_apvar.R")  # with_richardson()
+tab <- function(d) list(lower = unname(d[, 1]), est = unname(d[, 2]), upper = unname(d[, 3]))
+for (name in names(fits)) {
+  iv <- intervals(with_richardson(eval(calls[[name]])))
+  out[[name]]$intervals <- list(fixed = tab(iv$fixed), reStruct = lapply(iv$reStruct, tab), sigma = unname(iv$sigma))
+  if (!is.null(iv$varStruct)) out[[name]]$intervals$varStruct <- tab(iv$varStruct)
+  if (!is.null(iv$corStruct)) out[[name]]$intervals$corStruct <- tab(iv$corStruct)
 }
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "tests/r/nlme_levels_varfunc.json")
 sink("tests/r/nlme_levels_varfunc_digits4.txt"); options(digits = 4)
