@@ -2,7 +2,9 @@
 
 The model is ``y_ij = f(phi_ij, x_ij) + e_ij`` with each parameter of f a linear model,
 ``phi_k = A_k beta_k + B_k b_i`` (fixed effects from a formula in the data, random effects for
-the chosen parameters), ``b_i ~ N(0, Psi)`` and ``e ~ N(0, sigma^2)``.  As nlme does
+the chosen parameters, at one grouping level or several nested ones), ``b_i ~ N(0, Psi)`` and
+``e ~ N(0, sigma^2)`` (or ``sigma^2 G C G`` within groups with a variance function and a
+correlation structure, as lme's).  As nlme does
 (Lindstrom & Bates 1990, Biometrics 46; Pinheiro & Bates 2000, section 7.2), the fit alternates
 
 * a penalized nonlinear least-squares (PNLS) step: for the current Psi = sigma^2 Lambda Lambda',
@@ -802,6 +804,11 @@ def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str
          method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
          boundary: bool = True, weights=None, correlation=None) -> NlmeFit:
     """Fit a nonlinear mixed model as ``nlme::nlme``.
+
+    ``weights``: a variance function on data columns (mmlib.varfunc, nlme's ``weights =``);
+    ``correlation``: a correlation structure (mmlib.corstruct, method="ML" only), its grouping
+    resolved against ``random``'s as lme's (mmlib.corlevels). Either works with random effects at
+    one level or several.
 
     ``nlme("piq ~ theta1 + theta2*exp(-theta3*days)", data,
     fixed={"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"},

@@ -8,17 +8,21 @@ Loblolly with varPower(form = ~ age) by REML (nlme's REML with a variance functi
 parameters REML's, the relative covariance ML's at them; see NlmeFit._lme_step). Printouts at
 options(digits = 4): nlme_levels_varfunc_digits4.txt.
 
-Agreement: nlme's alternation stops where its own tolerances let it: its PNLS step re-estimates
-the relative covariance with optif9 at gradtl = eps^(1/3), and pnlsTol cannot go below 1e-6
-(tighter stops with "step halving factor reduced below minimum"). The REML fit is the loosest
-(tolerance 1e-8; at 1e-10 nlme runs to maxIter without the criterion falling below it):
-Side's SD 1.8e-6 relative from ours, the log-likelihood 8e-7; the ML fits agree to 3e-7 or better.
+Agreement: nlme stops where its own inner optimizers let it. pnlsTol cannot go below 1e-6 (tighter
+stops with "step halving factor reduced below minimum"), and its PNLS step re-estimates the relative
+covariance with optif9 at gradtl = eps^(1/3) (src/nlme.c). The REML fit is the loosest: with
+tolerance = 1e-10 nlme runs to maxIter, but its iterates there repeat (returnObject = TRUE at
+maxIter = 4, 5, 6, 10, 11, 50, 51 gives the same numbers to 10 digits), so what is left is the inner
+optimizers', not the alternation's: Side's SD 1.8e-6 relative from ours, the log-likelihood 8e-7.
+The ML fits agree to 3e-7 or better. (The log-likelihood is the linearized model's at the fixed
+point, not a maximum of one function, so nlme's being above or below ours says nothing of which
+stopped shorter: ours is 3e-8 below for varIdent, 1.6e-7 above for varPower.)
 
 Correlated errors (ML; nlme's REML alternation with a correlation does not converge, so REML
 is refused): corCAR1(form = ~ day | Dog/Side), corAR1(form = ~ 1 | Dog/Side) at two levels,
 corCAR1 with varIdent, corCAR1(form = ~ day | Dog/Side) with random effects at Dog only, and
-corAR1(form = ~ 1 | Seed) on Loblolly at one level. corAR1's Phi
-agrees to 1.4e-6 absolute (5.6e-6 relative: nlme's stop), everything else to 7e-7.
+corAR1(form = ~ 1 | Seed) on Loblolly at one level. corAR1's Phi agrees to 1.4e-6 absolute (5.6e-6
+relative: nlme's stop), everything else to 7e-7. intervals() are compared too.
 
 Properties: a constant VarFixed leaves the several-level fit as it is without a variance
 function (ML and REML); a VarFixed of 4 halves sigma and changes nothing else.
