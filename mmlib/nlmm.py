@@ -2,7 +2,9 @@
 
 The model is ``y_ij = f(phi_ij, x_ij) + e_ij`` with each parameter of f a linear model,
 ``phi_k = A_k beta_k + B_k b_i`` (fixed effects from a formula in the data, random effects for
-the chosen parameters), ``b_i ~ N(0, Psi)`` and ``e ~ N(0, sigma^2)``.  As nlme does
+the chosen parameters, at one grouping level or several nested ones), ``b_i ~ N(0, Psi)`` and
+``e ~ N(0, sigma^2)`` (or ``sigma^2 G C G`` within groups with a variance function and a
+correlation structure, as lme's).  As nlme does
 (Lindstrom & Bates 1990, Biometrics 46; Pinheiro & Bates 2000, section 7.2), the fit alternates
 
 * a penalized nonlinear least-squares (PNLS) step: for the current Psi = sigma^2 Lambda Lambda',
@@ -33,8 +35,10 @@ from . import design as dsg
 from .covariance import VarCorr, lower_indices
 from .randomeffects import nlme_label
 from .fitted import FittedModel
+from .corlevels import LevelsCorrelatedCriterion
 from .lmm import CorrelatedLMMCriterion, LMMCriterion
 from .pdmat import DiagMap, Tied
+from .corstruct import CorStruct
 from .varfunc import VarFunc, Weighted
 from .optsummary import ConvergenceWarning, OptSummary, SingularFitWarning
 
@@ -178,7 +182,7 @@ class NlmeFit(FittedModel):
 
     def __init__(self, model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]],
                  start, method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
-                 boundary: bool = True, weights=None):
+                 boundary: bool = True, weights=None, correlation=None):
         if weights is not None and not isinstance(weights, VarFunc):
             raise TypeError(f"weights must be a variance function (mmlib.varfunc), not {type(weights).__name__}")
         if weights is not None and weights.uses_fitted:
@@ -188,11 +192,22 @@ class NlmeFit(FittedModel):
             raise NotImplementedError(f"nlme with a fitted-values variance covariate ({weights.form}) is not "
                                       "implemented: nlme updates it inside the PNLS/LME alternation; give a data "
                                       "column, as VarPower('~ conc'), or fit lme/gls for ~ fitted(.)")
-        # a variance function on a data column (nlme's weights =); no correlation structure
-        self.variance, self.correlation = weights, None
-        self._structure = Weighted(weights) if weights is not None else None
+        if correlation is not None and not isinstance(correlation, CorStruct):
+            raise TypeError(f"correlation must be a correlation structure (mmlib.corstruct), not "
+                            f"{type(correlation).__name__}")
         if method not in ("ML", "REML"):
             raise ValueError(f"method must be 'ML' or 'REML', not {method!r}")
+        if correlation is not None and method == "REML":
+            # nlme 3.1-162's own REML alternation with a correlation structure does not converge
+            # (Pixel with corCAR1 or corAR1 at two levels reaches maxIter = 200 at any tolerance):
+            # there is no fit of nlme's to reproduce
+            raise NotImplementedError(f"nlme with a correlation structure ({type(correlation).__name__}) is "
+                                      "implemented for method='ML' only: nlme's REML alternation with one does "
+                                      "not converge, so there is no nlme fit to agree with")
+        # a variance function on a data column (nlme's weights =) and a correlation structure (the
+        # variance function's g divides the rows before the correlation's whitening, as lme's)
+        self.variance, self.correlation = weights, correlation
+        self._structure = (Weighted(weights, correlation) if weights is not None else correlation)
         if "~" not in model:
             raise NlmeError(f"model {model!r} needs a response: 'y ~ f(...)'")
         response, rhs = (part.strip() for part in model.split("~", 1))
@@ -201,8 +216,6 @@ class NlmeFit(FittedModel):
         if not isinstance(random, dict) or not random:
             raise NlmeError("random must be a dict from grouping factor to the parameters' random effects, as "
                             "{'id': ['theta1 ~ 1']} (several levels: outer first, each within the ones before)")
-        if weights is not None and len(random) > 1:
-            raise NotImplementedError("a variance function with random effects at several levels is not implemented")
         # one _Level per grouping factor, outer first (nlme's list(Dog = ..., Side = ...))
         self.re_levels, outer = [], []
         for group, rterms in random.items():
@@ -216,10 +229,21 @@ class NlmeFit(FittedModel):
         extra = []
         for spec in list(fixed.values()) + [f"~ {e}" for lev in self.re_levels for e in lev.exprs.values()]:
             extra += sorted(dsg._variables(spec.split("~", 1)[1], data.columns))
-        extra += weights.variables() if weights is not None else []
         absent = [c for c in extra if c not in data.columns]
         if absent:
             raise NlmeError(f"column(s) {', '.join(absent)} of the fixed or random formulas are not in the data")
+        if weights is not None:
+            absent = [c for c in weights.variables() if c not in data.columns]
+            if absent:
+                raise NlmeError(f"column(s) {', '.join(absent)} of the variance function ({type(weights).__name__}"
+                                f"({weights.form!r})) are not in the data")
+            extra += weights.variables()
+        if correlation is not None:
+            absent = [c for c in correlation.variables() if c not in data.columns]
+            if absent:
+                raise NlmeError(f"column(s) {', '.join(absent)} of the correlation structure ({type(correlation).__name__}"
+                                f"({correlation.form!r})) are not in the data")
+            extra += correlation.variables()
         frame = data[list(dict.fromkeys(needed + extra))].dropna()
         self.n_dropped = len(data) - len(frame)
         self.frame = frame
@@ -256,8 +280,10 @@ class NlmeFit(FittedModel):
                 raise NlmeError(f"random: level {inner.name} within {outer_lev.key.replace(':', '/')} has no more "
                                 f"groups than {outer_lev.key.replace(':', '/')} ({outer_lev.m}): its effects cannot be "
                                 "told from the outer level's")
-        if self._structure is not None:
-            lev = self.re_levels[0]
+        if self._structure is not None and correlation is None:
+            # the rows laid out by the innermost groups (the within-group errors'), as lme's; a
+            # correlation's layout is its own grouping's, which each linearized criterion sets
+            lev = self.re_levels[-1]
             self._structure.set_data(frame, lev.codes, lev.m)
         self.n, self.p = len(self.y), len(self.names)
         f0 = self._f(start, self._zero_effects())
@@ -305,17 +331,63 @@ class NlmeFit(FittedModel):
         Z = [np.column_stack([grads[p][:, None] * lev.designs[p].X for p in lev.params]) for lev in self.re_levels]
         return X, Z
 
-    def _linearized(self, beta, b):
+    def _linear_parts(self, beta, b):
+        """The model linearized at (beta, b): the working response w, X = df/dbeta and each level's term."""
         X, Z = self._jacobian(beta, b)
         w = self.y - self._f(beta, b) + X @ beta
         for lev, Z_l, b_l in zip(self.re_levels, Z, b):
             w = w + np.einsum("nq,nq->n", Z_l, b_l[lev.codes])
         terms = [dsg.ReTerm(lev.key, lev.levels, lev.codes, Z_l, lev.names, "", None)
                  for lev, Z_l in zip(self.re_levels, Z)]
-        crit = (LMMCriterion(w, X, terms) if self._structure is None else
-                CorrelatedLMMCriterion(w, X, terms, self._structure, self.frame))
+        return w, X, terms
+
+    def _tied(self, crit):
         maps = [lev.parametrization() for lev in self.re_levels]
         return crit if all(m is None for m in maps) else Tied(crit, maps)
+
+    def _linearized(self, beta, b):
+        w, X, terms = self._linear_parts(beta, b)
+        if self._structure is None:
+            crit = LMMCriterion(w, X, terms)
+        elif len(terms) == 1 and len(getattr(self.correlation, "group_factors", [])) <= 1:
+            crit = CorrelatedLMMCriterion(w, X, terms, self._structure, self.frame)
+        else:
+            # several levels (or correlation groups finer than the one level's): the linearized
+            # model is an lme with several levels and structured errors, whose criterion is lme's
+            # (mmlib.corlevels, as lme dispatches)
+            crit = LevelsCorrelatedCriterion(w, X, terms, self._structure, self.frame)
+        return self._tied(crit)
+
+    def _lme_step(self, crit, beta, b, start, optimizer):
+        """nlme's LME step, then (REML with a variance function) its PNLS step's re-estimation of
+        the relative covariance.
+
+        nlme's PNLS step (``fit_nlme`` in nlme's src/nlme.c, ``nlme_increment``) does not hold
+        Lambda: before each Gauss-Newton increment it re-estimates the relative precision factor by
+        maximum likelihood (``RML = 0``: EM iterations, then ``optif9``) on the model linearized
+        there, with the variance weights held, and nlme keeps that factor (``matrix(reStruct) <-
+        crossprod(pdF)``). At nlme's fixed point, then, the variance function's parameters u are the
+        LME step's (REML's with method="REML", with theta free) and theta maximizes the linearized
+        model's ML criterion at those u. Without a variance function (or with ML) the two steps
+        agree on theta and the LME step can maximize the likelihood throughout (see
+        ``_set_estimates``); with REML and a variance function u is REML's (nlme 3.1-162,
+        tests/r/nlme_levels_varfunc.R: varIdent's ratio 1.04973 with REML, 1.05157 with ML)."""
+        reml = self.REML and self._structure is not None
+        theta, info = crit.optimize(reml, start=start, optimizer=optimizer, maxiter=200)
+        if reml:
+            theta = self._ml_theta(beta, b, theta, crit.ntheta, optimizer)
+        return theta, info
+
+    def _ml_theta(self, beta, b, theta, ntheta, optimizer):
+        """theta maximizing the ML criterion of the model linearized at (beta, b) with the variance
+        function's parameters held at theta's (rows divided by g, see ``_lme_step``)."""
+        w, X, terms = self._linear_parts(beta, b)
+        g = self._structure.g(theta[ntheta:])
+        terms = [dsg.ReTerm(t.group, t.levels, t.codes, t.Z / g[:, None], t.names, t.expr, t.spec)
+                 for t in terms]
+        held = self._tied(LMMCriterion(w / g, X / g[:, None], terms))
+        relative, _ = held.optimize(False, start=theta[:ntheta], optimizer=optimizer, maxiter=200)
+        return np.concatenate([relative, theta[ntheta:]])
 
     def _initial_theta(self, crit) -> np.ndarray:
         """nlme's starting precision (``pdInitial``): Delta = 0.375 sqrt(mean_i z_i'z_i) per effect,
@@ -335,11 +407,25 @@ class NlmeFit(FittedModel):
         lam[np.diag_indices_from(lam)] = np.maximum(d, 1e-8 * max(d.max(), 1e-300))
         return scipy.linalg.solve_triangular(lam, np.eye(len(lam)), lower=True)
 
-    def _pnls_objective(self, beta, b, lam_inv, g=1.0) -> float:
-        """||(y - f) / g||^2 + sum over levels ||Lambda_l^-1 b_l||^2, g the variance function's
-        standard deviations."""
-        r = (self.y - self._f(beta, b)) / g
+    def _whiten(self, r, u) -> np.ndarray:
+        """Residuals r whitened by the error structure at its parameters u: divided by the variance
+        function's g, then by the correlation's Cholesky factor group by group (r itself without
+        a structure). The structure's layout is the last linearized criterion's."""
+        if self._structure is None:
+            return r
+        W, _ = self._structure.whiten(u, self._structure.pad(r[:, None]))
+        return W[self._structure.codes, self._structure.position, 0]
+
+    def _pnls_objective(self, beta, b, lam_inv, u) -> float:
+        """||R^-1 (y - f)||^2 + sum over levels ||Lambda_l^-1 b_l||^2, R R' the errors' structure
+        at its parameters u (G C G: g the variance function's standard deviations, C the
+        correlation)."""
+        r = self.y - self._f(beta, b)
         if not np.all(np.isfinite(r)):
+            return np.inf
+        try:
+            r = self._whiten(r, u)
+        except np.linalg.LinAlgError:
             return np.inf
         return float(r @ r + sum(np.sum((b_l @ li.T) ** 2) for b_l, li in zip(b, lam_inv)))
 
@@ -348,19 +434,19 @@ class NlmeFit(FittedModel):
         for _ in range(maxit):
             crit = self._linearized(beta, b)
             lam_inv = [self._penalty_factor(lam) for lam in crit.lambdas(theta)]
-            g = self._structure.g(theta[crit.ntheta:]) if self._structure is not None else 1.0
+            u = theta[crit.ntheta:]
             sol = crit.solve(theta, self.REML)
             if sol.beta is None:
                 break
             new_b = crit.modes(theta, sol)
-            old = self._pnls_objective(beta, b, lam_inv, g)
+            old = self._pnls_objective(beta, b, lam_inv, u)
             if not np.isfinite(old):
                 break
             step = 1.0
             for _half in range(20):
                 nb = [b_l + step * (n_l - b_l) for b_l, n_l in zip(b, new_b)]
                 nbeta = beta + step * (sol.beta - beta)
-                value = self._pnls_objective(nbeta, nb, lam_inv, g)
+                value = self._pnls_objective(nbeta, nb, lam_inv, u)
                 if np.isfinite(value) and value <= old * (1 + 1e-12):
                     break
                 step /= 2
@@ -381,16 +467,16 @@ class NlmeFit(FittedModel):
         # Later LME steps may reach the boundary (a variance of zero, a correlation of +/-1) and
         # end with Newton steps, so that each settles to rounding level (see ``optimizer``).
         crit = self._linearized(beta, b)
-        # the LME steps maximize the likelihood whatever the method: nlme's REML fit of a nonlinear
-        # model has the ML fit's fixed effects and relative covariance (see ``_set_estimates``)
-        theta, info = crit.optimize(False, start=self._initial_theta(crit), optimizer="log-Cholesky",
-                                    maxiter=200)
+        # the relative covariance maximizes the likelihood whatever the method: nlme's REML fit of a
+        # nonlinear model has the ML fit's relative covariance at its variance function's parameters,
+        # which are REML's (see ``_lme_step`` and ``_set_estimates``)
+        theta, info = self._lme_step(crit, beta, b, self._initial_theta(crit), "log-Cholesky")
         converged, it, change, stop, last, settled = False, 0, np.inf, None, np.inf, 0
         for it in range(1, maxiter + 21):  # maxiter to converge, then up to 20 to settle
             beta_old, theta_old = beta.copy(), theta.copy()
             beta, b = self._pnls(beta, b, theta)
             crit = self._linearized(beta, b)
-            theta, info = crit.optimize(False, start=theta, optimizer=self.lme_optimizer, maxiter=200)
+            theta, info = self._lme_step(crit, beta, b, theta, self.lme_optimizer)
             change = max(np.max(np.abs(beta - beta_old) / (np.abs(beta_old) + 1e-6)),
                          np.max(np.abs(theta - theta_old) / (np.abs(theta_old) + 1e-3)))
             if np.max(np.abs(theta[:crit.ntheta])) < COLLAPSED:
@@ -426,7 +512,9 @@ class NlmeFit(FittedModel):
         residual variance RSS / (N - p) instead of RSS / N (so every variance is N / (N - p)
         times the ML one), and as log-likelihood the REML criterion of the linearized model
         there. It is not the maximizer of a restricted likelihood; mmlib matches it so that a
-        fit compares with nlme's."""
+        fit compares with nlme's. With a variance function, its parameters are the REML estimates of
+        the linearized model (and theta the ML one at them; see ``_lme_step``), so the fixed
+        effects differ from the ML fit's too (tests/r/nlme_levels_varfunc.R)."""
         sol = crit.solve(theta, self.REML)
         if sol.beta is None:
             raise NlmeError("the linearized mixed model at the last iterate is singular (its fixed-effect "
@@ -470,7 +558,7 @@ class NlmeFit(FittedModel):
                 try:
                     reduced = NlmeFit(self.model_text, self.frame, self.fixed_text, {self.group: keep},
                                       self._start, self.method, maxiter, tol, self.data_name,
-                                      boundary=False, weights=self.variance)
+                                      boundary=False, weights=self.variance, correlation=self.correlation)
                 except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                     continue
             if reduced.optinfo.converged and (best is None or reduced.loglik > best[1].loglik):
@@ -630,19 +718,32 @@ class NlmeFit(FittedModel):
         return pd.Series(self._f(self.beta, self._effects_to(level)), index=self.frame.index, name="fitted")
 
     def resid(self, type: str = "response", level: int | None = None) -> pd.Series:
-        """nlme's residuals at ``level``: ``"response"`` y - fitted, ``"pearson"`` (and
-        ``"normalized"``, the same without a correlation structure) divided by sigma."""
+        """nlme's residuals at ``level``: ``"response"`` y - fitted, ``"pearson"`` divided by sigma g_i,
+        ``"normalized"`` whitened by the errors' structure and divided by sigma (the pearson ones
+        without a correlation structure)."""
         if type not in ("response", "pearson", "normalized"):
             raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson' or 'normalized'")
         r = self.y - self.fitted(level).to_numpy()
-        return pd.Series(r if type == "response" else r / (self.sigma * self.variance_weights()),
-                         index=self.frame.index, name="resid")
+        if type == "normalized" and self.correlation is not None:
+            self._linearized(self.beta, self._b)  # the structure laid out as the fit's criterion
+            r = self._whiten(r, self.theta[self.criterion.ntheta:]) / self.sigma
+        elif type != "response":
+            r = r / (self.sigma * self.variance_weights())
+        return pd.Series(r, index=self.frame.index, name="resid")
 
     def variance_weights(self) -> np.ndarray:
         """g_i, each row's error standard deviation relative to sigma (1 without a variance function)."""
-        if self._structure is None:
+        if self.variance is None:
             return np.ones(self.n)
         return self._structure.g(self.theta[self.criterion.ntheta:])
+
+    @property
+    def cor_params(self) -> np.ndarray:
+        """The correlation structure's parameters on their natural scale (e.g. Phi)."""
+        if self.correlation is None:
+            return np.array([])
+        u = self.theta[self.criterion.ntheta:]
+        return self.correlation.to_natural(u[:self.correlation.n_params])
 
     def std_residuals(self) -> np.ndarray:
         return (self.y - self.fitted().to_numpy()) / (self.sigma * self.variance_weights())
@@ -685,7 +786,7 @@ class NlmeFit(FittedModel):
         REML = self.REML if REML is None else REML
         fit = NlmeFit(self.model_text, self.frame, self.fixed_text, random or self.random_text, self._start,
                       "REML" if REML else "ML", data_name=self.data_name,
-                      **{**self._settings, "weights": self.variance, **options})
+                      **{**self._settings, "weights": self.variance, "correlation": self.correlation, **options})
         fit.n_dropped = self.n_dropped  # the same rows as this fit's
         return fit
 
@@ -701,8 +802,13 @@ def _max_correlation(vcov: np.ndarray) -> tuple[int, int, float]:
 
 def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str, list[str]], start,
          method: str = "ML", maxiter: int = 50, tol: float = 1e-10, data_name: str | None = None,
-         boundary: bool = True, weights=None) -> NlmeFit:
+         boundary: bool = True, weights=None, correlation=None) -> NlmeFit:
     """Fit a nonlinear mixed model as ``nlme::nlme``.
+
+    ``weights``: a variance function on data columns (mmlib.varfunc, nlme's ``weights =``);
+    ``correlation``: a correlation structure (mmlib.corstruct, method="ML" only), its grouping
+    resolved against ``random``'s as lme's (mmlib.corlevels). Either works with random effects at
+    one level or several.
 
     ``nlme("piq ~ theta1 + theta2*exp(-theta3*days)", data,
     fixed={"theta1": "~ 1 + sqrt(duration)", "theta2": "~ 1 + sqrt(duration)", "theta3": "~ 1"},
@@ -713,4 +819,5 @@ def nlme(model: str, data: pd.DataFrame, fixed: dict[str, str], random: dict[str
     ``NlmeFit._boundary_fit``) and, if found there, returned with a SingularFitWarning that
     says which variance is zero; otherwise a ConvergenceWarning says how the iterations stopped.
     """
-    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name, boundary, weights)
+    return NlmeFit(model, data, fixed, random, start, method, maxiter, tol, data_name, boundary, weights,
+                   correlation)

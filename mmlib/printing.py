@@ -586,10 +586,11 @@ class NlmeSummary(LmeSummary):
                                             [f" Formula: list({', '.join(specs)})", f" Level: {label}"])
             pd_obj = lev.pd if lev.pd is not None else PdSymm("~ 1")
             lines += _pdmat_lines(lev.names, cov, m.sigma, pd_obj, resid=k == len(covs) - 1)
-        if m.variance is not None:  # nlme: no blank line between it and the fixed effects
-            lines += [""] + m.variance.describe(m.theta[m.criterion.ntheta:])
+        structured = m.variance is not None or m.correlation is not None
+        if structured:  # nlme: no blank line between the structures' blocks and the fixed effects
+            lines += _structure_lines(m, m.theta[m.criterion.ntheta:])
         fixed = ", ".join(f"{p} {m.fixed_text[p].strip()}" for p in m.params)
-        lines += ([] if m.variance is not None else [""]) + [f"Fixed effects: list({fixed})"]
+        lines += ([] if structured else [""]) + [f"Fixed effects: list({fixed})"]
         lines.append(_table(self.tables["fixed"], {"Value": ("zap", 4), "Std.Error": ("zap", 4), "DF": ("int",),
                                                    "t-value": ("zap", 4), "p-value": ("fixed", 4)}))
         lines += [" Correlation: ", _lower_corr(self.tables["corr"], None)]
