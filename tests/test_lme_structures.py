@@ -103,9 +103,14 @@ def test_intervals_print_as_nlme():
     txt = (R / "lme_structures.txt").read_text()
     printed = txt.split("== pixel \n")[1].split("Approximate 95% confidence intervals")[1].split("\n== ")[0]
     ours = fit("pixel").intervals().to_string(digits=7).split("Approximate 95% confidence intervals")[1]
-    # the layout; the numbers differ in the digits nlme's Hessian step moves (test_intervals_are_nlmes)
-    shape = [re.sub(r"-?\d+\.\d+", "#", line.rstrip()) for line in ours.strip().splitlines()]
-    assert shape == [re.sub(r"-?\d+\.\d+", "#", line.rstrip()) for line in printed.strip().splitlines()]
+    # the layout: rows, labels and columns. The numbers differ in the digits nlme's Hessian step
+    # moves (test_intervals_are_nlmes), and the 7th digit of ours moves with the machine (the
+    # Hessian's fourth-order differences of the criterion carry its rounding noise, ~3e-7 here):
+    # a trailing zero R drops then narrows a column by one, so the spacing is not compared
+    def shape(text):
+        return [re.sub(r" +", " ", re.sub(r"-?\d+\.\d+", "#", line.rstrip())) for line in text.strip().splitlines()]
+
+    assert shape(ours) == shape(printed)
 
 
 def test_levels_ranef_fitted_predict():
