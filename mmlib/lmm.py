@@ -144,8 +144,8 @@ class LMMCriterion(Minimizer):
     def _outer_groups(self):
         """The rows padded by outermost group, each term's Z so padded and which pairs of rows
         share its group; None where the terms are crossed or the padded arrays too large."""
-        if getattr(self, "_outer", None) is None:
-            self._outer = False
+        if getattr(self, "_outer_groups_cache", None) is None:
+            self._outer_groups_cache = False
             outer = min(self.terms, key=lambda t: t.m)
             # nested: every group of every term lies within one outer group
             nested = True
@@ -172,8 +172,9 @@ class LMMCriterion(Minimizer):
                     Zs.append(pad(t.Z))
                     same.append((g[:, :, None] == g[:, None, :]) & (g[:, :, None] >= 0))
                 # the errors' sigma^2 I on the rows, the identity in empty slots
-                self._outer = (np.broadcast_to(np.eye(nmax), (outer.m, nmax, nmax)), Zs, same, pad(self.X), pad(self.y))
-        return self._outer or None
+                self._outer_groups_cache = (np.broadcast_to(np.eye(nmax), (outer.m, nmax, nmax)), Zs, same,
+                                            pad(self.X), pad(self.y))
+        return self._outer_groups_cache or None
 
     def marginal(self, theta):
         """Each outer group's V_g = I + sum_t (Z_t Lambda_t Lambda_t' Z_t') over pairs of rows in one

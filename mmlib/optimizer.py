@@ -7,7 +7,11 @@ correlation, a GLMM's fixed effects).  The minimization runs in two stages:
 1. in nlme's log-Cholesky parametrization (log of Lambda's diagonal), unbounded: a projected
    quasi-Newton step on the bounded scale can jump from the usual start onto the boundary
    and stop at the saddle there (the criterion is even in each diagonal element, so its
-   derivative there is zero); an interior optimum is found here, and the fit is done;
+   derivative there is zero); an interior optimum is found here, and the fit is done. Where
+   the criterion gives Fisher scoring's gradient and expected information (``scoring``: the
+   small nested and the structured fits, from each outer group's marginal covariance), damped
+   scoring steps (:meth:`Minimizer._scoring_stage`) take the place of the quasi-Newton method,
+   which goes on from there only when scoring stalls;
 2. otherwise on the bounded scale, from where stage 1 stopped, so that a boundary (singular)
    optimum is reached exactly; a stop on a zero diagonal element is probed from the interior
    and restarted when it was only a saddle;
@@ -20,7 +24,8 @@ correlation, a GLMM's fixed effects).  The minimization runs in two stages:
 
 A class using it provides ``objective(params, reml)``, ``gradient(params, reml)``,
 ``lower_bounds()``, ``start()`` and ``blocks`` (where Lambda's diagonal is in the parameters),
-and ``analytic`` / ``n_numeric`` to count evaluations honestly.
+``analytic`` / ``n_numeric`` to count evaluations honestly, and optionally
+``scoring(params, reml) -> (gradient, information)``.
 """
 
 from __future__ import annotations
@@ -90,10 +95,10 @@ class Minimizer:
             x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter, gtol=1e-8)
             interior = True
         elif optimizer in ("L-BFGS-B", "BFGS") and scoring and hasattr(self, "scoring"):
-            def scoring(theta):
+            def score(theta):
                 calls[0] += 1
                 return self.scoring(theta, reml)
-            x, res = self._scoring_stage(x, diag, f, scoring)
+            x, res = self._scoring_stage(x, diag, f, score)
             interior = res is not None and bool(np.all(x[diag] > 1e-3))
         if optimizer in ("L-BFGS-B", "BFGS") and not interior:
             method = "BFGS" if optimizer == "BFGS" else "L-BFGS-B"
