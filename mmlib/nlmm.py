@@ -232,18 +232,14 @@ class NlmeFit(FittedModel):
         absent = [c for c in extra if c not in data.columns]
         if absent:
             raise NlmeError(f"column(s) {', '.join(absent)} of the fixed or random formulas are not in the data")
-        if weights is not None:
-            absent = [c for c in weights.variables() if c not in data.columns]
+        for structure, what in ((weights, "variance function"), (correlation, "correlation structure")):
+            if structure is None:
+                continue
+            absent = [c for c in structure.variables() if c not in data.columns]
             if absent:
-                raise NlmeError(f"column(s) {', '.join(absent)} of the variance function ({type(weights).__name__}"
-                                f"({weights.form!r})) are not in the data")
-            extra += weights.variables()
-        if correlation is not None:
-            absent = [c for c in correlation.variables() if c not in data.columns]
-            if absent:
-                raise NlmeError(f"column(s) {', '.join(absent)} of the correlation structure ({type(correlation).__name__}"
-                                f"({correlation.form!r})) are not in the data")
-            extra += correlation.variables()
+                raise NlmeError(f"column(s) {', '.join(absent)} of the {what} ({type(structure).__name__}"
+                                f"({structure.form!r})) are not in the data")
+            extra += structure.variables()
         frame = data[list(dict.fromkeys(needed + extra))].dropna()
         self.n_dropped = len(data) - len(frame)
         self.frame = frame
