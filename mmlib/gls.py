@@ -98,13 +98,19 @@ class GlsFit(StructuredErrors, FittedModel):
 
     _memo = None  # (u, what) -> value, while an optimization runs (it asks again at points it has seen)
 
+    def _remembered(self, u, what, compute):
+        """``compute()``, remembered by (u, what) while an optimization runs (``_memo`` set)."""
+        if self._memo is None:
+            return compute()
+        key = (np.asarray(u, dtype=float).tobytes(), what)
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def _fit(self, u, final: bool = False):
-        if self._memo is not None and not final:
-            key = (np.asarray(u, dtype=float).tobytes(), "f")
-            if key not in self._memo:
-                self._memo[key] = self._fit_at(u)
-            return self._memo[key]
-        return self._fit_at(u, final)
+        if final:
+            return self._fit_at(u, final)
+        return self._remembered(u, "f", lambda: self._fit_at(u))
 
     def _fit_at(self, u, final: bool = False):
         try:
@@ -143,12 +149,7 @@ class GlsFit(StructuredErrors, FittedModel):
         of the criterion refactor every group). ``scoring=True`` also returns Fisher scoring's
         matrix."""
         u = np.asarray(u, dtype=float)
-        if self._memo is not None:
-            key = (u.tobytes(), scoring)
-            if key not in self._memo:
-                self._memo[key] = self._gradient_at(u, scoring)
-            return self._memo[key]
-        return self._gradient_at(u, scoring)
+        return self._remembered(u, ("gradient", scoring), lambda: self._gradient_at(u, scoring))
 
     def _gradient_at(self, u, scoring: bool):
         try:
