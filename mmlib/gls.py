@@ -170,11 +170,22 @@ class GlsFit(StructuredErrors, FittedModel):
         if beta is None:
             raise np.linalg.LinAlgError("gls: the fit at the start parameters, which gives the first fitted-values "
                                         "covariate, is singular")
-        state = {"u": u0, "converged": True}
+        state = {"u": u0, "converged": True, "precise": False}
+        kept = {}
 
-        def optimize():
-            u = self._optimize(start=state["u"])
-            state["u"], state["converged"] = u, self.converged
+        def optimize(precise: bool):
+            u = None
+            if precise and state["precise"]:
+                # near the fixed point: Newton's chord steps from the last optimum on the Hessian
+                # that settled its polish (the full optimization where they do not settle)
+                self._memo = {}
+                u = Minimizer.newton_polish(state["u"], self._fit, self._gradient, np.full(u0.size, -np.inf),
+                                            keep=kept)[0]
+                u = u if self._settled(self._fit, u) else None
+                self._memo = None
+            if u is None:
+                u = self._optimize(start=state["u"], precise=precise, keep=kept if precise else None)
+            state["u"], state["converged"], state["precise"] = u, self.converged, precise
             beta = self._fit(u, final=True)[1]
             return np.concatenate([beta, u]), self.X @ beta
 
@@ -188,11 +199,13 @@ class GlsFit(StructuredErrors, FittedModel):
                           ConvergenceWarning, stacklevel=4)
         return state["u"]
 
-    def _optimize(self, start=None) -> np.ndarray:
+    def _optimize(self, start=None, precise: bool = True, keep: dict | None = None) -> np.ndarray:
         """Fisher scoring and BFGS on the gradient (:meth:`_gradient`) from the structures' starts
         (or ``start``), then Newton steps (a chord method: the Hessian, differences of the
         gradient, formed once) until a step no longer moves the parameters, as
-        ``mmlib.optimizer``'s polish."""
+        ``mmlib.optimizer``'s polish. ``precise=False`` (an early iteration of the loop of a
+        fitted-values covariate) stops where Fisher scoring converges; ``keep`` receives the
+        polish's Hessian (``Minimizer.newton_polish``)."""
         u = np.asarray(self._structure.start() if start is None else start, dtype=float)
 
         def f(z):
@@ -202,8 +215,12 @@ class GlsFit(StructuredErrors, FittedModel):
         # dozens: the stage lme shares), then BFGS from there in case scoring stalled, then
         # Newton's polish; evaluations at a point already seen are remembered for this run
         self._memo = {}
-        u = Minimizer._scoring_stage(u, np.zeros(0, dtype=int), f, lambda z: self._gradient(z, scoring=True))[0]
-        u = self._polish(f, u)
+        u, scored = Minimizer._scoring_stage(u, np.zeros(0, dtype=int), f,
+                                             lambda z: self._gradient(z, scoring=True))
+        if not precise and scored is not None:
+            self._memo, self.converged = None, True
+            return u
+        u = self._polish(f, u, keep)
         message = "Fisher scoring and Newton steps"
         if not self._settled(f, u):  # scoring stalled: BFGS from there, then the polish again
             res = scipy.optimize.minimize(f, u, jac=self._gradient, method="BFGS",
@@ -218,13 +235,13 @@ class GlsFit(StructuredErrors, FittedModel):
                           ConvergenceWarning, stacklevel=4)
         return u
 
-    def _polish(self, f, u):
+    def _polish(self, f, u, keep: dict | None = None):
         """Newton steps on the exact gradient until a step no longer moves the parameters:
         ``mmlib.optimizer``'s polish (its Hessian from forward differences, one gradient a
         parameter), and where that does not settle (a spherical correlation's kinks at the
         range make forward differences poor), a chord method on the fourth-order difference
         Hessian from the same point."""
-        x = Minimizer.newton_polish(u, f, self._gradient, np.full(u.size, -np.inf))[0]
+        x = Minimizer.newton_polish(u, f, self._gradient, np.full(u.size, -np.inf), keep=keep)[0]
         if self._settled(f, x):
             return x
         try:

@@ -670,12 +670,26 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         crit = self.criterion
         theta0 = crit.start() if start is None else np.asarray(start, dtype=float)
         self._set_theta(theta0)
-        state = {"theta": theta0, "info": None}
+        state = {"theta": theta0, "info": None, "precise": False, "chord": 0}
+        lb, reml, kept = crit.lower_bounds(), self.REML, {}
 
-        def optimize():
+        def optimize(precise: bool):
             _forget(crit)  # the criterion's caches hold the whitening at the previous covariate
-            theta, info = crit.optimize(self.REML, start=state["theta"], optimizer=optimizer, maxiter=maxiter)
-            if not _small_gradient(crit.gradient(theta, self.REML), theta, crit.lower_bounds(), tol=1e-6):
+            if precise and state["precise"]:
+                # near the fixed point the covariate moves little and the optimum with it: Newton's
+                # chord steps from the last optimum, on the Hessian that settled its polish, reach
+                # the new one in a few evaluations (the full optimization where they do not)
+                theta = Minimizer.newton_polish(state["theta"], lambda t: crit.objective(t, reml),
+                                                lambda t: crit.gradient(t, reml), lb, keep=kept)[0]
+                if _small_gradient(crit.gradient(theta, reml), theta, lb, tol=1e-6):
+                    state["theta"], state["chord"] = theta, state["chord"] + 1
+                    self._set_theta(theta)
+                    return np.concatenate([self.beta, theta]), self.fitted().to_numpy()
+            state["precise"] = precise
+            theta, info = crit.optimize(self.REML, start=state["theta"], optimizer=optimizer, maxiter=maxiter,
+                                        polish=precise, keep=kept if precise else None)
+            if precise and not _small_gradient(crit.gradient(theta, self.REML), theta, crit.lower_bounds(),
+                                               tol=1e-6):
                 # from the last optimum the optimizer's first step can land where the criterion
                 # is not finite (VarExp's exp(delta v) with fitted values near 25 underflows) and
                 # stop there: the criterion's own start then, the better optimum kept
@@ -689,6 +703,10 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         self.fixed_point = fitted_fixed_point(self.variance, self.fitted().to_numpy(), optimize, outer_maxiter)
         _forget(crit)
         info = state["info"]
+        if state["chord"]:  # the last full optimization's record, brought to where the loop ended
+            info.final, info.f_final = state["theta"], crit.objective(state["theta"], reml)
+            info.gradient = crit.gradient(state["theta"], reml)
+            info.notes.append(f"{state['chord']} outer iteration(s) by Newton steps from the last optimum")
         info.notes.append(self.fixed_point.note())
         if not self.fixed_point.converged:
             # nlme's lme stops here ("maximum number of iterations (lmeControl(maxIter)) reached

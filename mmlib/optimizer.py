@@ -66,7 +66,8 @@ class Minimizer:
         return g
 
     def optimize(self, reml: bool, start=None, optimizer: str = "L-BFGS-B",
-                 maxiter: int = 1000, polish: bool = True, scoring: bool = True) -> tuple[np.ndarray, OptSummary]:
+                 maxiter: int = 1000, polish: bool = True, scoring: bool = True,
+                 keep: dict | None = None) -> tuple[np.ndarray, OptSummary]:
         theta0 = self.start() if start is None else np.asarray(start, dtype=float)
         lb = self.lower_bounds()
         summary = OptSummary(optimizer, theta0.copy(), f_initial=self.objective(theta0, reml),
@@ -149,17 +150,18 @@ class Minimizer:
                                      "gradient reached the optimum")
         # a converged fit ends at the optimum itself (stage 3); a failed one is left where it stopped
         if polish and summary.converged and optimizer != "Nelder-Mead" and self.analytic:
-            theta, steps = self.newton_polish(theta, f, grad, lb)
+            theta, steps = self.newton_polish(theta, f, grad, lb, keep=keep)
             if steps:
                 summary.notes.append(f"polished by {steps} Newton step(s) on the exact gradient")
         summary.final = theta
         summary.f_final = self.objective(theta, reml)
         summary.evaluations = calls[0]
         summary.gradient = self.gradient(theta, reml)
-        if (summary.converged and scoring and summary.notes and "Fisher scoring" in summary.notes[0]
+        if (summary.converged and scoring and polish and summary.notes and "Fisher scoring" in summary.notes[0]
                 and not _small_gradient(summary.gradient, theta, lb)):
             # scoring stopped, and the Newton steps from there did not reach a vanishing gradient:
-            # the fit again without the scoring stage (never a stop passed off as the optimum)
+            # the fit again without the scoring stage (never a stop passed off as the optimum;
+            # polish=False asks for scoring's stop itself)
             return self.optimize(reml, start=theta0, optimizer=optimizer, maxiter=maxiter, polish=polish,
                                  scoring=False)
         summary.singular = bool(np.any(theta[diag] < 1e-4))
@@ -167,7 +169,7 @@ class Minimizer:
         return theta, summary
 
     @staticmethod
-    def newton_polish(x, f, grad, lb, steps: int = 8) -> tuple[np.ndarray, int]:
+    def newton_polish(x, f, grad, lb, steps: int = 8, keep: dict | None = None) -> tuple[np.ndarray, int]:
         """Newton steps on the parameters not held at a lower bound ``lb`` for the criterion
         ``f`` with exact gradient ``grad``; returns the point and the number of steps taken.
 
@@ -184,6 +186,10 @@ class Minimizer:
         iteration has settled when a step changes no parameter by more than 1e-12 of its size, or
         by less than 1e-9 without halving the gradient or is refused (the gradient and the
         criterion are then at their rounding noise).
+
+        ``keep`` (a dict) carries the factored Hessian that settled one polish to the next, for a
+        sequence of nearby problems (the outer loop of a fitted-values variance covariate): the
+        chord steps start from it, and a fresh Hessian is formed only where it does not settle.
         """
         x = np.asarray(x, dtype=float).copy()
         # a parameter within rounding of its bound is on it (a log-Cholesky stage leaves a zero
@@ -200,7 +206,8 @@ class Minimizer:
         value = f(x)
         slack = 1e-13 * max(1.0, abs(value))
         taken = 0
-        for accurate in (False, True):
+        kept = keep is not None and np.array_equal(keep.get("free"), free)
+        for hessian in (("kept",) if kept else ()) + ("forward", "accurate"):
             base = x.copy()
 
             def grad_free(z):
@@ -209,9 +216,12 @@ class Minimizer:
                 return grad(full)[idx]
 
             try:
-                H = (central_jacobian(grad_free, x[idx]) if accurate
-                     else forward_jacobian(grad_free, x[idx], g[idx]))
-                factor = scipy.linalg.cho_factor(H)
+                if hessian == "kept":
+                    factor = keep["factor"]
+                else:
+                    H = (central_jacobian(grad_free, x[idx]) if hessian == "accurate"
+                         else forward_jacobian(grad_free, x[idx], g[idx]))
+                    factor = scipy.linalg.cho_factor(H)
             except (np.linalg.LinAlgError, ValueError):
                 continue
             settled = False
@@ -250,6 +260,8 @@ class Minimizer:
                     settled = True
                     break
             if settled:
+                if keep is not None:
+                    keep.update(free=free, factor=factor)
                 break
         f(x)  # leave any cache at the returned point
         return x, taken

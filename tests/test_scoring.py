@@ -175,9 +175,9 @@ def test_a_scoring_stop_short_of_the_optimum_is_not_passed_off(monkeypatch):
 
     calls = []
 
-    def polish_only_later(x, f, grad, lb, steps=8):
+    def polish_only_later(x, f, grad, lb, steps=8, keep=None):
         calls.append(1)
-        return (x, 0) if len(calls) == 1 else real_polish(x, f, grad, lb, steps)
+        return (x, 0) if len(calls) == 1 else real_polish(x, f, grad, lb, steps, keep)
 
     monkeypatch.setattr(optimizer.Minimizer, "_scoring_stage", staticmethod(stops_at_once))
     monkeypatch.setattr(optimizer.Minimizer, "newton_polish", staticmethod(polish_only_later))

@@ -25,6 +25,7 @@ Agreement with R (measured; the tolerances below leave a factor of 3 or more):
 import functools
 import json
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -34,7 +35,7 @@ import pytest
 from mmlib import VarComb, VarFixed, VarIdent, gls, lme
 from mmlib.nlmm import nlme
 from mmlib.optsummary import ConvergenceWarning
-from mmlib.varfunc import VarExp, VarFuncError, VarPower
+from mmlib.varfunc import VarExp, VarFuncError, VarPower, fitted_fixed_point
 from rref import ROOT, frame
 
 REF = json.loads((ROOT / "tests" / "r" / "varfunc_fitted.json").read_text())
@@ -142,6 +143,26 @@ def test_the_fit_is_a_fixed_point(name):
     np.testing.assert_allclose(refit.beta, fit.beta, rtol=1e-8)
     np.testing.assert_allclose(_varpar(refit), _varpar(fit), rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(refit.sigma, fit.sigma, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["gls_dial_power", "lme_power", "lme_dial_power"])
+def test_loose_early_iterations_reach_the_same_fixed_point(name, monkeypatch):
+    """The loop's early optimizations stop where Fisher scoring does: the fixed point is the one
+    reached with every optimization precise (fitted_fixed_point with loose=inf). The late ones
+    take chord steps from the last optimum, and end where the exact gradient vanishes (that the
+    end point is an optimum with its covariate held: test_the_fit_is_a_fixed_point)."""
+    fit = _fit(name)
+    fn, _, formula, kwargs, weights = CASES[name]
+    module = sys.modules[fn.__module__]
+    monkeypatch.setattr(module, "fitted_fixed_point", functools.partial(fitted_fixed_point, loose=np.inf))
+    precise = fn(formula, _data(name), weights=weights(), **kwargs)
+    assert precise.fixed_point.converged
+    np.testing.assert_allclose(fit.loglik, precise.loglik, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fit.beta, precise.beta, rtol=1e-9)
+    np.testing.assert_allclose(_varpar(fit), _varpar(precise), rtol=1e-8)
+    if fn is lme:
+        assert any("outer iteration(s) by Newton steps" in note for note in fit.optinfo.notes)
+        assert fit.optinfo.max_grad < 1e-6
 
 
 @pytest.mark.parametrize("name", ["gls_dial_power", "lme_exp"])
