@@ -70,19 +70,29 @@ class Minimizer:
                  keep: dict | None = None) -> tuple[np.ndarray, OptSummary]:
         theta0 = self.start() if start is None else np.asarray(start, dtype=float)
         lb = self.lower_bounds()
-        summary = OptSummary(optimizer, theta0.copy(), f_initial=self.objective(theta0, reml),
-                             tolerances={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
         calls = [0]
+        # the stages ask again at points already evaluated (the start, where each stage hands
+        # over, the polish's last point): each value is computed once a run
+        memo = {}
 
         def f(theta):
-            calls[0] += 1
-            return self.objective(theta, reml)
+            key = (0, np.asarray(theta, dtype=float).tobytes())
+            if key not in memo:
+                calls[0] += 1
+                memo[key] = self.objective(theta, reml)
+            return memo[key]
 
         n_numeric = theta0.size if self.n_numeric is None else self.n_numeric
 
         def grad(theta):
-            calls[0] += (1 if self.analytic else 0) + self.numeric_cost * n_numeric
-            return self.gradient(theta, reml)
+            key = (1, np.asarray(theta, dtype=float).tobytes())
+            if key not in memo:
+                calls[0] += (1 if self.analytic else 0) + self.numeric_cost * n_numeric
+                memo[key] = self.gradient(theta, reml)
+            return memo[key].copy()  # callers scale it in place (the log-Cholesky chain rule)
+
+        summary = OptSummary(optimizer, theta0.copy(), f_initial=f(theta0),
+                             tolerances={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
 
         bounds = [(None if np.isinf(b) else b, None) for b in lb]
         diag = np.concatenate([b.diagonal() for b in self.blocks])
@@ -136,14 +146,14 @@ class Minimizer:
         if optimizer == "log-Cholesky":
             summary.converged = bool(res.success)
         else:
-            summary.converged = bool(res.success) or _small_gradient(self.gradient(theta, reml), theta, lb)
+            summary.converged = bool(res.success) or _small_gradient(grad(theta), theta, lb)
         if (not summary.converged and polish and optimizer != "log-Cholesky" and self.analytic
                 and "ABNORMAL" in summary.message.upper()):
             # L-BFGS-B's line search gave up near an ill-conditioned optimum (a flat direction,
             # where its absolute gradient test is loose): Newton steps on the exact gradient
             # finish the job when they can; the fit converged if the gradient then vanishes
             polished, steps = self.newton_polish(theta, f, grad, lb)
-            g = self.gradient(polished, reml)
+            g = grad(polished)
             if steps and np.all(np.isfinite(g)) and _small_gradient(g, polished, lb, tol=1e-6):
                 theta, summary.converged = polished, True
                 summary.notes.append(f"L-BFGS-B stopped in its line search; {steps} Newton step(s) on the exact "
@@ -154,9 +164,9 @@ class Minimizer:
             if steps:
                 summary.notes.append(f"polished by {steps} Newton step(s) on the exact gradient")
         summary.final = theta
-        summary.f_final = self.objective(theta, reml)
+        summary.f_final = f(theta)
+        summary.gradient = grad(theta)
         summary.evaluations = calls[0]
-        summary.gradient = self.gradient(theta, reml)
         if (summary.converged and scoring and polish and summary.notes and "Fisher scoring" in summary.notes[0]
                 and not _small_gradient(summary.gradient, theta, lb)):
             # scoring stopped, and the Newton steps from there did not reach a vanishing gradient:
