@@ -89,13 +89,17 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
     frame = data[variables]
     for name in variables:
         col = frame[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        dtype = col.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+            continue  # integers and logicals cannot be infinite
+        if isinstance(dtype, np.dtype) and dtype.kind == "f" or (
+                pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)):
             values = col.to_numpy(dtype=float, na_value=np.nan)
             if np.isinf(values).any():
                 bad = frame.index[np.isinf(values)][:3].tolist()
                 raise DataError(f"column {name!r} has infinite values (rows {bad}); "
                                 "remove or recode them before fitting")
-    complete = frame.notna().all(axis=1)
+    complete = ~frame.isna().to_numpy().any(axis=1)
     dropped = int((~complete).sum())
     if dropped:
         why = {c: int(frame[c].isna().sum()) for c in variables if frame[c].isna().any()}

@@ -193,9 +193,9 @@ class Minimizer:
         A step is taken only if the Hessian is positive definite, the step keeps the free
         parameters inside their bounds and the criterion does not rise beyond rounding (or, where
         its rounding noise is larger, by at most 1e-11 relative while the gradient falls tenfold); the
-        iteration has settled when a step changes no parameter by more than 1e-12 of its size, or
-        by less than 1e-9 without halving the gradient or is refused (the gradient and the
-        criterion are then at their rounding noise).
+        iteration has settled when the next step would change no parameter by more than 1e-12 of
+        its size (it is not taken), or a step changed them by less than 1e-9 without halving the
+        gradient or is refused (the gradient and the criterion are then at their rounding noise).
 
         ``keep`` (a dict) carries the factored Hessian that settled one polish to the next, for a
         sequence of nearby problems (the outer loop of a fitted-values variance covariate): the
@@ -238,6 +238,9 @@ class Minimizer:
             for _ in range(steps):
                 step = -scipy.linalg.cho_solve(factor, g[idx])
                 if not np.all(np.isfinite(step)):
+                    break
+                if np.max(np.abs(step) / np.maximum(1.0, np.abs(x[idx]))) < 1e-12:
+                    settled = True  # the next step would move nothing: no evaluation to confirm it
                     break
                 trial = x.copy()
                 trial[idx] += step

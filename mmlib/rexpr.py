@@ -263,6 +263,9 @@ def _as_numeric(v, what: str) -> np.ndarray:
 
 def r_labels(values) -> np.ndarray:
     """Values as R's ``as.character`` spells them (1 and 1.0 as "1", TRUE/FALSE)."""
+    if isinstance(values, np.ndarray) and values.dtype == object and pd.api.types.infer_dtype(
+            values, skipna=False) == "string":
+        return values  # strings already (the usual grouping column): no Series round trip
     values = pd.Series(values)
     if isinstance(values.dtype, pd.CategoricalDtype):
         return values.astype(str).to_numpy(dtype=object)
@@ -292,13 +295,14 @@ def as_factor(v, levels: list[str] | None = None, ordered: bool = False) -> Fact
     missing = pd.isna(arr) if arr.dtype == object else (np.isnan(arr) if arr.dtype.kind == "f" else
                                                         np.zeros(arr.shape, bool))
     labels = r_labels(arr)
+    if levels is None and arr.dtype.kind not in "biuf":
+        # the sorted distinct labels and each row's index among them in one pass
+        uniq, inverse = np.unique(labels[~missing], return_inverse=True)
+        codes = np.full(arr.shape, -1, dtype=np.intp)
+        codes[~missing] = inverse
+        return Factor(codes, list(uniq), ordered)
     if levels is None:
-        present = arr[~missing]
-        if arr.dtype.kind in "biuf":
-            uniq = np.unique(present)
-            levels = list(r_labels(uniq))
-        else:
-            levels = sorted(set(labels[~missing]))
+        levels = list(r_labels(np.unique(arr[~missing])))
     codes = pd.Index(list(levels), dtype=object).get_indexer(labels).astype(np.intp)
     codes[(codes == -1) & ~missing] = -2
     codes[missing] = -1
