@@ -441,6 +441,28 @@ def _from_partial(r: np.ndarray) -> np.ndarray:
     return a
 
 
+def _solve_small(A: list, b: list) -> list:
+    """A x = b for a small dense system on Python numbers (real or complex), by Gaussian
+    elimination with partial pivoting: an ARMA's p + 1 equations, where a LAPACK call's
+    overhead is most of the cost."""
+    n = len(b)
+    A, b = [row[:] for row in A], list(b)
+    for j in range(n):
+        pivot = max(range(j, n), key=lambda r: abs(A[r][j]))
+        if A[pivot][j] == 0:
+            raise np.linalg.LinAlgError("singular ARMA autocovariance equations")
+        A[j], A[pivot], b[j], b[pivot] = A[pivot], A[j], b[pivot], b[j]
+        for r in range(j + 1, n):
+            factor = A[r][j] / A[j][j]
+            for k in range(j, n):
+                A[r][k] -= factor * A[j][k]
+            b[r] -= factor * b[j]
+    x = [0.0] * n
+    for j in range(n - 1, -1, -1):
+        x[j] = (b[j] - sum(A[j][k] * x[k] for k in range(j + 1, n))) / A[j][j]
+    return x
+
+
 def arma_acf(phi: np.ndarray, theta: np.ndarray, nlags: int) -> np.ndarray:
     """Autocorrelations at lags 0..nlags of x_t = sum phi_i x_(t-i) + a_t + sum theta_j a_(t-j)
     (Brockwell & Davis 1991, sec. 3.3): the psi weights, then gamma(0..p) from p + 1 linear
@@ -457,11 +479,11 @@ def arma_acf(phi: np.ndarray, theta: np.ndarray, nlags: int) -> np.ndarray:
         psi.append(th[j] + sum(phi[i] * psi[j - 1 - i] for i in range(min(j, p))))
     size = max(p, nlags) + 1
     c = [sum(th[k + i] * psi[i] for i in range(q + 1 - k)) if k <= q else 0.0 for k in range(size)]
-    A = np.eye(p + 1, dtype=kind)
+    A = [[kind(k == j) for j in range(p + 1)] for k in range(p + 1)]
     for k in range(p + 1):
         for i in range(1, p + 1):
-            A[k, abs(k - i)] -= phi[i - 1]
-    gamma = [kind(v) for v in np.linalg.solve(A, c[:p + 1])] if p else [c[0]]
+            A[k][abs(k - i)] -= phi[i - 1]
+    gamma = _solve_small(A, c[:p + 1]) if p else [c[0]]
     for k in range(p + 1, size):
         total = c[k]
         for i in range(p):

@@ -147,7 +147,7 @@ class GlsFit(StructuredErrors, FittedModel):
         (:func:`mmlib.linalg.marginal_gradient` with V_i = G_i C_i G_i; dV_k from the structure's
         ``derivatives``: differences of the cheap V_i alone, ~1e-12 relative, where differences
         of the criterion refactor every group). ``scoring=True`` also returns Fisher scoring's
-        matrix."""
+        matrix and the criterion."""
         u = np.asarray(u, dtype=float)
         return self._remembered(u, ("gradient", scoring), lambda: self._gradient_at(u, scoring))
 
@@ -155,7 +155,7 @@ class GlsFit(StructuredErrors, FittedModel):
         try:
             V = np.array(self._structure.matrices(u))
         except np.linalg.LinAlgError:
-            return np.full(u.size, np.nan)
+            return (np.full(u.size, np.nan), None, np.inf) if scoring else np.full(u.size, np.nan)
         return marginal_gradient(V, self._structure.derivatives(u), self._padded[:, :, :self.p],
                                  self._padded[:, :, self.p], self.REML, self.n, scoring)
 
@@ -215,8 +215,7 @@ class GlsFit(StructuredErrors, FittedModel):
         # dozens: the stage lme shares), then BFGS from there in case scoring stalled, then
         # Newton's polish; evaluations at a point already seen are remembered for this run
         self._memo = {}
-        u, scored = Minimizer._scoring_stage(u, np.zeros(0, dtype=int), f,
-                                             lambda z: self._gradient(z, scoring=True))
+        u, scored = Minimizer._scoring_stage(u, np.zeros(0, dtype=int), lambda z: self._gradient(z, scoring=True))
         if not precise and scored is not None:
             self._memo, self.converged = None, True
             return u

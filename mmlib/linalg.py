@@ -80,12 +80,15 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
         tr(P A) = tr(V^-1 A) - tr(M^-1 Q'AQ).
 
     Either is the Schur complement of sigma's row in the information of (sigma^2, u): positive
-    semi-definite."""
+    semi-definite. With the matrix comes the criterion itself at the same point (the profiled
+    -2 l of the padded arrays: a criterion that adds terms constant in the parameters, such as
+    prior weights' log-determinant, differs from it by those), so that the scoring stage needs
+    no separate evaluation of its trial points; inf where V is not positive definite."""
     p = X.shape[2]
     try:
         Vinv = np.linalg.inv(V)
     except np.linalg.LinAlgError:
-        return np.full(len(dVs), np.nan)
+        return (np.full(len(dVs), np.nan), None, np.inf) if scoring else np.full(len(dVs), np.nan)
     Q = Vinv @ X
     M = np.einsum("gip,giq->pq", X, Q)
     beta = np.linalg.solve(M, np.einsum("gip,gi->p", Q, y))
@@ -105,6 +108,13 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
             g[k] -= float(np.sum(Minv * K[-1]))
     if not scoring:
         return g
+    sign, logdets = np.linalg.slogdet(V)
+    if not (np.all(sign > 0) and rss > 0):
+        return g, None, np.inf
+    logdet = float(logdets.sum())
+    if reml:
+        logdet += float(np.linalg.slogdet(M)[1])
+    deviance = logdet + dof * (1.0 + np.log(2 * np.pi) + np.log(rss / dof))
     P = [Vinv @ dV for dV in dVs]
     t = np.array([float(np.einsum("gii->", Pk)) for Pk in P])
     W = np.array([[float(np.einsum("gij,gji->", Pk, Pl)) for Pl in P] for Pk in P])
@@ -117,7 +127,7 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
                 cross = float(np.sum(Minv * np.einsum("gip,giq->pq", R[k], S[l])))
                 W[k, l] = W[l, k] = W[k, l] - 2.0 * cross + float(np.sum(MK[k] * MK[l].T))
         t = t - np.array([float(np.trace(MKk)) for MKk in MK])
-    return g, W - np.outer(t, t) / dof
+    return g, W - np.outer(t, t) / dof, deviance
 
 
 def batched_forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -125,7 +125,7 @@ class LMMCriterion(Minimizer):
 
     @property
     def scoring(self):
-        """``scoring(params, reml, J=None) -> (gradient, Fisher information)`` from :meth:`marginal`
+        """``scoring(params, reml, J=None) -> (gradient, Fisher information, criterion)`` from :meth:`marginal`
         (in the parameters phi with d params / d phi = J, when given), where every term is nested
         in one outermost factor and the fit is small (:attr:`SCORING_LIMIT`); absent otherwise."""
         if not self._marginal_available():

@@ -25,7 +25,7 @@ correlation, a GLMM's fixed effects).  The minimization runs in two stages:
 A class using it provides ``objective(params, reml)``, ``gradient(params, reml)``,
 ``lower_bounds()``, ``start()`` and ``blocks`` (where Lambda's diagonal is in the parameters),
 ``analytic`` / ``n_numeric`` to count evaluations honestly, and optionally
-``scoring(params, reml) -> (gradient, information)``.
+``scoring(params, reml) -> (gradient, information, criterion)``.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Minimizer:
             def score(theta):
                 calls[0] += 1
                 return self.scoring(theta, reml)
-            x, res = self._scoring_stage(x, diag, f, score)
+            x, res = self._scoring_stage(x, diag, score)
             interior = res is not None and bool(np.all(x[diag] > 1e-3))
         if optimizer in ("L-BFGS-B", "BFGS") and not interior:
             method = "BFGS" if optimizer == "BFGS" else "L-BFGS-B"
@@ -280,9 +280,10 @@ class Minimizer:
         return x, taken
 
     @staticmethod
-    def _scoring_stage(theta0, diag, f, scoring, maxiter: int = 50):
+    def _scoring_stage(theta0, diag, scoring, maxiter: int = 50):
         """Fisher scoring in the log-Cholesky parametrization, for criteria that give the
-        expected Hessian (``scoring(theta) -> (gradient, matrix)``): from a moment start it
+        expected Hessian and the criterion (``scoring(theta) -> (gradient, matrix, value)``, the
+        value inf where the point is not admissible): from a moment start it
         reaches the optimum's neighbourhood in a few steps where a quasi-Newton method, which
         must learn the curvature, takes dozens (Dialyzer's random slopes with a variance
         power: 90 L-BFGS iterations, 9 scoring steps). Each step is halved until the criterion
@@ -293,11 +294,21 @@ class Minimizer:
         if np.any(theta0[diag] <= 0):
             return theta0, None
         to_theta, eta = _log_diagonal(theta0, diag)
-        value = start_value = f(theta0)
+
+        def evaluate(theta):
+            try:
+                g, W, value = scoring(theta)
+            except (np.linalg.LinAlgError, ValueError):
+                return np.inf, None, None
+            return (value, g, W) if np.isfinite(value) else (np.inf, None, None)
+
+        value, g, W = evaluate(theta0)
+        start_value = value
+        if not np.isfinite(value):
+            return theta0, None
         for iteration in range(1, maxiter + 1):
             theta = to_theta(eta)
             try:
-                g, W = scoring(theta)
                 d = np.ones(theta.size)
                 d[diag] = theta[diag]  # the chain rule to log(diagonal)
                 g, W = g * d, W * np.outer(d, d)
@@ -310,13 +321,13 @@ class Minimizer:
             # variance trading off) a full scoring step leaves the range where anything is finite
             step *= min(1.0, 3.0 / max(np.abs(step).max(), 1e-300))
             for _half in range(30):
-                trial = f(to_theta(eta + step))
-                if np.isfinite(trial) and trial <= value:
+                trial, g_trial, W_trial = evaluate(to_theta(eta + step))
+                if trial <= value:
                     break
                 step = step / 2
             else:
                 break
-            eta, decrease, value = eta + step, value - trial, trial
+            eta, decrease, value, g, W = eta + step, value - trial, trial, g_trial, W_trial
             if decrease < 1e-9 * max(1.0, abs(value)):
                 return to_theta(eta), scipy.optimize.OptimizeResult(
                     x=to_theta(eta), success=True, nit=iteration, message="Fisher scoring converged")

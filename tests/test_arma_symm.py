@@ -179,7 +179,8 @@ def test_gls_gradient_and_scoring_matrix(name):
 
     f = fit(name)
     u = f.params + 0.1
-    g, W = f._gradient(u, scoring=True)
+    g, W, value = f._gradient(u, scoring=True)
+    np.testing.assert_allclose(value, f._fit(u), rtol=1e-11)
     numeric = [fourth_order_difference(f._fit, u, k) for k in range(u.size)]
     np.testing.assert_allclose(g, numeric, rtol=1e-7, atol=1e-8)
     np.testing.assert_allclose(W, W.T, rtol=1e-12, atol=1e-12)

@@ -104,7 +104,9 @@ def test_scoring_is_the_exact_gradient_and_the_expected_information(case, seed, 
     crit = fit.criterion
     rng = np.random.default_rng(seed + 10)
     params = np.asarray(fit.optinfo.final, dtype=float) * (1 + 0.2 * rng.uniform(-1, 1, len(fit.optinfo.final)))
-    g, W = crit.scoring(params, reml)
+    g, W, value = crit.scoring(params, reml)
+    # the criterion itself comes with them (the stage's trial points need no other evaluation)
+    np.testing.assert_allclose(value, crit.objective(params, reml), rtol=1e-11)
     np.testing.assert_allclose(g, crit.gradient(params, reml), rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(g, _dense_gradient(fit, params, reml), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(W, _dense_information(fit, params, reml), rtol=1e-7, atol=1e-8)
@@ -118,8 +120,9 @@ def test_scoring_along_a_tied_pdmat_is_the_chain_rule():
     fit = lme("y ~ x", data, random={"a": PdCompSymm("~ v - 1")})
     crit = fit.criterion
     phi = np.asarray(fit.optinfo.final, dtype=float) * 1.1
-    g, W = crit.scoring(phi, True)
-    g_theta, W_theta = crit.inner.scoring(crit.theta(phi), True)
+    g, W, value = crit.scoring(phi, True)
+    g_theta, W_theta, value_theta = crit.inner.scoring(crit.theta(phi), True)
+    assert value == value_theta
     J = crit.jacobian(phi)
     np.testing.assert_allclose(g, J.T @ g_theta, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(W, J.T @ W_theta @ J, rtol=1e-10, atol=1e-12)
@@ -168,8 +171,8 @@ def test_a_scoring_stop_short_of_the_optimum_is_not_passed_off(monkeypatch):
     reference = lme("y ~ x", data, random={"a": "~ x", "b": "~ 1"})
     real_stage, real_polish = optimizer.Minimizer._scoring_stage, optimizer.Minimizer.newton_polish
 
-    def stops_at_once(theta0, diag, f, scoring, maxiter=50):
-        theta, res = real_stage(theta0, diag, f, scoring, maxiter=1)
+    def stops_at_once(theta0, diag, scoring, maxiter=50):
+        theta, res = real_stage(theta0, diag, scoring, maxiter=1)
         return theta, optimizer.scipy.optimize.OptimizeResult(x=theta, success=True, nit=1,
                                                                message="Fisher scoring converged")
 
