@@ -97,15 +97,17 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     rss = float(np.einsum("gi,gi->", e, a))
     Minv = np.linalg.inv(M)
     dof = n - p if reml else n
-    g = np.empty(len(dVs))
-    K = []  # Q' dV_k Q, for REML
-    for k, dV in enumerate(dVs):
-        # products taken pairwise (matmul), never as one three-operand einsum's nested loops
-        d_rss = -float(np.einsum("gi,gi->", a, np.einsum("gij,gj->gi", dV, a)))
-        g[k] = dof * d_rss / rss + float(np.einsum("gij,gji->", Vinv, dV))
-        if reml:
-            K.append(np.einsum("gip,giq->pq", Q, dV @ Q))
-            g[k] -= float(np.sum(Minv * K[-1]))
+    # the derivatives stacked (k, groups, nmax, nmax): each sum below is one array operation over
+    # every parameter, whatever their number, not one per parameter or pair (Pixel's 4 parameters:
+    # 2.3 ms an evaluation as pairwise loops)
+    D = np.stack(dVs) if len(dVs) else np.zeros((0,) + V.shape)
+    k = D.shape[0]
+    trace = np.einsum("gij,kgji->k", Vinv, D)  # tr(V^-1 dV_k)
+    g = -dof * np.einsum("gi,kgi->k", a, np.einsum("kgij,gj->kgi", D, a)) / rss + trace
+    if reml:
+        DQ = D @ Q  # dV_k Q (k, groups, nmax, p)
+        K = np.einsum("gip,kgiq->kpq", Q, DQ)  # Q' dV_k Q
+        g -= np.einsum("pq,kpq->k", Minv, K)
     if not scoring:
         return g
     sign, logdets = np.linalg.slogdet(V)
@@ -115,18 +117,16 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     if reml:
         logdet += float(np.linalg.slogdet(M)[1])
     deviance = logdet + dof * (1.0 + np.log(2 * np.pi) + np.log(rss / dof))
-    P = [Vinv @ dV for dV in dVs]
-    t = np.array([float(np.einsum("gii->", Pk)) for Pk in P])
-    W = np.array([[float(np.einsum("gij,gji->", Pk, Pl)) for Pl in P] for Pk in P])
+    P = Vinv @ D  # V^-1 dV_k
+    # W_kl = tr(P_k P_l) summed over groups: one matrix product of the flattened stacks
+    W = P.reshape(k, -1) @ np.swapaxes(P, 2, 3).reshape(k, -1).T
+    t = trace
     if reml:
-        R = [dV @ Q for dV in dVs]  # dV_k Q, and V^-1 dV_l Q = P_l Q
-        S = [Pl @ Q for Pl in P]
-        MK = [Minv @ Kk for Kk in K]
-        for k in range(len(dVs)):
-            for l in range(k + 1):
-                cross = float(np.sum(Minv * np.einsum("gip,giq->pq", R[k], S[l])))
-                W[k, l] = W[l, k] = W[k, l] - 2.0 * cross + float(np.sum(MK[k] * MK[l].T))
-        t = t - np.array([float(np.trace(MKk)) for MKk in MK])
+        # tr(M^-1 Q' dV_k V^-1 dV_l Q), symmetric in k and l, as one product; and the M^-1 K terms
+        cross = (DQ @ Minv).reshape(k, -1) @ (Vinv @ DQ).reshape(k, -1).T
+        MK = Minv @ K
+        W = W - (cross + cross.T) + np.einsum("kpq,lqp->kl", MK, MK)
+        t = t - np.einsum("kpp->k", MK)
     return g, W - np.outer(t, t) / dof, deviance
 
 
