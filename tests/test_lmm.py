@@ -274,9 +274,22 @@ def test_two_stage_start_declines_where_a_variance_is_near_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = lmer("y ~ t + (t | g)", df)
-    assert fit.criterion._two_stage_start() is None
+    assert fit.criterion._two_stage_start(fit.criterion.terms[0]) is None
     np.testing.assert_array_equal(fit.criterion.start(), [1.0, 0.0, 1.0])
     assert fit.optinfo.converged
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_each_vector_valued_term_starts_from_its_two_stage_estimate(seed):
+    """With several terms, a vector-valued term's start is Swamy's estimate from the least-squares
+    residuals, as if alone: with a second, crossed factor, (t | g)'s start is still the one-term
+    model's REML optimum on balanced data (the test above), not lme4's Lambda = I."""
+    df = _balanced_growth(seed)
+    df["h"] = np.tile(["a", "b", "c", "d", "e"], len(df) // 5)
+    alone = lmer("y ~ t + (t | g)", df)
+    fit = lmer("y ~ t + (t | g) + (1 | h)", df)
+    assert [t.group for t in fit.criterion.terms] == ["g", "h"]
+    np.testing.assert_allclose(fit.criterion.start()[:3], alone.theta, rtol=1e-7, atol=1e-9)
 
 
 def test_wald_intervals_are_lme4s():
