@@ -138,7 +138,7 @@ class LMMCriterion(Minimizer):
     def _scoring(self, params, reml: bool, J=None):
         V, dVs, X, y = self.marginal(params)
         if J is not None:  # the derivatives along each phi: dV/dphi_j = sum_k J_kj dV/dparams_k
-            dVs = [sum(J[k, j] * dVs[k] for k in np.flatnonzero(J[:, j])) for j in range(J.shape[1])]
+            dVs = np.tensordot(J.T, np.asarray(dVs), axes=1)
         return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True)
 
     def _outer_groups(self):
@@ -186,9 +186,10 @@ class LMMCriterion(Minimizer):
         for Z, pairs, lam, block in zip(Zs, same, self.lambdas(np.asarray(theta, dtype=float)), self.blocks):
             ZL = Z @ lam
             V += (ZL @ np.swapaxes(ZL, 1, 2)) * pairs
-            for r, c in zip(*lower_indices(block.q)):
-                part = Z[:, :, r, None] * ZL[:, None, :, c]
-                dVs.append((part + np.swapaxes(part, 1, 2)) * pairs)
+            rows, cols = lower_indices(block.q)
+            # every element's Z e_r (Z Lambda e_c)' at once, (elements, groups, nmax, nmax)
+            part = np.einsum("gik,gjk->kgij", Z[:, :, rows], ZL[:, :, cols])
+            dVs.extend((part + np.swapaxes(part, 2, 3)) * pairs)
         return V, dVs, X, y
 
     def lower_bounds(self) -> np.ndarray:
