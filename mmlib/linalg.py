@@ -279,6 +279,59 @@ class BlockSystem:
     def modes(self, lams, state, beta) -> list[np.ndarray]:
         return [(lams[0] @ self.spherical_modes(state, beta)).T]
 
+    def scoring(self, lam, state, beta, RX, r2, reml: bool, n: int, J=None):
+        """Fisher scoring's gradient and expected information in theta (or, given J = d theta /
+        d phi, in phi) from the per-group sums and the solve's factors alone: the traces of
+        :func:`marginal_gradient` with V_g = I + Z_g Lambda Lambda' Z_g' never formed. With
+        F_g = L_g^-1 Lambda' (A_g = L_g L_g'), so that V_g^-1 = I - Z_g F_g'F_g Z_g' (Woodbury):
+        G_g = Z_g'V_g^-1 Z_g = S_g - (F_g S_g)'(F_g S_g), H_g = Z_g'V_g^-1 X_g = Z_g'X_g - (F_g S_g)'C_X,g
+        and r_g = Z_g'V_g^-1 e; then, dV_k = Z_g D_k Z_g' with D_k = E_k Lambda' + Lambda E_k'
+        (E_k = e_r e_c' for theta's element at Lambda[r, c]),
+
+            tr(V^-1 dV_k) = sum_g tr(G_g D_k),      a' dV_k a = sum_g r_g' D_k r_g,
+            tr(V^-1 dV_k V^-1 dV_l) = sum_g tr(G_g D_k G_g D_l),
+            Q' dV_k Q = sum_g H_g' D_k H_g,         Q' dV_k V^-1 dV_l Q = sum_g H_g' D_k G_g D_l H_g.
+
+        Each sum over the groups is taken first, into an array of q (and p) indices alone, by
+        one matrix product, then contracted with the D_k: Bryk's 160 schools of up to 67
+        pupils, too large for the dense V_g, cost a few vector operations."""
+        L, C, LtS = state
+        q, p = self.q, self.p
+        m = self.S.shape[2]
+        if LtS is None:  # the scalar solve keeps no Lambda'S
+            LtS = self._left(lam, self.S)
+        FS = LtS / L[0, 0] if q == 1 else _stacked_forward(L, LtS)  # F_g S_g (q, q, m)
+        G = self.S - np.einsum("abg,acg->bcg", FS, FS)
+        CX, Cy = C[:, :p], C[:, p]
+        H = self.ZXy[:, :p] - np.einsum("abg,apg->bpg", FS, CX)
+        r = (self.ZXy[:, p] - np.einsum("apg,p->ag", self.ZXy[:, :p], beta)
+             - np.einsum("abg,ag->bg", FS, Cy - np.einsum("apg,p->ag", CX, beta)))
+        rows, cols = lower_indices(q)
+        E = np.zeros((rows.size, q, q))
+        E[np.arange(rows.size), rows, cols] = 1.0
+        D = E @ lam.T + lam @ np.swapaxes(E, 1, 2)  # (K, q, q)
+        if J is not None:
+            D = np.tensordot(J.T, D, axes=1)
+        dof = n - p if reml else n
+        Gf = G.reshape(q * q, m)
+        trace = np.einsum("ab,kba->k", G.sum(axis=2), D)
+        g = -dof * np.einsum("kab,ab->k", D, r @ r.T) / r2 + trace
+        # tr(G D_k G D_l) = sum D_k[a, b] D_l[c, d] GG[b, c, d, a], GG = sum_g G[b, c] G[d, a]
+        W = np.einsum("kab,lcd,bcda->kl", D, D, (Gf @ Gf.T).reshape(q, q, q, q))
+        t = trace
+        if reml:
+            Rinv = scipy.linalg.lapack.dtrtri(RX, lower=1)[0]
+            Minv = Rinv.T @ Rinv
+            Hf = H.reshape(q * p, m)
+            K = np.einsum("kab,apbr->kpr", D, (Hf @ Hf.T).reshape(q, p, q, p))  # sum_g H_g' D_k H_g
+            g -= np.einsum("pr,kpr->k", Minv, K)
+            N = np.einsum("drg,arg->dag", np.einsum("dpg,pr->drg", H, Minv), H)  # H_g M^-1 H_g'
+            cross = np.einsum("kab,lcd,bcda->kl", D, D, (Gf @ N.reshape(q * q, m).T).reshape(q, q, q, q))
+            MK = Minv @ K
+            W = W - (cross + cross.T) + np.einsum("kpq,lqp->kl", MK, MK)
+            t = t - np.einsum("kpp->k", MK)
+        return g, W - np.outer(t, t) / dof
+
     def conditional_covariances(self, lams) -> list[np.ndarray]:
         """Lambda A_g^-1 Lambda' per group (m, q, q): C_g'C_g with C_g = L_g^-1 Lambda'."""
         lam = lams[0]

@@ -123,14 +123,30 @@ class LMMCriterion(Minimizer):
     # not their size, to decide its time (groups x largest group^2, padded)
     SCORING_LIMIT = 200_000
 
+    # the rows are independent given the random effects (no error structure whitens them), so
+    # one term's per-group sums give Fisher scoring's traces (BlockSystem.scoring)
+    independent_rows = True
+
     @property
     def scoring(self):
-        """``scoring(params, reml, J=None) -> (gradient, Fisher information, criterion)`` from :meth:`marginal`
-        (in the parameters phi with d params / d phi = J, when given), where every term is nested
-        in one outermost factor and the fit is small (:attr:`SCORING_LIMIT`); absent otherwise."""
+        """``scoring(params, reml, J=None) -> (gradient, Fisher information, criterion)`` (in the
+        parameters phi with d params / d phi = J, when given): for one term from its per-group sums
+        (:meth:`BlockSystem.scoring`, any group size); for several, from :meth:`marginal` where
+        every term is nested in one outermost factor and the fit is small (:attr:`SCORING_LIMIT`);
+        absent otherwise."""
+        if isinstance(self.system, BlockSystem) and self.independent_rows:
+            return self._block_scoring
         if not self._marginal_available():
             raise AttributeError("scoring")
         return self._scoring
+
+    def _block_scoring(self, theta, reml: bool, J=None):
+        theta = np.asarray(theta, dtype=float)
+        sol = self.solve(theta, reml)  # remembered: the criterion at this point is the solve's
+        if not np.isfinite(sol.deviance):
+            return None, None, np.inf
+        g, W = self.system.scoring(self.lambdas(theta)[0], sol.state, sol.beta, sol.RX, sol.r2, reml, self.n, J)
+        return g, W, sol.deviance
 
     def _marginal_available(self) -> bool:
         return self._outer_groups() is not None
@@ -381,7 +397,7 @@ class ErrorStructure:
     """Mixin for criteria whose parameters are theta followed by an error structure's (``self.structure``:
     a correlation, a variance function, or both as ``varfunc.Weighted``), unbounded."""
 
-    marginal_evaluation = False
+    marginal_evaluation = independent_rows = False
 
     def lower_bounds(self) -> np.ndarray:
         return np.concatenate([super().lower_bounds(), np.full(self.structure.n_params, -np.inf)])

@@ -8,8 +8,9 @@ correlation, a GLMM's fixed effects).  The minimization runs in two stages:
    quasi-Newton step on the bounded scale can jump from the usual start onto the boundary
    and stop at the saddle there (the criterion is even in each diagonal element, so its
    derivative there is zero); an interior optimum is found here, and the fit is done. Where
-   the criterion gives Fisher scoring's gradient and expected information (``scoring``: the
-   small nested and the structured fits, from each outer group's marginal covariance), damped
+   the criterion gives Fisher scoring's gradient and expected information (``scoring``: every
+   one-term fit, from its per-group sums; the small nested and the structured fits, from each
+   outer group's marginal covariance), damped
    scoring steps (:meth:`Minimizer._scoring_stage`) take the place of the quasi-Newton method,
    which goes on from there only when scoring stalls;
 2. otherwise on the bounded scale, from where stage 1 stopped, so that a boundary (singular)
@@ -109,7 +110,7 @@ class Minimizer:
             def score(theta):
                 calls[0] += 1
                 return self.scoring(theta, reml)
-            x, res = self._scoring_stage(x, diag, score)
+            x, res = self._scoring_stage(x, diag, score, maxiter=min(50, maxiter))
             interior = res is not None and bool(np.all(x[diag] > 1e-3))
         if optimizer in ("L-BFGS-B", "BFGS") and not interior:
             method = "BFGS" if optimizer == "BFGS" else "L-BFGS-B"

@@ -1,4 +1,4 @@
-"""Fisher scoring, the optimizer's first stage for small nested and structured fits
+"""Fisher scoring, the optimizer's first stage for one-term, small nested and structured fits
 (``Minimizer._scoring_stage``): its gradient is the criterion's exact gradient, and its matrix
 is the expected information of the profiled criterion, both checked against dense
 brute-force versions built from the definitions on random designs:
@@ -87,6 +87,10 @@ def _dense_gradient(fit, params, reml):
 
 
 CASES = {
+    # one term: the traces from its per-group sums (BlockSystem.scoring), no V_g formed
+    "one term (1 | a)": dict(random="~ 1 | a"),
+    "one term (1 + x | a)": dict(random="~ x | a"),
+    "one term (1 + x + t | a)": dict(random="~ x + t | a"),
     "two nested levels": dict(random={"a": "~ x", "b": "~ 1"}),
     "one level, AR(1) and varPower": dict(random="~ x | a", correlation=CorAR1("~ ta | a"), weights=VarPower("~ x")),
     "two levels and AR(1) within the inner": dict(random={"a": "~ 1", "b": "~ 1"},
@@ -127,6 +131,24 @@ def test_scoring_along_a_tied_pdmat_is_the_chain_rule():
     np.testing.assert_allclose(g, J.T @ g_theta, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(W, J.T @ W_theta @ J, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(g, crit.gradient(phi, True), rtol=1e-8, atol=1e-9)
+
+
+def test_one_term_scores_whatever_its_group_sizes():
+    """One term's scoring works on q-by-q sums per group, so groups too large for the dense V_g
+    (6 groups of 250 rows: 375,000 > SCORING_LIMIT) still start with it, and reach the optimum
+    the quasi-Newton stages reach."""
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(6), 250)
+    x = rng.normal(size=g.size)
+    intercepts, slopes = np.array([-2, -1, 0, 1, 2, 0.5]), np.array([-1, 0.5, 1, -0.5, 0, 1.5])
+    data = pd.DataFrame({"g": g.astype(str), "x": x,
+                         "y": 1 + x + intercepts[g] + slopes[g] * x + rng.normal(size=g.size)})
+    fit = lme("y ~ x", data, random="~ x | g")
+    assert fit.criterion._outer_groups() is None and hasattr(fit.criterion, "scoring")
+    assert "Fisher scoring" in fit.optinfo.notes[0] and fit.optinfo.max_grad < 1e-6
+    without = fit.criterion.optimize(True, scoring=False)[0]
+    np.testing.assert_allclose(fit.criterion.objective(without, True), fit.criterion.objective(fit.theta, True),
+                               rtol=1e-12)
 
 
 def test_crossed_fits_have_no_scoring_stage():
