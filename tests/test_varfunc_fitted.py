@@ -157,9 +157,11 @@ def test_loose_early_iterations_reach_the_same_fixed_point(name, monkeypatch):
     monkeypatch.setattr(module, "fitted_fixed_point", functools.partial(fitted_fixed_point, loose=np.inf))
     precise = fn(formula, _data(name), weights=weights(), **kwargs)
     assert precise.fixed_point.converged
+    # the loop stops within 1e-10 of the fixed point in the fitted values; Dialyzer's quartic
+    # in pressure turns that into ~3e-9 in a coefficient
     np.testing.assert_allclose(fit.loglik, precise.loglik, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(fit.beta, precise.beta, rtol=1e-9)
-    np.testing.assert_allclose(_varpar(fit), _varpar(precise), rtol=1e-8)
+    np.testing.assert_allclose(fit.beta, precise.beta, rtol=1e-7)
+    np.testing.assert_allclose(_varpar(fit), _varpar(precise), rtol=1e-7)
     if fn is lme:
         assert any("outer iteration(s) by Newton steps" in note for note in fit.optinfo.notes)
         assert fit.optinfo.max_grad < 1e-6
