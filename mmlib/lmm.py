@@ -216,12 +216,13 @@ class LMMCriterion(Minimizer):
         """Moment estimates where they exist, else lme4's start (Lambda = I): each random
         intercept's ratio from a one-way analysis of variance of the least-squares residuals,
         and each vector-valued term's Lambda from Swamy's two-stage estimator, any direction it
-        puts at or near zero floored at a hundredth of the largest variance (with several terms, each on the least-squares residuals alone: the
-        others' variance then counts as within-group, which only has to leave the start on the
-        right scale). The optimum does not depend on the start (the fit ends with Newton
-        steps); the number of iterations does: on sleepstudy's (Days | Subject) the two-stage
-        estimate is the REML optimum itself (balanced data); Pixel's two levels take 10 scoring
-        steps from Lambda = I for the dogs' (1 + day), 7 from this."""
+        puts at or near zero floored at a hundredth of the largest variance. With several terms
+        each is estimated on the least-squares residuals alone: the others' variance then counts
+        as within-group, which only has to leave the start on the right scale. The optimum does
+        not depend on the start (the fit ends with Newton steps); the number of iterations does:
+        on sleepstudy's (Days | Subject) the two-stage estimate is the REML optimum itself
+        (balanced data); Pixel's two levels take 10 scoring steps from Lambda = I for the dogs'
+        (1 + day), 8 from this."""
         theta = np.concatenate([b.start_values() for b in self.blocks])
         theta = self._moment_start(theta)
         for term, block in zip(self.terms, self.blocks):
