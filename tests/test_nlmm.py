@@ -49,10 +49,20 @@ def test_wong_mod_1_matches_nlme(wong_mod_1):
 def test_a_drifted_fit_is_reported_not_returned_silently(wong):
     # wong.mod.2 (random theta3 too) with every variance free: our alternation drifts to
     # theta3 -> 0 with theta1 and theta2 unidentified (tests/r/wong_mod_2_trace.R shows nlme's
-    # own trouble with it); without the boundary search that is reported, not returned as a fit
-    with pytest.warns(ConvergenceWarning, match="not separately identified"):
-        fit = nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1", "theta2 ~ 1", "theta3 ~ 1"]},
-                   start=[100, -2, -10, 0, 0.007], boundary=False)
+    # own trouble with it); without the boundary search that is reported, not returned as a fit.
+    # Where the drift ends depends on rounding (the path is chaotic: it differs between this
+    # machine and the simulated other one): a fit with a ConvergenceWarning that says so, or,
+    # where the linearized model at the end is singular, an NlmeError that says so
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = nlme(MODEL, wong, fixed=FIXED, random={"id": ["theta1 ~ 1", "theta2 ~ 1", "theta3 ~ 1"]},
+                       start=[100, -2, -10, 0, 0.007], boundary=False)
+        except NlmeError as exc:
+            assert "not separately identified" in str(exc) and "there is no estimate" in str(exc)
+            return
+    assert any(issubclass(w.category, ConvergenceWarning) and "not separately identified" in str(w.message)
+               for w in caught)
     assert not fit.optinfo.converged
 
 
