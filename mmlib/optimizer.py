@@ -161,6 +161,7 @@ class Minimizer:
                                      "gradient reached the optimum")
         # a converged fit ends at the optimum itself (stage 3); a failed one is left where it stopped
         if polish and summary.converged and optimizer != "Nelder-Mead" and self.analytic:
+            theta = self._onto_bounds(theta, diag, lb, f)
             theta, steps = self.newton_polish(theta, f, grad, lb, keep=keep)
             if steps:
                 summary.notes.append(f"polished by {steps} Newton step(s) on the exact gradient")
@@ -178,6 +179,22 @@ class Minimizer:
         summary.singular = bool(np.any(theta[diag] < 1e-4))
         summary.notes = list(dict.fromkeys(summary.notes))
         return theta, summary
+
+    @staticmethod
+    def _onto_bounds(theta, diag, lb, f):
+        """Lambda's diagonal elements below 1e-6 set to their bound 0 where the criterion does not
+        rise beyond rounding. A quasi-Newton stage stops short of a boundary optimum, on the flat
+        bound (the criterion is even in a column's sign), at a point that depends on rounding
+        (a zero slope variance: 1e-16 on one machine, 3.7e-9 on another); left there, the element
+        counts as free, its Hessian is singular, and the polish cannot settle the others. On the
+        bound it is held, and the polish settles the rest the same way everywhere."""
+        small = [k for k in diag if lb[k] == 0 and 0 < theta[k] < 1e-6]
+        if not small:
+            return theta
+        trial = theta.copy()
+        trial[small] = 0.0
+        value = f(theta)
+        return trial if f(trial) <= value + 1e-13 * max(1.0, abs(value)) else theta
 
     @staticmethod
     def newton_polish(x, f, grad, lb, steps: int = 8, keep: dict | None = None) -> tuple[np.ndarray, int]:

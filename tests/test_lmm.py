@@ -285,6 +285,34 @@ def test_two_stage_start_floors_a_variance_the_moments_put_below_zero():
     assert fit.criterion.objective(fit.theta, True) <= fit.criterion.objective(quasi, True) + 1e-9
 
 
+def test_a_stop_short_of_a_boundary_optimum_is_settled_the_same_way_everywhere():
+    """L-BFGS-B stops short of a zero variance on the flat bound where rounding takes it (3.7e-9
+    on the simulated other machine, with the other parameters 2e-7 off); the polish puts such an
+    element on its bound first, then settles the rest: the same estimates from either stop."""
+    from mmlib.optimizer import Minimizer
+
+    df = _balanced_growth(5, slope_sd=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lmer("y ~ t + (t | g)", df)
+    crit, lb = fit.criterion, fit.criterion.lower_bounds()
+    short = fit.theta * np.array([1 + 2e-7, 1 - 3e-7, 0.0]) + np.array([0.0, 0.0, 3.7e-9])
+
+    def f(x):
+        return crit.objective(x, True)
+
+    def g(x):
+        return crit.gradient(x, True)
+
+    diag = np.concatenate([b.diagonal() for b in crit.blocks])
+    settled = Minimizer.newton_polish(Minimizer._onto_bounds(short, diag, lb, f), f, g, lb)[0]
+    np.testing.assert_allclose(settled[:2], fit.theta[:2], rtol=1e-9)
+    assert settled[2] == 0.0
+    # without the step onto the bound the polish cannot settle them (the element is free there)
+    unsettled = Minimizer.newton_polish(short, f, g, lb)[0]
+    assert np.max(np.abs(unsettled[:2] / fit.theta[:2] - 1)) > 1e-8
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_each_vector_valued_term_starts_from_its_two_stage_estimate(seed):
     """With several terms, a vector-valued term's start is Swamy's estimate from the least-squares
