@@ -182,13 +182,14 @@ class Minimizer:
 
     @staticmethod
     def _onto_bounds(theta, diag, lb, f):
-        """Lambda's diagonal elements below 1e-6 set to their bound 0 where the criterion does not
-        rise beyond rounding. A quasi-Newton stage stops short of a boundary optimum, on the flat
-        bound (the criterion is even in a column's sign), at a point that depends on rounding
-        (a zero slope variance: 1e-16 on one machine, 3.7e-9 on another); left there, the element
-        counts as free, its Hessian is singular, and the polish cannot settle the others. On the
-        bound it is held, and the polish settles the rest the same way everywhere."""
-        small = [k for k in diag if lb[k] == 0 and 0 < theta[k] < 1e-6]
+        """Lambda's diagonal elements the fit would report as zero (below 1e-4, where it is called
+        singular) set to their bound 0 where the criterion does not rise beyond rounding. A
+        quasi-Newton stage stops short of a boundary optimum, on the flat bound (the criterion is
+        even in a column's sign), at a point that depends on rounding (a zero slope variance:
+        1e-16 on one machine, 3.7e-9 or 1.3e-5 on another); left there, the element counts as
+        free, its Hessian is singular, and the polish cannot settle the others. On the bound it
+        is held, and the polish settles the rest the same way everywhere."""
+        small = [k for k in diag if lb[k] == 0 and 0 < theta[k] < 1e-4]
         if not small:
             return theta
         trial = theta.copy()

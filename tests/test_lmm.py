@@ -271,8 +271,8 @@ def test_two_stage_start_floors_a_variance_the_moments_put_below_zero():
     """No random slopes in the data: the moment estimate of their variance is negative, so the
     start's covariance has that direction at a hundredth of the largest variance (not lme4's
     Lambda = I), and the fit still reaches the boundary optimum, reported as singular. (Where
-    on the flat bound L-BFGS-B stops depends on rounding: theta 1e-16 here, 3.7e-9 on the
-    simulated other machine; the criterion is the same to 1e-12.)"""
+    on the flat bound L-BFGS-B stops depends on rounding, 1e-16 to 1.3e-5 between this machine
+    and the simulated other one; the polish puts it on the bound: the next test.)"""
     df = _balanced_growth(5, slope_sd=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -287,8 +287,9 @@ def test_two_stage_start_floors_a_variance_the_moments_put_below_zero():
 
 def test_a_stop_short_of_a_boundary_optimum_is_settled_the_same_way_everywhere():
     """L-BFGS-B stops short of a zero variance on the flat bound where rounding takes it (3.7e-9
-    on the simulated other machine, with the other parameters 2e-7 off); the polish puts such an
-    element on its bound first, then settles the rest: the same estimates from either stop."""
+    or 1.3e-5 on the simulated other machine, with the other parameters 2e-7 off); the polish
+    puts such an element on its bound first, then settles the rest: the same estimates from
+    either stop."""
     from mmlib.optimizer import Minimizer
 
     df = _balanced_growth(5, slope_sd=0.0)
