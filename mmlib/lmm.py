@@ -716,15 +716,14 @@ class LinearMixedModel(StructuredErrors, FittedModel):
                     self._set_theta(theta)
                     return np.concatenate([self.beta, theta]), self.fitted().to_numpy()
             state["precise"] = precise
-            theta, info = crit.optimize(self.REML, start=state["theta"], optimizer=optimizer, maxiter=maxiter,
+            theta, info = crit.optimize(reml, start=state["theta"], optimizer=optimizer, maxiter=maxiter,
                                         polish=precise, keep=kept if precise else None)
-            if precise and not _small_gradient(crit.gradient(theta, self.REML), theta, crit.lower_bounds(),
-                                               tol=1e-6):
+            if precise and not _small_gradient(crit.gradient(theta, reml), theta, lb, tol=1e-6):
                 # from the last optimum the optimizer's first step can land where the criterion
                 # is not finite (VarExp's exp(delta v) with fitted values near 25 underflows) and
                 # stop there: the criterion's own start then, the better optimum kept
-                cold, cold_info = crit.optimize(self.REML, optimizer=optimizer, maxiter=maxiter)
-                if crit.objective(cold, self.REML) <= crit.objective(theta, self.REML):
+                cold, cold_info = crit.optimize(reml, optimizer=optimizer, maxiter=maxiter)
+                if crit.objective(cold, reml) <= crit.objective(theta, reml):
                     theta, info = cold, cold_info
             state["theta"], state["info"] = theta, info
             self._set_theta(theta)
