@@ -228,6 +228,17 @@ class BlockSystem:
         self.S = np.ascontiguousarray(ZtZ.transpose(1, 2, 0))  # (q, q, m)
         self.ZXy = np.ascontiguousarray(ZtXy.transpose(1, 2, 0))  # (q, p + 1, m)
         self.eye = np.eye(self.q)
+        # dLambda/dtheta_k = E_k = e_r e_c' (theta's element k at Lambda[r, c]), and the second
+        # derivatives of Lambda Lambda', D_kl = E_k E_l' + E_l E_k' (E_k E_l' = e_r(k) e_r(l)' where
+        # k and l share a column): constants of the term
+        rows, cols = lower_indices(self.q)
+        K = rows.size
+        self.E = np.zeros((K, self.q, self.q))
+        self.E[np.arange(K), rows, cols] = 1.0
+        D2 = np.zeros((K, K, self.q, self.q))
+        k, l = np.nonzero(cols[:, None] == cols[None, :])
+        D2[k, l, rows[k], rows[l]] += 1.0
+        self.D2 = D2 + np.swapaxes(D2, 2, 3)
 
     @classmethod
     def from_rows(cls, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray) -> "BlockSystem":
@@ -284,9 +295,10 @@ class BlockSystem:
     def modes(self, lams, state, beta) -> list[np.ndarray]:
         return [(lams[0] @ self.spherical_modes(state, beta)).T]
 
-    def scoring(self, lam, state, beta, RX, r2, reml: bool, n: int, J=None):
-        """Fisher scoring's gradient and expected information in theta (or, given J = d theta /
-        d phi, in phi) from the per-group sums and the solve's factors alone: the traces of
+    def scoring(self, lam, state, beta, RX, r2, reml: bool, n: int, J=None, T2=None):
+        """Fisher scoring's gradient and expected information, and the exact Hessian, in theta (or,
+        given J = d theta / d phi and T2 = d^2 theta / d phi^2, None where theta is linear in phi, in
+        phi) from the per-group sums and the solve's factors alone: the traces of
         :func:`marginal_gradient` with V_g = I + Z_g Lambda Lambda' Z_g' never formed. With
         F_g = L_g^-1 Lambda' (A_g = L_g L_g'), so that V_g^-1 = I - Z_g F_g'F_g Z_g' (Woodbury):
         G_g = Z_g'V_g^-1 Z_g = S_g - (F_g S_g)'(F_g S_g), H_g = Z_g'V_g^-1 X_g = Z_g'X_g - (F_g S_g)'C_X,g
@@ -299,7 +311,21 @@ class BlockSystem:
 
         Each sum over the groups is taken first, into an array of q (and p) indices alone, by
         one matrix product, then contracted with the D_k: Bryk's 160 schools of up to 67
-        pupils, too large for the dense V_g, cost a few vector operations."""
+        pupils, too large for the dense V_g, cost a few vector operations.
+
+        The exact Hessian adds what the expectation drops. With P the GLS projector (V^-1 for
+        ML's log|V|), a = V^-1 (y - X beta) and r2 = y'Py, the criterion log|V| (+ log|X'V^-1X|)
+        + dof log r2 has second derivatives (Harville 1977, sec. 4)
+
+            tr(P dV_kl) - tr(P dV_k P dV_l) + dof (2 a'dV_k P dV_l a - a'dV_kl a) / r2
+                - dof (a'dV_k a)(a'dV_l a) / r2^2,
+
+        where dV_kl = Z_g D_kl Z_g' with D_kl = E_k E_l' + E_l E_k' (Lambda Lambda' is quadratic
+        in theta) and, through phi, J'D_kl J plus T2's terms on the D_k. Per group,
+        a'dV_k P dV_l a = sum_g s_kg'G_g s_lg - u_k'M^-1 u_l with s_kg = D_k r_g, u_k = sum_g H_g's_kg.
+        The optimizer's first stage takes Newton steps on it where it is positive definite, so a
+        fit converges quadratically and its polish needs no difference Hessian.
+        Returns (gradient, expected information, Hessian)."""
         L, C, LtS = state
         q, p = self.q, self.p
         m = self.S.shape[2]
@@ -311,32 +337,45 @@ class BlockSystem:
         H = self.ZXy[:, :p] - np.einsum("abg,apg->bpg", FS, CX)
         r = (self.ZXy[:, p] - np.einsum("apg,p->ag", self.ZXy[:, :p], beta)
              - np.einsum("abg,ag->bg", FS, Cy - np.einsum("apg,p->ag", CX, beta)))
-        rows, cols = lower_indices(q)
-        E = np.zeros((rows.size, q, q))
-        E[np.arange(rows.size), rows, cols] = 1.0
-        D = E @ lam.T + lam @ np.swapaxes(E, 1, 2)  # (K, q, q)
+        E, D2 = self.E, self.D2
+        K0 = E.shape[0]
+        D = E @ lam.T
+        D = D + np.swapaxes(D, 1, 2)  # (K, q, q)
         if J is not None:
+            D2 = np.einsum("ki,lj,klab->ijab", J, J, D2)
+            if T2 is not None:
+                D2 += np.tensordot(T2[:K0].transpose(1, 2, 0), D, axes=1)
             D = np.tensordot(J.T, D, axes=1)
         dof = n - p if reml else n
         Gf = G.reshape(q * q, m)
-        trace = np.einsum("ab,kba->k", G.sum(axis=2), D)
-        g = -dof * np.einsum("kab,ab->k", D, r @ r.T) / r2 + trace
+        Gsum, rr = G.sum(axis=2), r @ r.T
+        trace = np.einsum("ab,kba->k", Gsum, D)
+        aVa = np.einsum("kab,ab->k", D, rr)
+        g = -dof * aVa / r2 + trace
         # tr(G D_k G D_l) = sum D_k[a, b] D_l[c, d] GG[b, c, d, a], GG = sum_g G[b, c] G[d, a],
         # contracted one D at a time (K q^4 + K^2 q^2 operations, not K^2 q^4)
         W = _pair_contract(D, (Gf @ Gf.T).reshape(q, q, q, q))
         t = trace
+        trace2 = np.einsum("ab,klba->kl", Gsum, D2)
+        Rinv = scipy.linalg.lapack.dtrtri(RX, lower=1)[0]
+        Minv = Rinv.T @ Rinv
+        Hf = H.reshape(q * p, m)
+        HH = (Hf @ Hf.T).reshape(q, p, q, p)
         if reml:
-            Rinv = scipy.linalg.lapack.dtrtri(RX, lower=1)[0]
-            Minv = Rinv.T @ Rinv
-            Hf = H.reshape(q * p, m)
-            K = np.einsum("kab,apbr->kpr", D, (Hf @ Hf.T).reshape(q, p, q, p))  # sum_g H_g' D_k H_g
+            K = np.einsum("kab,apbr->kpr", D, HH)  # sum_g H_g' D_k H_g
             g -= np.einsum("pr,kpr->k", Minv, K)
             N = np.einsum("drg,arg->dag", np.einsum("dpg,pr->drg", H, Minv), H)  # H_g M^-1 H_g'
             cross = _pair_contract(D, (Gf @ N.reshape(q * q, m).T).reshape(q, q, q, q))
             MK = Minv @ K
             W = W - (cross + cross.T) + np.einsum("kpq,lqp->kl", MK, MK)
             t = t - np.einsum("kpp->k", MK)
-        return g, W - np.outer(t, t) / dof
+            trace2 = trace2 - np.einsum("pr,klab,apbr->kl", Minv, D2, HH)
+        s = np.einsum("kab,bg->kag", D, r)  # D_k r_g
+        u = np.einsum("apg,kag->kp", H, s)
+        aVPVa = np.einsum("kag,abg,lbg->kl", s, G, s) - u @ Minv @ u.T
+        hessian = (trace2 - W + dof * (2.0 * aVPVa - np.einsum("klab,ab->kl", D2, rr)) / r2
+                   - dof * np.outer(aVa, aVa) / r2 ** 2)
+        return g, W - np.outer(t, t) / dof, (hessian + hessian.T) / 2
 
     def conditional_covariances(self, lams) -> list[np.ndarray]:
         """Lambda A_g^-1 Lambda' per group (m, q, q): C_g'C_g with C_g = L_g^-1 Lambda'."""

@@ -141,18 +141,19 @@ class LMMCriterion(Minimizer):
             raise AttributeError("scoring")
         return self._scoring
 
-    def _block_scoring(self, theta, reml: bool, J=None):
+    def _block_scoring(self, theta, reml: bool, J=None, T2=None):
         theta = np.asarray(theta, dtype=float)
         sol = self.solve(theta, reml)  # remembered: the criterion at this point is the solve's
         if not np.isfinite(sol.deviance):
             return None, None, np.inf
-        g, W = self.system.scoring(self.lambdas(theta)[0], sol.state, sol.beta, sol.RX, sol.r2, reml, self.n, J)
-        return g, W, sol.deviance
+        g, W, H = self.system.scoring(self.lambdas(theta)[0], sol.state, sol.beta, sol.RX, sol.r2, reml, self.n,
+                                      J, T2)
+        return g, W, sol.deviance, H
 
     def _marginal_available(self) -> bool:
         return self._outer_groups() is not None
 
-    def _scoring(self, params, reml: bool, J=None):
+    def _scoring(self, params, reml: bool, J=None, T2=None):
         V, dVs, X, y = self.marginal(params)
         if J is not None:  # the derivatives along each phi: dV/dphi_j = sum_k J_kj dV/dparams_k
             dVs = np.tensordot(J.T, np.asarray(dVs), axes=1)

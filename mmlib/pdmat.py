@@ -119,6 +119,10 @@ class Parametrization:
         lb[list(self.diagonal)] = 0.0
         return lb
 
+    def curvature(self, phi):
+        """d^2 theta / d phi^2 (theta's size, size, size); None where theta is linear in phi."""
+        return None
+
 
 class IdentMap(Parametrization):
     """PdIdent: Lambda = s I, phi = (s,)."""
@@ -163,13 +167,16 @@ class DiagMap(Parametrization):
 class CompSymmMap(Parametrization):
     """PdCompSymm: Lambda Lambda' = s^2 ((1 - rho) I + rho 11'), Lambda = s chol(C(rho)), phi =
     (s, z) with nlme's map rho = (e^z - 1/(q-1)) / (e^z + 1), which keeps C positive definite
-    (-1/(q-1) < rho < 1). The Cholesky factor's derivative: dL = L Phi(L^-1 dC L^-T), Phi the
-    lower triangle with the diagonal halved (Murray 2016, "Differentiation of the Cholesky
-    decomposition", eq. 10)."""
+    (-1/(q-1) < rho < 1). C's Cholesky factor has one value below the diagonal per column:
+    with t_j the sum of squares of row j's elements left of the diagonal, L[j, j] = sqrt(1 - t_j),
+    L[i, j] = (rho - t_j) / L[j, j] for every i > j, and t_(j+1) = t_j + L[i, j]^2; the
+    recursion carries the first and second derivatives in rho along (the optimizer's Newton
+    steps take the second)."""
 
     def __init__(self, q: int):
         self.q, self.size, self.diagonal = q, 2, (0,)
         self._r, self._c = lower_indices(q)
+        self._last = (None, None)  # theta, its Jacobian and curvature ask at one z in turn
 
     def rho(self, z):
         a = np.exp(z)
@@ -179,28 +186,47 @@ class CompSymmMap(Parametrization):
         """The inverse of :meth:`rho` (nlme's unconstrained correlation parameter)."""
         return np.log((rho + 1.0 / (self.q - 1)) / (1.0 - rho))
 
-    def _chol(self, rho):
+    def _factor(self, z):
+        """C(rho(z))'s Cholesky factor at theta's elements, and its first and second
+        derivatives in z."""
+        if self._last[0] == z:
+            return self._last[1]
         q = self.q
-        C = (1.0 - rho) * np.eye(q) + rho
-        return np.linalg.cholesky(C)
+        a = float(np.exp(z))
+        k = 1.0 + 1.0 / (q - 1)
+        rho = (a - 1.0 / (q - 1)) / (a + 1.0)
+        r1, r2 = k * a / (a + 1.0) ** 2, k * a * (1.0 - a) / (a + 1.0) ** 3  # d rho / dz, d^2 rho / dz^2
+        out = np.zeros((3, q, q))
+        t = t1 = t2 = 0.0  # t_j and its derivatives in rho
+        for j in range(q):
+            if not t < 1.0:  # rho at 1 to rounding: C singular (as numpy's Cholesky would say)
+                raise np.linalg.LinAlgError("compound symmetry with correlation 1")
+            d = np.sqrt(1.0 - t)
+            d1 = -t1 / (2.0 * d)
+            d2 = -t2 / (2.0 * d) + t1 * d1 / (2.0 * d * d)
+            v = (rho - t) / d
+            v1 = ((1.0 - t1) - v * d1) / d  # from v d = rho - t
+            v2 = (-t2 - 2.0 * v1 * d1 - v * d2) / d
+            out[:, j, j] = d, d1, d2
+            out[:, j + 1:, j] = np.array([v, v1, v2])[:, None]
+            t, t1, t2 = t + v * v, t1 + 2.0 * v * v1, t2 + 2.0 * (v1 * v1 + v * v2)
+        L, L1, L2 = out[:, self._r, self._c]
+        self._last = (float(z), (L, L1 * r1, L2 * r1 * r1 + L1 * r2))
+        return self._last[1]
 
     def theta(self, phi):
-        L = self._chol(self.rho(phi[1]))
-        return phi[0] * L[self._r, self._c]
+        return phi[0] * self._factor(phi[1])[0]
 
     def jacobian(self, phi):
-        s, z = phi
-        q = self.q
-        rho = self.rho(z)
-        L = self._chol(rho)
-        Linv = np.linalg.inv(L)
-        M = Linv @ (np.ones((q, q)) - np.eye(q)) @ Linv.T
-        P = np.tril(M)
-        P[np.diag_indices(q)] *= 0.5
-        dL = L @ P
-        a = np.exp(z)
-        drho = a * (1.0 + 1.0 / (q - 1)) / (a + 1.0) ** 2
-        return np.column_stack([L[self._r, self._c], s * drho * dL[self._r, self._c]])
+        L, Lz, _ = self._factor(phi[1])
+        return np.column_stack([L, phi[0] * Lz])
+
+    def curvature(self, phi):
+        _, Lz, Lzz = self._factor(phi[1])
+        T = np.zeros((Lz.size, 2, 2))
+        T[:, 0, 1] = T[:, 1, 0] = Lz
+        T[:, 1, 1] = phi[0] * Lzz
+        return T
 
     def from_theta(self, theta):
         L = ThetaBlock(self.q, 0).lower(theta)
@@ -245,6 +271,16 @@ class BlockMap(Parametrization):
         for s, rows, m in self.parts:
             J[np.ix_(rows, np.arange(s.start, s.stop))] = np.eye(s.stop - s.start) if m is None else m.jacobian(phi[s])
         return J
+
+    def curvature(self, phi):
+        parts = [(s, rows, m.curvature(phi[s])) for s, rows, m in self.parts if m is not None]
+        if all(T is None for _, _, T in parts):
+            return None
+        out = np.zeros((self._n, self.size, self.size))
+        for s, rows, T in parts:
+            if T is not None:
+                out[rows[:, None, None], np.arange(s.start, s.stop)[:, None], np.arange(s.start, s.stop)] = T
+        return out
 
     def from_theta(self, theta):
         return np.concatenate([theta[rows] if m is None else m.from_theta(theta[rows]) for _, rows, m in self.parts])
@@ -302,6 +338,19 @@ class Tied(Minimizer):
         J[self.inner.ntheta:, self.ntheta:] = np.eye(self.n_extra)
         return J
 
+    def curvature(self, phi) -> np.ndarray | None:
+        """d^2 theta / d phi^2 (theta's size, phi's size, phi's size), None where every map is linear."""
+        phi = np.asarray(phi, dtype=float)
+        parts = [(block, s, m.curvature(phi[s])) for block, s, m in zip(self.inner.blocks, self.slices, self.maps)
+                 if m is not None]
+        if all(T is None for _, _, T in parts):
+            return None
+        out = np.zeros((self.inner.ntheta + self.n_extra, phi.size, phi.size))
+        for block, s, T in parts:
+            if T is not None:
+                out[block.start:block.start + block.size, s, s] = T
+        return out
+
     def from_theta(self, theta) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
         parts = []
@@ -337,7 +386,7 @@ class Tied(Minimizer):
         inner_scoring = self.inner.scoring  # AttributeError where the criterion has none
 
         def scoring(phi, reml: bool):
-            return inner_scoring(self.theta(phi), reml, J=self.jacobian(phi))
+            return inner_scoring(self.theta(phi), reml, J=self.jacobian(phi), T2=self.curvature(phi))
         return scoring
 
     # --- what the fit asks of its criterion -----------------------------------------

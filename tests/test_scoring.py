@@ -16,7 +16,7 @@ import pytest
 from dense import dense_criterion
 
 from mmlib import CorAR1, PdCompSymm, VarPower, lme
-from mmlib.optimizer import fourth_order_difference
+from mmlib.optimizer import central_jacobian, fourth_order_difference
 
 
 def _nested(seed):
@@ -108,13 +108,19 @@ def test_scoring_is_the_exact_gradient_and_the_expected_information(case, seed, 
     crit = fit.criterion
     rng = np.random.default_rng(seed + 10)
     params = np.asarray(fit.optinfo.final, dtype=float) * (1 + 0.2 * rng.uniform(-1, 1, len(fit.optinfo.final)))
-    g, W, value = crit.scoring(params, reml)
+    out = crit.scoring(params, reml)
+    g, W, value = out[:3]
     # the criterion itself comes with them (the stage's trial points need no other evaluation)
     np.testing.assert_allclose(value, crit.objective(params, reml), rtol=1e-11)
     np.testing.assert_allclose(g, crit.gradient(params, reml), rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(g, _dense_gradient(fit, params, reml), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(W, _dense_information(fit, params, reml), rtol=1e-7, atol=1e-8)
     assert np.linalg.eigvalsh(W).min() > -1e-9 * np.abs(W).max()  # a metric: positive semi-definite
+    # one term also gives the exact Hessian: the exact gradient's fourth-order differences
+    assert (len(out) == 4) == case.startswith("one term")
+    if len(out) == 4:
+        H = central_jacobian(lambda u: crit.gradient(u, reml), params)
+        np.testing.assert_allclose(out[3], H, rtol=1e-7, atol=1e-7 * np.abs(H).max())
 
 
 def test_scoring_along_a_tied_pdmat_is_the_chain_rule():
@@ -123,14 +129,22 @@ def test_scoring_along_a_tied_pdmat_is_the_chain_rule():
     data["v"] = np.where(data.t % 2 == 0, "even", "odd")
     fit = lme("y ~ x", data, random={"a": PdCompSymm("~ v - 1")})
     crit = fit.criterion
-    phi = np.asarray(fit.optinfo.final, dtype=float) * 1.1
-    g, W, value = crit.scoring(phi, True)
-    g_theta, W_theta, value_theta = crit.inner.scoring(crit.theta(phi), True)
+    # the fit's correlation goes to 1 (z to infinity, where 1 - rho^2 has few digits left): a
+    # point inside, rho = 0.46
+    phi = np.array([fit.optinfo.final[0] * 1.1, 1.0])
+    g, W, value, H = crit.scoring(phi, True)
+    g_theta, W_theta, value_theta, H_theta = crit.inner.scoring(crit.theta(phi), True)
     assert value == value_theta
-    J = crit.jacobian(phi)
+    J, T2 = crit.jacobian(phi), crit.curvature(phi)
     np.testing.assert_allclose(g, J.T @ g_theta, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(W, J.T @ W_theta @ J, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(g, crit.gradient(phi, True), rtol=1e-8, atol=1e-9)
+    # the Hessian: J'H J plus the gradient on theta's curvature in phi (compound symmetry's
+    # Cholesky factor is not linear in its correlation), and the differences of the exact gradient
+    np.testing.assert_allclose(T2, np.stack([central_jacobian(lambda u: crit.jacobian(u)[k], phi)
+                                             for k in range(J.shape[0])]), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(H, J.T @ H_theta @ J + np.tensordot(g_theta, T2, axes=1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(H, central_jacobian(lambda u: crit.gradient(u, True), phi), rtol=1e-7, atol=1e-9)
 
 
 def test_one_term_scores_whatever_its_group_sizes():
