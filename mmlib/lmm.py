@@ -237,13 +237,14 @@ class LMMCriterion(Minimizer):
         """Lambda from Swamy's (1970) estimator: per-group least-squares fits b_g of the OLS
         residuals on Z_g, then Sigma = cov(b_g) - sigma^2 mean((Z_g'Z_g)^-1) with sigma^2 the
         within-group residual variance, its eigenvalues floored at FLOOR times the largest;
-        None when too few groups or no variance is positive (lme4's start then)."""
+        None when no more than q groups have a fit of their own (cov(b_g) then has rank below q) or
+        no variance is positive (lme4's start then). Oats' 6 blocks for 3 varieties start here,
+        not at Lambda = I: 5 evaluations, not 8; Machines' 6 workers (balanced) at the optimum itself."""
         q = term.q
-        try:
-            beta = scipy.linalg.solve(self.XtX, self.Xty, assume_a="pos")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+        ols = self._ols()
+        if ols is None:
             return None
-        r = self.y - self.X @ beta
+        beta, r = ols
         # per-group sums: Z_g'Z_g, and Z_g'r_g (the one-term system keeps them)
         if isinstance(self.system, BlockSystem):
             S = self.system.S.transpose(2, 0, 1)
@@ -254,7 +255,7 @@ class LMMCriterion(Minimizer):
         n_g = np.bincount(term.codes, minlength=term.m)
         scale = np.einsum("gii->g", S) / q
         fits = (n_g > q) & (np.linalg.det(S / np.maximum(scale, 1e-300)[:, None, None]) > 1e-8)
-        if fits.sum() <= 2 * q:
+        if fits.sum() <= q:
             return None
         Sinv = np.linalg.inv(S[fits])
         b = np.einsum("gab,gb->ga", Sinv, Zr[fits])
@@ -278,6 +279,15 @@ class LMMCriterion(Minimizer):
         order = np.lexsort((rows, cols))  # column-major, theta's order
         return L[rows[order], cols[order]]
 
+    def _ols(self):
+        """Least squares from the cross-products the criterion keeps (X has full rank): beta and
+        the residuals, which both starts take; None where X'X is singular."""
+        try:
+            beta = np.linalg.solve(self.XtX, self.Xty)
+        except np.linalg.LinAlgError:
+            return None
+        return (beta, self.y - self.X @ beta) if np.all(np.isfinite(beta)) else None
+
     def _moment_start(self, theta: np.ndarray) -> np.ndarray:
         """Method-of-moments sigma_b / sigma for each random intercept, by its one-way ANOVA
         of the OLS residuals: E[MSB] = sigma^2 + n0 sigma_b^2 with n0 = (N - sum n_j^2 / N) / (J - 1)
@@ -286,11 +296,10 @@ class LMMCriterion(Minimizer):
         start of 1 costs a quasi-Newton method many iterations for a small variance (InstEval's
         department, 0.07)."""
         theta = theta.copy()
-        try:  # least squares from the cross-products the criterion keeps (X has full rank)
-            beta = scipy.linalg.solve(self.XtX, self.Xty, assume_a="pos")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+        ols = self._ols()
+        if ols is None:
             return theta
-        r = self.y - self.X @ beta
+        r = ols[1]
         for term, block in zip(self.terms, self.blocks):
             if term.q != 1 or not np.all(term.Z[:, 0] == 1.0):
                 continue
