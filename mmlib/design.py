@@ -86,7 +86,10 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
             f"{culprit} names column(s) not in the data: {', '.join(missing)}; "
             f"the data have: {', '.join(map(str, data.columns))}")
     variables = needed + sorted(response_vars) + sorted(wanted - set(needed) - response_vars)
-    frame = data[variables]
+    # the columns by position where the names are unique: pandas' list indexing resolves them
+    # again, a few hundred microseconds of a small fit
+    frame = (data.take([data.columns.get_loc(v) for v in variables], axis=1) if data.columns.is_unique
+             else data[variables])
     for name in variables:
         col = frame[name]
         dtype = col.dtype
