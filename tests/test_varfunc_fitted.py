@@ -158,8 +158,10 @@ def test_loose_early_iterations_reach_the_same_fixed_point(name, monkeypatch):
     precise = fn(formula, _data(name), weights=weights(), **kwargs)
     assert precise.fixed_point.converged
     # the loop stops within 1e-10 of the fixed point in the fitted values; Dialyzer's quartic
-    # in pressure turns that into ~3e-9 in a coefficient
-    np.testing.assert_allclose(fit.loglik, precise.loglik, rtol=0, atol=1e-9)
+    # in pressure turns that into ~3e-9 in a coefficient, and the log-likelihood, not stationary
+    # along the fixed points' path, moves with it: the two stops of lme's Dialyzer fit (parameters
+    # moving by 7e-11 and 5e-11 at their last iterations) differ by 1.3e-9 (4e-12 relative)
+    np.testing.assert_allclose(fit.loglik, precise.loglik, rtol=1e-11, atol=0)
     np.testing.assert_allclose(fit.beta, precise.beta, rtol=1e-7)
     np.testing.assert_allclose(_varpar(fit), _varpar(precise), rtol=1e-7)
     if fn is lme:
