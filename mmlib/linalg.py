@@ -58,7 +58,7 @@ def batched_cholesky(A: np.ndarray) -> np.ndarray:
     return L
 
 
-def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
+def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d2V=None):
     """The gradient of the profiled (RE)ML criterion -2 l of a model whose groups are
     independent with covariance sigma^2 V_i, in parameters whose derivatives dV_k are given:
     the padded arrays V (groups, nmax, nmax; the identity in empty slots), dV_k alike, X
@@ -83,7 +83,12 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     semi-definite. With the matrix comes the criterion itself at the same point (the profiled
     -2 l of the padded arrays: a criterion that adds terms constant in the parameters, such as
     prior weights' log-determinant, differs from it by those), so that the scoring stage needs
-    no separate evaluation of its trial points; inf where V is not positive definite."""
+    no separate evaluation of its trial points; inf where V is not positive definite.
+
+    Given the second derivatives ``d2V`` (k, l, groups, nmax, nmax), the exact Hessian comes
+    fourth, as :meth:`BlockSystem.scoring` forms it: tr(P d2V_kl) - tr(P dV_k P dV_l)
+    + dof (2 a'dV_k P dV_l a - a'd2V_kl a) / RSS - dof (a'dV_k a)(a'dV_l a) / RSS^2, with the
+    GLS projector in a'dV_k P dV_l a for ML too."""
     p = X.shape[2]
     try:
         Vinv = np.linalg.inv(V)
@@ -103,7 +108,9 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
     D = np.stack(dVs) if len(dVs) else np.zeros((0,) + V.shape)
     k = D.shape[0]
     trace = np.einsum("gij,kgji->k", Vinv, D)  # tr(V^-1 dV_k)
-    g = -dof * np.einsum("gi,kgi->k", a, np.einsum("kgij,gj->kgi", D, a)) / rss + trace
+    b = np.einsum("kgij,gj->kgi", D, a)  # dV_k a
+    aVa = np.einsum("gi,kgi->k", a, b)
+    g = -dof * aVa / rss + trace
     if reml:
         DQ = D @ Q  # dV_k Q (k, groups, nmax, p)
         K = np.einsum("gip,kgiq->kpq", Q, DQ)  # Q' dV_k Q
@@ -127,7 +134,16 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False):
         MK = Minv @ K
         W = W - (cross + cross.T) + np.einsum("kpq,lqp->kl", MK, MK)
         t = t - np.einsum("kpp->k", MK)
-    return g, W - np.outer(t, t) / dof, deviance
+    if d2V is None:
+        return g, W - np.outer(t, t) / dof, deviance
+    trace2 = np.einsum("gij,klgji->kl", Vinv, d2V)
+    if reml:
+        trace2 = trace2 - np.einsum("pq,klgiq,gip->kl", Minv, d2V @ Q, Q)
+    u = np.einsum("gip,kgi->kp", Q, b)
+    aVPVa = np.einsum("kgi,gij,lgj->kl", b, Vinv, b) - u @ Minv @ u.T
+    aV2a = np.einsum("gi,klgij,gj->kl", a, d2V, a)
+    H = trace2 - W + dof * (2.0 * aVPVa - aV2a) / rss - dof * np.outer(aVa, aVa) / rss ** 2
+    return g, W - np.outer(t, t) / dof, deviance, (H + H.T) / 2
 
 
 def _pair_contract(D: np.ndarray, T: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from dense import dense_criterion
 
-from mmlib import CorAR1, PdCompSymm, VarPower, lme
+from mmlib import CorAR1, PdCompSymm, PdIdent, VarPower, lme
 from mmlib.optimizer import central_jacobian, fourth_order_difference
 
 
@@ -116,8 +116,9 @@ def test_scoring_is_the_exact_gradient_and_the_expected_information(case, seed, 
     np.testing.assert_allclose(g, _dense_gradient(fit, params, reml), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(W, _dense_information(fit, params, reml), rtol=1e-7, atol=1e-8)
     assert np.linalg.eigvalsh(W).min() > -1e-9 * np.abs(W).max()  # a metric: positive semi-definite
-    # one term also gives the exact Hessian: the exact gradient's fourth-order differences
-    assert (len(out) == 4) == case.startswith("one term")
+    # without an error structure the exact Hessian comes too: the exact gradient's fourth-order
+    # differences (one term from its per-group sums, nested terms from the outer groups' V_g)
+    assert (len(out) == 4) == ("correlation" not in kwargs)
     if len(out) == 4:
         H = central_jacobian(lambda u: crit.gradient(u, reml), params)
         np.testing.assert_allclose(out[3], H, rtol=1e-7, atol=1e-7 * np.abs(H).max())
@@ -145,6 +146,24 @@ def test_scoring_along_a_tied_pdmat_is_the_chain_rule():
                                              for k in range(J.shape[0])]), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(H, J.T @ H_theta @ J + np.tensordot(g_theta, T2, axes=1), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(H, central_jacobian(lambda u: crit.gradient(u, True), phi), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+@pytest.mark.parametrize("pd", [PdCompSymm, PdIdent], ids=["PdCompSymm", "PdIdent"])
+def test_the_hessian_of_nested_terms_along_a_tied_pdmat(pd, reml):
+    """Nested terms' Hessian from the outer groups' V_g (constant second derivatives in theta),
+    through a pdMat's phi (J'd2V J plus the curvature of theta(phi) on dV): the exact gradient's
+    fourth-order differences, at a point inside (compound symmetry's rho = 0.46)."""
+    data = _nested(3)
+    data["v"] = np.where(data.t % 2 == 0, "even", "odd")
+    fit = lme("y ~ x", data, random={"a": pd("~ v - 1"), "b": "~ x"}, method="REML" if reml else "ML")
+    crit = fit.criterion
+    phi = np.asarray(fit.optinfo.final, dtype=float) * 1.1
+    if pd is PdCompSymm:
+        phi[1] = 1.0
+    g, W, value, H = crit.scoring(phi, reml)
+    np.testing.assert_allclose(H, central_jacobian(lambda u: crit.gradient(u, reml), phi), rtol=1e-7,
+                               atol=1e-9 * np.abs(H).max())
 
 
 def test_one_term_scores_whatever_its_group_sizes():
