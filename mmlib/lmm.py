@@ -155,9 +155,7 @@ class LMMCriterion(Minimizer):
 
     def _scoring(self, params, reml: bool, J=None, T2=None):
         V, dVs, X, y = self.marginal(params)
-        # the second derivatives number ntheta^2 stacks of V's size: for a short theta alone
-        # (Assay's PdBlocked, 37 elements of Lambda tied to 3 parameters, took 4 times as long with them)
-        d2V = self._marginal_curvature() if self.marginal_hessian and self.ntheta <= 10 else None
+        d2V = self._second_derivatives(np.asarray(params, dtype=float))
         if J is not None:  # the derivatives along each phi: dV/dphi_j = sum_k J_kj dV/dparams_k
             D = np.asarray(dVs)
             if d2V is not None:  # and d2V/dphi_i dphi_j = J' d2V J + sum_k T2_kij dV_k
@@ -167,9 +165,12 @@ class LMMCriterion(Minimizer):
             dVs = np.tensordot(J.T, D, axes=1)
         return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True, d2V=d2V)
 
-    # whether _scoring also gives the exact Hessian: V is quadratic in theta (its second
-    # derivatives constant); an error structure's parameters have none here
-    marginal_hessian = True
+    def _second_derivatives(self, params):
+        """d^2 V / d params^2 for :meth:`_scoring`'s Hessian, or None. V is quadratic in theta, so
+        they are constant (:meth:`_marginal_curvature`); but they number ntheta^2 stacks of V's
+        size, so for a short theta alone (Assay's PdBlocked, 37 elements of Lambda tied to 3
+        parameters, took 4 times as long with them)."""
+        return self._marginal_curvature() if self.ntheta <= 10 else None
 
     def _marginal_curvature(self):
         """d^2 V_g / d theta_k d theta_l per outer group, (K, K, groups, nmax, nmax): for elements
@@ -440,7 +441,13 @@ class ErrorStructure:
     """Mixin for criteria whose parameters are theta followed by an error structure's (``self.structure``:
     a correlation, a variance function, or both as ``varfunc.Weighted``), unbounded."""
 
-    marginal_evaluation = independent_rows = marginal_hessian = False
+    marginal_evaluation = independent_rows = False
+
+    def _second_derivatives(self, params):
+        # an error structure's second derivatives, by differences of its derivatives (two stacks
+        # a parameter), cost more than the Newton steps saved: Ovary's ARMA(1,1) took 9
+        # evaluations, not 19, and 1.5 times as long; Dialyzer's varConstPower 1.6 times
+        return None
 
     def lower_bounds(self) -> np.ndarray:
         return np.concatenate([super().lower_bounds(), np.full(self.structure.n_params, -np.inf)])

@@ -139,8 +139,8 @@ class Minimizer:
         if interior and optimizer in ("L-BFGS-B", "BFGS"):
             summary.notes.append("converged by Fisher scoring in the log-Cholesky parametrization"
                                  if res.message == "Fisher scoring converged"
-                                 else "converged by Fisher scoring and Newton steps on the exact Hessian in the "
-                                 "log-Cholesky parametrization" if res.message == "Newton steps converged"
+                                 else "converged by Fisher scoring and Newton steps in the log-Cholesky "
+                                 "parametrization" if res.message == "Newton steps converged"
                                  else "converged in the log-Cholesky parametrization")
         for _restart in range(0 if interior else 5):
             if optimizer in ("L-BFGS-B", "BFGS"):
