@@ -111,8 +111,10 @@ class Minimizer:
             def score(theta):
                 calls[0] += 1
                 out = self.scoring(theta, reml)
-                # one term's scoring (with the Hessian) gives the solve's criterion and the exact gradient:
-                # remembered for the polish, which starts where the stage stops
+                # scoring with the Hessian (one term; nested terms without an error structure) gives the
+                # criterion and its exact gradient: remembered for the polish, which starts where the stage
+                # stops (not the structured fits' marginal gradient, which differs from their gradient()
+                # in rounding, and moves a fitted-covariate loop's end by 1e-9 in the log-likelihood)
                 if out[0] is not None and len(out) > 3:
                     key = np.asarray(theta, dtype=float).tobytes()
                     memo[(0, key)], memo[(1, key)] = out[2], out[0]
