@@ -150,6 +150,19 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d
     return g, W - np.outer(t, t) / dof, deviance, (H + H.T) / 2
 
 
+def chain_second(J: np.ndarray, D2: np.ndarray, T2, D: np.ndarray) -> np.ndarray:
+    """Second derivatives (K, K, ...) in theta taken to phi (J = d theta / d phi, T2 = d^2 theta /
+    d phi^2 or None where theta is linear in phi, D the first derivatives (K, ...)):
+    J' D2 J + sum_k T2_k D_k, as matrix products (numpy's tensordot costs more than they do)."""
+    K, n = J.shape
+    rest = D2.shape[2:]
+    left = (J.T @ D2.reshape(K, -1)).reshape(n, K, -1)  # [i, l, ...] = sum_k J_ki D2_kl
+    out = (J.T @ left.transpose(1, 0, 2).reshape(K, -1)).reshape(n, n, -1).transpose(1, 0, 2)
+    if T2 is not None:
+        out = out + (T2.reshape(K, n * n).T @ D.reshape(K, -1)).reshape(n, n, -1)
+    return out.reshape((n, n) + rest)
+
+
 def _pair_contract(D: np.ndarray, T: np.ndarray) -> np.ndarray:
     """sum D_k[a, b] D_l[c, d] T[b, c, d, a] for every pair (k, l): (K, K)."""
     return np.einsum("kab,lba->kl", D, np.einsum("lcd,bcda->lba", D, T))
@@ -362,10 +375,8 @@ class BlockSystem:
         D = E @ lam.T
         D = D + np.swapaxes(D, 1, 2)  # (K, q, q)
         if J is not None:
-            D2 = np.tensordot(J.T, np.tensordot(J.T, D2, axes=([1], [1])), axes=([1], [1]))  # J'D2 J
-            if T2 is not None:
-                D2 += np.tensordot(T2[:K0].transpose(1, 2, 0), D, axes=1)
-            D = np.tensordot(J.T, D, axes=1)
+            D2 = chain_second(J, D2, T2[:K0] if T2 is not None else None, D)
+            D = (J.T @ D.reshape(K0, -1)).reshape((-1,) + D.shape[1:])
         dof = n - p if reml else n
         Gf = G.reshape(q * q, m)
         Gsum, rr = G.sum(axis=2), r @ r.T

@@ -43,7 +43,7 @@ from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
                             re_form_groups)
 from .formula import MixedFormula, parse, parse_lme
-from .linalg import BlockSystem, CrossedSystem, SparseSystem, marginal_gradient
+from .linalg import BlockSystem, CrossedSystem, SparseSystem, chain_second, marginal_gradient
 from .optimizer import Minimizer, _small_gradient
 from .optsummary import ConvergenceWarning, OptSummary
 
@@ -159,10 +159,8 @@ class LMMCriterion(Minimizer):
         if J is not None:  # the derivatives along each phi: dV/dphi_j = sum_k J_kj dV/dparams_k
             D = np.asarray(dVs)
             if d2V is not None:  # and d2V/dphi_i dphi_j = J' d2V J + sum_k T2_kij dV_k
-                d2V = np.tensordot(J.T, np.tensordot(J.T, d2V, axes=([1], [1])), axes=([1], [1]))
-                if T2 is not None:
-                    d2V = d2V + np.tensordot(T2.transpose(1, 2, 0), D, axes=1)
-            dVs = np.tensordot(J.T, D, axes=1)
+                d2V = chain_second(J, d2V, T2, D)
+            dVs = (J.T @ D.reshape(len(D), -1)).reshape((J.shape[1],) + D.shape[1:])
         return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True, d2V=d2V)
 
     def _second_derivatives(self, params):
