@@ -130,11 +130,12 @@ class LMMCriterion(Minimizer):
 
     @property
     def scoring(self):
-        """``scoring(params, reml, J=None) -> (gradient, Fisher information, criterion)`` (in the
-        parameters phi with d params / d phi = J, when given): for one term from its per-group sums
-        (:meth:`BlockSystem.scoring`, any group size); for several, from :meth:`marginal` where
-        every term is nested in one outermost factor and the fit is small (:attr:`SCORING_LIMIT`);
-        absent otherwise."""
+        """``scoring(params, reml, J=None, T2=None) -> (gradient, Fisher information, criterion[,
+        Hessian])`` (in the parameters phi with d params / d phi = J and d^2 params / d phi^2 = T2,
+        when given): for one term from its per-group sums (:meth:`BlockSystem.scoring`, any group
+        size, with the Hessian); for several, from :meth:`marginal` where every term is nested in
+        one outermost factor and the fit is small (:attr:`SCORING_LIMIT`; the Hessian where
+        :meth:`_second_derivatives` gives V's); absent otherwise."""
         if isinstance(self.system, BlockSystem) and self.independent_rows:
             return self._block_scoring
         if not self._marginal_available():

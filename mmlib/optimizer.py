@@ -27,7 +27,7 @@ correlation, a GLMM's fixed effects).  The minimization runs in two stages:
 A class using it provides ``objective(params, reml)``, ``gradient(params, reml)``,
 ``lower_bounds()``, ``start()`` and ``blocks`` (where Lambda's diagonal is in the parameters),
 ``analytic`` / ``n_numeric`` to count evaluations honestly, and optionally
-``scoring(params, reml) -> (gradient, information, criterion)``.
+``scoring(params, reml) -> (gradient, information, criterion[, Hessian])``.
 """
 
 from __future__ import annotations

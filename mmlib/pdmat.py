@@ -380,9 +380,10 @@ class Tied(Minimizer):
 
     @property
     def scoring(self):
-        """Fisher scoring's gradient and matrix in phi, where the criterion has them: its marginal
-        covariances' derivatives taken along phi (dV/dphi = sum_k J_k dV/dtheta_k) before the
-        information's pairwise traces, which then number size(phi)^2, not size(theta)^2."""
+        """Fisher scoring's gradient and matrix (and the Hessian, where the criterion gives it) in
+        phi: its marginal covariances' derivatives taken along phi (dV/dphi = sum_k J_k dV/dtheta_k)
+        before the information's pairwise traces, which then number size(phi)^2, not size(theta)^2;
+        the second derivatives with theta's curvature in phi (:meth:`curvature`)."""
         inner_scoring = self.inner.scoring  # AttributeError where the criterion has none
 
         def scoring(phi, reml: bool):
