@@ -195,9 +195,15 @@ class Minimizer:
             # polish=False asks for scoring's stop itself)
             return self.optimize(reml, start=theta0, optimizer=optimizer, maxiter=maxiter, polish=polish,
                                  scoring=False)
-        summary.singular = bool(np.any(theta[diag] < 1e-4))
+        summary.singular = self.is_singular(theta)
         summary.notes = list(dict.fromkeys(summary.notes))
         return theta, summary
+
+    def is_singular(self, params) -> bool:
+        """A boundary fit: a diagonal element of some Lambda below 1e-4 (a variance at zero, or a
+        correlation at +-1), lme4's ``isSingular`` tolerance."""
+        diag = np.concatenate([b.diagonal() for b in self.blocks])
+        return bool(np.any(np.asarray(params, dtype=float)[diag] < 1e-4))
 
     @staticmethod
     def _onto_bounds(theta, diag, lb, f):

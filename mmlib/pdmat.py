@@ -370,6 +370,11 @@ class Tied(Minimizer):
             parts.append(inner_lb[block.start:block.start + block.size] if m is None else m.lower_bounds())
         return np.concatenate(parts + [inner_lb[self.inner.ntheta:]])
 
+    def is_singular(self, phi) -> bool:
+        """Judged on Lambda itself, not on phi: compound symmetry's correlation at 1 leaves its
+        scale positive and a diagonal element of Lambda at zero."""
+        return self.inner.is_singular(self.theta(phi))
+
     def objective(self, phi, reml: bool) -> float:
         return self.inner.objective(self.theta(phi), reml)
 

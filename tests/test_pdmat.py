@@ -61,3 +61,22 @@ def test_random_forms_refused_by_name():
         lme(FIXED, data, random={"Subject": PdDiag("~ age | Sex")})
     with pytest.raises(FormulaError, match="one-sided without a group"):
         lme(FIXED, data, random={"Subject": "~ age | Subject"})
+
+
+def test_a_compound_symmetry_correlation_at_one_is_reported_singular():
+    """PdCompSymm's parameters are a scale and a correlation: with the correlation at 1 the scale
+    stays positive, but Lambda has a zero on its diagonal. The fit is a boundary one and is
+    reported as such (it was silent when judged on the parameters: this fit's correlation goes to
+    1, z to 25, Lambda's second diagonal element to 1e-5); the same data's unstructured covariance,
+    which can also reach +1, is reported so too."""
+    from test_scoring import _nested
+
+    data = _nested(3)
+    data["v"] = np.where(data.t % 2 == 0, "even", "odd")
+    with pytest.warns(UserWarning, match="boundary \\(singular\\) fit"):
+        tied = lme("y ~ x", data, random={"a": PdCompSymm("~ v - 1")})
+    assert tied.optinfo.singular
+    assert tied.criterion.inner.is_singular(tied.criterion.theta(tied.theta))
+    assert not tied.criterion.inner.is_singular(tied.criterion.theta(np.array([tied.theta[0], 1.0])))
+    with pytest.warns(UserWarning, match="boundary \\(singular\\) fit"):
+        assert lme("y ~ x", data, random="~ v - 1 | a").optinfo.singular
