@@ -56,6 +56,24 @@ def lower_indices(q: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[order], cols[order]
 
 
+@functools.lru_cache(maxsize=None)
+def lambda_derivatives(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Constants of a q-effect term (cached, read-only): E (K, q, q), E_k = dLambda/dtheta_k =
+    e_r e_c' for theta's element k at Lambda[r, c], and D2 (K, K, q, q), the second derivatives
+    of Lambda Lambda' (quadratic in theta), E_k E_l' + E_l E_k', where E_k E_l' = e_r(k) e_r(l)' for
+    k and l in one column and zero otherwise."""
+    rows, cols = lower_indices(q)
+    K = rows.size
+    E = np.zeros((K, q, q))
+    E[np.arange(K), rows, cols] = 1.0
+    D2 = np.zeros((K, K, q, q))
+    k, l = np.nonzero(cols[:, None] == cols[None, :])
+    D2[k, l, rows[k], rows[l]] += 1.0
+    D2 = D2 + np.swapaxes(D2, 2, 3)
+    E.flags.writeable = D2.flags.writeable = False
+    return E, D2
+
+
 def theta_layout(qs: list[int]) -> list[ThetaBlock]:
     blocks, start = [], 0
     for q in qs:

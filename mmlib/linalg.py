@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import design as dsg
-from .covariance import lower_indices
+from .covariance import lambda_derivatives, lower_indices
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -261,17 +261,6 @@ class BlockSystem:
         self.S = np.ascontiguousarray(ZtZ.transpose(1, 2, 0))  # (q, q, m)
         self.ZXy = np.ascontiguousarray(ZtXy.transpose(1, 2, 0))  # (q, p + 1, m)
         self.eye = np.eye(self.q)
-        # dLambda/dtheta_k = E_k = e_r e_c' (theta's element k at Lambda[r, c]), and the second
-        # derivatives of Lambda Lambda', D_kl = E_k E_l' + E_l E_k' (E_k E_l' = e_r(k) e_r(l)' where
-        # k and l share a column): constants of the term
-        rows, cols = lower_indices(self.q)
-        K = rows.size
-        self.E = np.zeros((K, self.q, self.q))
-        self.E[np.arange(K), rows, cols] = 1.0
-        D2 = np.zeros((K, K, self.q, self.q))
-        k, l = np.nonzero(cols[:, None] == cols[None, :])
-        D2[k, l, rows[k], rows[l]] += 1.0
-        self.D2 = D2 + np.swapaxes(D2, 2, 3)
 
     @classmethod
     def from_rows(cls, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray) -> "BlockSystem":
@@ -370,7 +359,7 @@ class BlockSystem:
         H = self.ZXy[:, :p] - np.einsum("abg,apg->bpg", FS, CX)
         r = (self.ZXy[:, p] - np.einsum("apg,p->ag", self.ZXy[:, :p], beta)
              - np.einsum("abg,ag->bg", FS, Cy - np.einsum("apg,p->ag", CX, beta)))
-        E, D2 = self.E, self.D2
+        E, D2 = lambda_derivatives(q)
         K0 = E.shape[0]
         D = E @ lam.T
         D = D + np.swapaxes(D, 1, 2)  # (K, q, q)

@@ -38,7 +38,7 @@ from . import design as dsg
 from .corstruct import CorStructError
 from .pdmat import BlockMap, Tied
 from .varfunc import StructuredErrors, VarFixed, VarFunc, Weighted, fitted_fixed_point
-from .covariance import VarCorr, lower_indices, theta_layout
+from .covariance import VarCorr, lambda_derivatives, lower_indices, theta_layout
 from .fitted import FittedModel
 from .randomeffects import (contributions, grouping_levels, level_name, new_levels_error, nlme_label, ranef_frames,
                             re_form_groups)
@@ -172,17 +172,17 @@ class LMMCriterion(Minimizer):
         return self._marginal_curvature() if self.ntheta <= 10 else None
 
     def _marginal_curvature(self):
-        """d^2 V_g / d theta_k d theta_l per outer group, (K, K, groups, nmax, nmax): for elements
-        k and l of one term's Lambda in one column, (Z e_r(k))(Z e_r(l))' + its transpose within the
-        term's groups; zero otherwise. Constant (V is quadratic in theta): formed once."""
+        """d^2 V_g / d theta_k d theta_l per outer group, (K, K, groups, nmax, nmax): Z D2_kl Z'
+        within each term's groups for its elements k and l (D2 from
+        :func:`mmlib.covariance.lambda_derivatives`, non-zero for elements in one column of Lambda);
+        zero across terms. Constant (V is quadratic in theta): formed once."""
         if getattr(self, "_curvature_cache", None) is None:
             eye, Zs, same = self._outer_groups()[:3]
             out = np.zeros((self.ntheta, self.ntheta) + eye.shape)
             for Z, pairs, block in zip(Zs, same, self.blocks):
-                rows, cols = lower_indices(block.q)
-                for i, j in zip(*np.nonzero(cols[:, None] == cols[None, :])):
-                    part = Z[:, :, rows[i], None] * Z[:, None, :, rows[j]]
-                    out[block.start + i, block.start + j] = (part + np.swapaxes(part, 1, 2)) * pairs
+                D2 = lambda_derivatives(block.q)[1]
+                for i, j in zip(*np.nonzero(D2.any(axis=(2, 3)))):
+                    out[block.start + i, block.start + j] = (Z @ D2[i, j] @ np.swapaxes(Z, 1, 2)) * pairs
             self._curvature_cache = out
         return self._curvature_cache
 
@@ -252,15 +252,18 @@ class LMMCriterion(Minimizer):
         (balanced data); Pixel's two levels take 10 scoring steps from Lambda = I for the dogs'
         (1 + day), 8 from this."""
         theta = np.concatenate([b.start_values() for b in self.blocks])
-        theta = self._moment_start(theta)
+        ols = self._ols()
+        if ols is None:  # X'X singular: lme4's start
+            return theta
+        theta = self._moment_start(theta, ols[1])
         for term, block in zip(self.terms, self.blocks):
             if term.q > 1:
-                swamy = self._two_stage_start(term)
+                swamy = self._two_stage_start(term, *ols)
                 if swamy is not None:
                     theta[block.start:block.start + swamy.size] = swamy
         return theta
 
-    def _two_stage_start(self, term: dsg.ReTerm) -> np.ndarray | None:
+    def _two_stage_start(self, term: dsg.ReTerm, beta: np.ndarray, r: np.ndarray) -> np.ndarray | None:
         """Lambda from Swamy's (1970) estimator: per-group least-squares fits b_g of the OLS
         residuals on Z_g, then Sigma = cov(b_g) - sigma^2 mean((Z_g'Z_g)^-1) with sigma^2 the
         within-group residual variance, its eigenvalues floored at FLOOR times the largest;
@@ -268,10 +271,6 @@ class LMMCriterion(Minimizer):
         no variance is positive (lme4's start then). Oats' 6 blocks for 3 varieties start here,
         not at Lambda = I: 5 evaluations, not 8; Machines' 6 workers (balanced) at the optimum itself."""
         q = term.q
-        ols = self._ols()
-        if ols is None:
-            return None
-        beta, r = ols
         # per-group sums: Z_g'Z_g, and Z_g'r_g (the one-term system keeps them)
         if isinstance(self.system, BlockSystem):
             S = self.system.S.transpose(2, 0, 1)
@@ -308,14 +307,14 @@ class LMMCriterion(Minimizer):
 
     def _ols(self):
         """Least squares from the cross-products the criterion keeps (X has full rank): beta and
-        the residuals, which both starts take; None where X'X is singular."""
+        the residuals r, on which both starts work; None where X'X is singular."""
         try:
             beta = np.linalg.solve(self.XtX, self.Xty)
         except np.linalg.LinAlgError:
             return None
         return (beta, self.y - self.X @ beta) if np.all(np.isfinite(beta)) else None
 
-    def _moment_start(self, theta: np.ndarray) -> np.ndarray:
+    def _moment_start(self, theta: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Method-of-moments sigma_b / sigma for each random intercept, by its one-way ANOVA
         of the OLS residuals: E[MSB] = sigma^2 + n0 sigma_b^2 with n0 = (N - sum n_j^2 / N) / (J - 1)
         (Searle, Casella & McCulloch 1992, sec. 3.5). In crossed designs the other factors
@@ -323,10 +322,6 @@ class LMMCriterion(Minimizer):
         start of 1 costs a quasi-Newton method many iterations for a small variance (InstEval's
         department, 0.07)."""
         theta = theta.copy()
-        ols = self._ols()
-        if ols is None:
-            return theta
-        r = ols[1]
         for term, block in zip(self.terms, self.blocks):
             if term.q != 1 or not np.all(term.Z[:, 0] == 1.0):
                 continue

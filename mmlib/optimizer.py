@@ -387,9 +387,10 @@ class Minimizer:
             if not np.all(np.isfinite(step)):
                 break
             size = np.max(np.abs(step) / np.maximum(1.0, np.abs(eta)))
+            settled = scipy.optimize.OptimizeResult(x=theta, success=True, nit=iteration, hessian=H,
+                                                    message="Newton steps converged")
             if newton and size < 1e-12:  # the next Newton step moves nothing: the optimum
-                return theta, scipy.optimize.OptimizeResult(x=theta, success=True, nit=iteration, hessian=H,
-                                                            message="Newton steps converged")
+                return theta, settled
             if newton and size < 1e-6:
                 # near the optimum a Newton step changes the criterion by less than its rounding
                 # noise (machines: 1e-10 of 221, from r2's cancellation): taken where the criterion
@@ -398,8 +399,7 @@ class Minimizer:
                 trial, g_trial, W_trial, H_trial = evaluate(to_theta(eta + step))
                 if not (trial <= value + 1e-11 * max(1.0, abs(value))
                         and np.max(np.abs(g_trial * d)) < 0.1 * np.max(np.abs(g_eta))):
-                    return theta, scipy.optimize.OptimizeResult(x=theta, success=True, nit=iteration, hessian=H,
-                                                                message="Newton steps converged")
+                    return theta, settled
             else:
                 # at most a factor e^3 on a scale a step: on a flat ridge (a variance function and a
                 # variance trading off) a full scoring step leaves the range where anything is finite

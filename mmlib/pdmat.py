@@ -192,9 +192,8 @@ class CompSymmMap(Parametrization):
         if self._last[0] == z:
             return self._last[1]
         q = self.q
-        a = float(np.exp(z))
+        a, rho = float(np.exp(z)), float(self.rho(z))
         k = 1.0 + 1.0 / (q - 1)
-        rho = (a - 1.0 / (q - 1)) / (a + 1.0)
         r1, r2 = k * a / (a + 1.0) ** 2, k * a * (1.0 - a) / (a + 1.0) ** 3  # d rho / dz, d^2 rho / dz^2
         out = np.zeros((3, q, q))
         t = t1 = t2 = 0.0  # t_j and its derivatives in rho
