@@ -89,6 +89,11 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d
     fourth, as :meth:`BlockSystem.scoring` forms it: tr(P d2V_kl) - tr(P dV_k P dV_l)
     + dof (2 a'dV_k P dV_l a - a'd2V_kl a) / RSS - dof (a'dV_k a)(a'dV_l a) / RSS^2, with the
     GLS projector in a'dV_k P dV_l a for ML too."""
+    if V.shape[1] == 1:  # every group one row: V diagonal
+        k = len(dVs)
+        return diagonal_marginal_gradient(V[:, 0, 0], np.array([d[:, 0, 0] for d in dVs]).reshape(k, -1),
+                                          X[:, 0, :], y[:, 0], reml, n, scoring,
+                                          None if d2V is None else d2V.reshape(k, k, -1))
     p = X.shape[2]
     try:
         Vinv = np.linalg.inv(V)
@@ -146,6 +151,61 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d
     u = np.einsum("gip,kgi->kp", Q, b)
     Vb = np.einsum("gij,kgj->kgi", Vinv, b)
     aVPVa = b.reshape(k, -1) @ Vb.reshape(k, -1).T - u @ Minv @ u.T
+    H = second - W + 2.0 * dof * aVPVa / rss - dof * np.outer(aVa, aVa) / rss ** 2
+    return g, W - np.outer(t, t) / dof, deviance, (H + H.T) / 2
+
+
+def diagonal_marginal_gradient(v, dv, X, y, reml: bool, n: int, scoring: bool = False, d2v=None):
+    """:func:`marginal_gradient` for independent rows, V = diag(v), with v's derivatives dv (K, n)
+    and d2v (K, K, n): the same sums with every matrix of V diagonal, as vectors (gls with a
+    variance function alone, whose n 1-by-1 blocks cost some forty array calls an evaluation as
+    stacks). With w = 1/v and h_i = x_i' M^-1 x_i: tr(V^-1 dV_k) = sum w dv_k, a'dV_k a = sum
+    a^2 dv_k, Q'dV_k Q = X' diag(w^2 dv_k) X, and P's diagonal w - w^2 h (REML)."""
+    p, k = X.shape[1], dv.shape[0]
+    if not np.all(v > 0):
+        return (np.full(k, np.nan), None, np.inf) if scoring else np.full(k, np.nan)
+    w = 1.0 / v
+    Xw = X * w[:, None]
+    M = X.T @ Xw
+    try:
+        beta = np.linalg.solve(M, Xw.T @ y)
+        Minv = np.linalg.inv(M)
+    except np.linalg.LinAlgError:
+        return (np.full(k, np.nan), None, np.inf) if scoring else np.full(k, np.nan)
+    e = y - X @ beta
+    a = e * w  # V^-1 e
+    rss = float(a @ e)
+    dof = n - p if reml else n
+    trace = dv @ w
+    aVa = dv @ (a * a)
+    g = -dof * aVa / rss + trace
+    if reml:
+        K = ((dv * (w * w))[:, None, :] * X.T) @ X  # Q' dV_k Q
+        g -= np.einsum("pq,kpq->k", Minv, K)
+    if not scoring:
+        return g
+    if not rss > 0:
+        return g, None, np.inf
+    logdet = float(np.log(v).sum())
+    if reml:
+        logdet += float(np.linalg.slogdet(M)[1])
+    deviance = logdet + dof * (1.0 + np.log(2 * np.pi) + np.log(rss / dof))
+    P = dv * w  # V^-1 dV_k, diagonal
+    W = P @ P.T
+    t = trace
+    diag_P = w  # the diagonal of the projector P = V^-1 - Q M^-1 Q'
+    if reml:
+        h = ((X @ Minv) * X).sum(axis=1)
+        MK = Minv @ K
+        W = W - 2.0 * (P * (w * h)) @ P.T + np.einsum("kpq,lqp->kl", MK, MK)
+        t = t - np.einsum("kpp->k", MK)
+        diag_P = w - w * w * h
+    if d2v is None:
+        return g, W - np.outer(t, t) / dof, deviance
+    second = d2v @ (diag_P - dof * a * a / rss)
+    b = dv * a  # dV_k a
+    u = b @ Xw  # Q' dV_k a
+    aVPVa = (b * w) @ b.T - u @ Minv @ u.T
     H = second - W + 2.0 * dof * aVPVa / rss - dof * np.outer(aVa, aVa) / rss ** 2
     return g, W - np.outer(t, t) / dof, deviance, (H + H.T) / 2
 

@@ -438,9 +438,10 @@ class ErrorStructure:
     marginal_evaluation = independent_rows = False
 
     def _second_derivatives(self, params):
-        # an error structure's second derivatives, by differences of its derivatives (two stacks
-        # a parameter), cost more than the Newton steps saved: Ovary's ARMA(1,1) took 9
-        # evaluations, not 19, and 1.5 times as long; Dialyzer's varConstPower 1.6 times
+        # a correlation structure's second derivatives, by differences of its derivatives (two
+        # stacks a parameter), cost more than the Newton steps saved: Ovary's ARMA(1,1) took 9
+        # evaluations, not 19, and 1.5 times as long (a variance function's are exact and cheap:
+        # CorrelatedLMMCriterion._second_derivatives)
         return None
 
     def lower_bounds(self) -> np.ndarray:
@@ -548,6 +549,26 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
             part = Z[:, :, r, None] * ZL[:, None, :, c]
             dVs.append(part + np.swapaxes(part, 1, 2))
         return V, dVs + list(self.structure.derivatives(u)), X, y
+
+    def _second_derivatives(self, params):
+        """d^2 V_i (K, K, groups, nmax, nmax) where the structure gives its own (a variance
+        function alone: ``Weighted.second_derivatives``), None otherwise: Z_i D2_kl Z_i' in theta
+        (constant, formed once), zero across theta and u, the structure's in u."""
+        second = getattr(self.structure, "second_derivatives", None)
+        if second is None or self.ntheta > 10:
+            return None
+        d2u = second(params[self.ntheta:])
+        if d2u is None:
+            return None
+        if getattr(self, "_curvature_cache", None) is None:
+            Z = self.padded[:, :, :self.terms[0].q]
+            D2 = lambda_derivatives(self.terms[0].q)[1]
+            self._curvature_cache = np.einsum("gia,klab,gjb->klgij", Z, D2, Z, optimize=True)
+        k = self.ntheta
+        out = np.zeros((k + d2u.shape[0],) * 2 + d2u.shape[2:])
+        out[:k, :k] = self._curvature_cache
+        out[k:, k:] = d2u
+        return out
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact: in theta from the whitened model (an ordinary one); in the correlation's and

@@ -119,16 +119,10 @@ class Minimizer:
                     key = np.asarray(theta, dtype=float).tobytes()
                     memo[(0, key)], memo[(1, key)] = out[2], out[0]
                 return out
-            x, res = self._scoring_stage(x, diag, score, maxiter=min(50, maxiter))
+            x, res = self._scoring_stage(x, diag, score, maxiter=min(50, maxiter), settle=polish)
             interior = res is not None and bool(np.all(x[diag] > 1e-3))
-            if interior and res.get("hessian") is not None:
-                # the polish steps on the exact Hessian at scoring's stop: no difference Hessian
-                try:
-                    factor = scipy.linalg.cho_factor(res.hessian)
-                    keep = {} if keep is None else keep
-                    keep.update(free=np.ones(x.size, dtype=bool), factor=factor)
-                except (np.linalg.LinAlgError, ValueError):
-                    pass
+            if interior:
+                keep = self.keep_stage_hessian(res, keep)
         if optimizer in ("L-BFGS-B", "BFGS") and not interior:
             method = "BFGS" if optimizer == "BFGS" else "L-BFGS-B"
             if self.start_hessian and method == "L-BFGS-B":
@@ -223,6 +217,21 @@ class Minimizer:
         return trial if f(trial) <= value + 1e-13 * max(1.0, abs(value)) else theta
 
     @staticmethod
+    def keep_stage_hessian(res, keep: dict | None) -> dict | None:
+        """``keep`` (a new dict if None) holding the scoring stage's exact Hessian at its stop,
+        factored, where it gave one and it is positive definite: the polish's Newton steps start
+        on it and form no difference Hessian."""
+        if res is None or res.get("hessian") is None:
+            return keep
+        try:
+            factor = scipy.linalg.cho_factor(res.hessian)
+        except (np.linalg.LinAlgError, ValueError):
+            return keep
+        keep = {} if keep is None else keep
+        keep.update(free=np.ones(res.hessian.shape[0], dtype=bool), factor=factor, exact=True)
+        return keep
+
+    @staticmethod
     def newton_polish(x, f, grad, lb, steps: int = 8, keep: dict | None = None) -> tuple[np.ndarray, int]:
         """Newton steps on the parameters not held at a lower bound ``lb`` for the criterion
         ``f`` with exact gradient ``grad``; returns the point and the number of steps taken.
@@ -244,6 +253,8 @@ class Minimizer:
         ``keep`` (a dict) carries the factored Hessian that settled one polish to the next, for a
         sequence of nearby problems (the outer loop of a fitted-values variance covariate): the
         chord steps start from it, and a fresh Hessian is formed only where it does not settle.
+        ``keep["exact"]`` marks the exact Hessian of this problem (the scoring stage's): steps on
+        it end the polish wherever they stop.
         """
         x = np.asarray(x, dtype=float).copy()
         # a parameter within rounding of its bound is on it (a log-Cholesky stage leaves a zero
@@ -316,15 +327,20 @@ class Minimizer:
                 if moved < 1e-12 or (moved < 1e-9 and not np.max(np.abs(g[idx])) < 0.5 * g_before):
                     settled = True
                     break
+            if hessian == "kept" and keep.get("exact"):
+                # the exact Hessian (the scoring stage's, where it stopped): a step it refuses, or one
+                # that does not shrink the gradient, meets the criterion's rounding noise, where a
+                # difference Hessian could only do worse
+                settled = True
             if settled:
-                if keep is not None:
-                    keep.update(free=free, factor=factor)
+                if keep is not None:  # for the next, nearby problem a chord's Hessian, not its exact one
+                    keep.update(free=free, factor=factor, exact=False)
                 break
         f(x)  # leave any cache at the returned point
         return x, taken
 
     @staticmethod
-    def _scoring_stage(theta0, diag, scoring, maxiter: int = 50):
+    def _scoring_stage(theta0, diag, scoring, maxiter: int = 50, settle: bool = True):
         """Fisher scoring in the log-Cholesky parametrization, for criteria that give the
         expected Hessian and the criterion (``scoring(theta) -> (gradient, matrix, value)``, the
         value inf where the point is not admissible): from a moment start it
@@ -344,7 +360,9 @@ class Minimizer:
         difference Hessian's polish, 13 evaluations, and takes 8 so; Pixel's two levels 18 and 7).
         The stage then runs until the next Newton step would move no parameter by 1e-12
         (relative on the log scale), and ``result.hessian`` is the Hessian in theta there, on
-        which the polish confirms the point without a difference Hessian."""
+        which the polish confirms the point without a difference Hessian. ``settle=False`` (an
+        early iteration of a fitted-values covariate's loop, whose optimum the next covariate
+        moves) stops Newton's steps on the decrease too, as scoring's."""
         if np.any(theta0[diag] <= 0):
             return theta0, None
         to_theta, eta = _log_diagonal(theta0, diag)
@@ -415,12 +433,13 @@ class Minimizer:
             # scoring converges linearly and stops on the decrease; Newton's steps shrink
             # quadratically to the optimum, except on a flat approach to a boundary (compound
             # symmetry's correlation towards 1: a step of 1 in z at every iteration), where the
-            # decrease stops it too
+            # decrease stops it too (the step compared is the one taken, after any halving)
             flat = not (newton and size < 0.1 * last_size)
-            last_size = size
-            if flat and decrease < 1e-9 * max(1.0, abs(value)):
+            last_size = np.max(np.abs(step) / np.maximum(1.0, np.abs(eta - step)))
+            if (flat or not settle) and decrease < 1e-9 * max(1.0, abs(value)):
+                # with the exact Hessian there, the polish's chord steps start from it
                 return to_theta(eta), scipy.optimize.OptimizeResult(
-                    x=to_theta(eta), success=True, nit=iteration, message="Fisher scoring converged")
+                    x=to_theta(eta), success=True, nit=iteration, hessian=H, message="Fisher scoring converged")
         return (to_theta(eta), None) if value < start_value else (theta0, None)
 
     @staticmethod

@@ -155,6 +155,22 @@ class VarFunc:
     def g(self, u) -> np.ndarray:
         raise NotImplementedError
 
+    def g_derivatives(self, u) -> tuple[np.ndarray, np.ndarray]:
+        """g's first and second derivatives in the unconstrained parameters, per row: (K, n) and
+        (K, K, n). Exact (each class's closed form), for the criterion's gradient and Hessian."""
+        n = self.v.size if hasattr(self, "v") else self.s.size
+        return np.zeros((0, n)), np.zeros((0, 0, n))
+
+    def _per_stratum(self, first: np.ndarray, second: np.ndarray, k0: int = 0, K: int | None = None):
+        """Rows' derivatives in their own stratum's parameter (k0 + stratum), the others zero:
+        (K, n) and (K, K, n), for functions with one parameter per stratum."""
+        K = self.n_params if K is None else K
+        d1, d2 = np.zeros((K, first.size)), np.zeros((K, K, first.size))
+        rows = np.arange(first.size)
+        d1[k0 + self.s, rows] = first
+        d2[k0 + self.s, k0 + self.s, rows] = second
+        return d1, d2
+
     def estimates(self, u) -> pd.Series:
         """The parameter estimates as nlme prints them."""
         raise NotImplementedError
@@ -204,6 +220,13 @@ class VarIdent(VarFunc):
         delta = np.concatenate([[1.0], np.exp(np.asarray(u, dtype=float))])
         return delta[self.s]
 
+    def g_derivatives(self, u):
+        # d exp(u)/du = exp(u), the reference stratum's rows constant
+        g = np.where(self.s > 0, self.g(u), 0.0)
+        # parameter s - 1 for stratum s; the reference stratum's (zero) rows go to a spare last slot
+        d1, d2 = self._per_stratum(g, g, k0=-1, K=self.n_params + 1)
+        return d1[:-1], d2[:-1, :-1]
+
     def to_natural(self, u) -> np.ndarray:
         return np.exp(np.asarray(u, dtype=float))
 
@@ -248,6 +271,10 @@ class VarPower(_CovariateFunc):
     def g(self, u) -> np.ndarray:
         return np.abs(self.v) ** np.asarray(u, dtype=float)[self.s]
 
+    def g_derivatives(self, u):
+        g, log_v = self.g(u), np.log(np.abs(self.v))  # d |v|^delta / d delta = |v|^delta log|v|
+        return self._per_stratum(g * log_v, g * log_v ** 2)
+
 
 class VarExp(_CovariateFunc):
     """nlme's ``varExp(form = ~ v)``: g = exp(delta v)."""
@@ -257,6 +284,10 @@ class VarExp(_CovariateFunc):
 
     def g(self, u) -> np.ndarray:
         return np.exp(np.asarray(u, dtype=float)[self.s] * self.v)
+
+    def g_derivatives(self, u):
+        g = self.g(u)
+        return self._per_stratum(g * self.v, g * self.v ** 2)
 
 
 class VarConstPower(_CovariateFunc):
@@ -284,6 +315,14 @@ class VarConstPower(_CovariateFunc):
     def g(self, u) -> np.ndarray:
         const, power = self._split(u)
         return const[self.s] + np.abs(self.v) ** power[self.s]
+
+    def g_derivatives(self, u):
+        # const = exp(u_c): d/du_c = const; d|v|^p/dp = |v|^p log|v|; no cross terms
+        const, power = self._split(u)
+        c, vp, log_v = const[self.s], np.abs(self.v) ** power[self.s], np.log(np.abs(self.v))
+        d1c, d2c = self._per_stratum(c, c)
+        d1p, d2p = self._per_stratum(vp * log_v, vp * log_v ** 2, k0=len(self.strata))
+        return d1c + d1p, d2c + d2p
 
     def estimates(self, u) -> pd.Series:
         const, power = self._split(u)
@@ -380,6 +419,20 @@ class VarComb(VarFunc):
         for f, p in zip(self.functions, self._parts(u)):
             out = out * f.g(p)
         return out
+
+    def g_derivatives(self, u):
+        # the product rule: d g = (g / f_j) d f_j within function j's parameters; across two
+        # functions' parameters, (g / (f_i f_j)) d f_i d f_j'
+        parts = self._parts(u)
+        fs = [f.g(p) for f, p in zip(self.functions, parts)]
+        g = np.prod(fs, axis=0)
+        ds = [f.g_derivatives(p) for f, p in zip(self.functions, parts)]
+        d1 = np.concatenate([d / f for (d, _), f in zip(ds, fs)]) * g
+        bounds = np.cumsum([0] + [f.n_params for f in self.functions])
+        d2 = d1[:, None, :] * d1[None, :, :] / g
+        for (_, dd), f, a, b in zip(ds, fs, bounds[:-1], bounds[1:]):
+            d2[a:b, a:b] = dd * (g / f)
+        return d1, d2
 
     def estimates(self, u) -> pd.Series:
         return pd.concat([f.estimates(p) for f, p in zip(self.functions, self._parts(u)) if f.n_params])
@@ -522,9 +575,10 @@ class Weighted:
     def g(self, u) -> np.ndarray:
         return self.varfunc.g(np.asarray(u, dtype=float)[self.n_cor:])
 
-    def _padded_g(self, values: np.ndarray) -> np.ndarray:
-        """Per-row values (g, or a derivative of g) laid out (m, nmax) by group, 1 in empty slots."""
-        G = np.ones(self.layout.valid.shape)
+    def _padded_g(self, values: np.ndarray, fill: float = 1.0) -> np.ndarray:
+        """Per-row values (g, or a derivative of g) laid out (m, nmax) by group, ``fill`` (1 for
+        g, 0 for its derivatives) in empty slots."""
+        G = np.full(self.layout.valid.shape, fill)
         G[self.codes, self.position] = values
         return G
 
@@ -544,20 +598,36 @@ class Weighted:
 
     def derivatives(self, u: np.ndarray) -> list[np.ndarray]:
         """d(G C G)/du_k: G dC G for the correlation's parameters, dG C G + G C dG for the
-        variance function's (dg by fourth-order differences of g alone)."""
-        from .optimizer import fourth_order_difference
-
+        variance function's (dg exact: ``VarFunc.g_derivatives``)."""
         u = np.asarray(u, dtype=float)
         G = self._padded_g(self.g(u))
         out = [G[:, :, None] * dC * G[:, None, :] for dC in self.cor.derivatives(u[:self.n_cor])] \
             if self.cor is not None else []
         CG = self._correlations(u) * G[:, None, :]
-        for k in range(self.n_cor, u.size):
-            dG = np.zeros(G.shape)
-            dG[self.codes, self.position] = fourth_order_difference(self.g, u, k)
-            part = dG[:, :, None] * CG
+        for dg in self.varfunc.g_derivatives(u[self.n_cor:])[0]:
+            part = self._padded_g(dg, fill=0.0)[:, :, None] * CG
             out.append(part + np.swapaxes(part, 1, 2))
         return out
+
+    def second_derivatives(self, u: np.ndarray) -> np.ndarray | None:
+        """d^2(G C G)/du_k du_l (K, K, groups, nmax, nmax), or None where the correlation has
+        parameters (its second derivatives are not formed): d2G C G + G C d2G + dG_k C dG_l
+        + dG_l C dG_k, with g's exact derivatives."""
+        if self.n_cor:
+            return None
+        u = np.asarray(u, dtype=float)
+        d1, d2 = self.varfunc.g_derivatives(u)
+        K = d1.shape[0]
+        G = self._padded_g(self.g(u))
+        dG = np.stack([self._padded_g(d, fill=0.0) for d in d1]) if K else np.zeros((0,) + G.shape)
+        d2G = np.zeros((K, K) + G.shape)
+        d2G[:, :, self.codes, self.position] = d2
+        C = self._correlations(u)
+        # the d2G term and its transpose, then the products of first derivatives
+        part = d2G[..., :, None] * (C * G[:, None, :])
+        cross = dG[:, None, :, :, None] * C * dG[None, :, :, None, :]
+        out = part + cross  # C symmetric: G C d2G and dG_l C dG_k are their transposes
+        return out + np.swapaxes(out, -1, -2)
 
     def whiten(self, u: np.ndarray, padded: np.ndarray) -> tuple[np.ndarray, float]:
         g = self.g(u)

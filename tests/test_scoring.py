@@ -92,6 +92,7 @@ CASES = {
     "one term (1 + x | a)": dict(random="~ x | a"),
     "one term (1 + x + t | a)": dict(random="~ x + t | a"),
     "two nested levels": dict(random={"a": "~ x", "b": "~ 1"}),
+    "one level and varPower": dict(random="~ x | a", weights=VarPower("~ x")),
     "one level, AR(1) and varPower": dict(random="~ x | a", correlation=CorAR1("~ ta | a"), weights=VarPower("~ x")),
     "two levels and AR(1) within the inner": dict(random={"a": "~ 1", "b": "~ 1"},
                                                  correlation=CorAR1("~ t | a/b")),
@@ -116,8 +117,9 @@ def test_scoring_is_the_exact_gradient_and_the_expected_information(case, seed, 
     np.testing.assert_allclose(g, _dense_gradient(fit, params, reml), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(W, _dense_information(fit, params, reml), rtol=1e-7, atol=1e-8)
     assert np.linalg.eigvalsh(W).min() > -1e-9 * np.abs(W).max()  # a metric: positive semi-definite
-    # without an error structure the exact Hessian comes too: the exact gradient's fourth-order
-    # differences (one term from its per-group sums, nested terms from the outer groups' V_g)
+    # without a correlation structure the exact Hessian comes too: the exact gradient's
+    # differences (one term from its per-group sums, nested terms from the outer groups' V_g, a
+    # variance function from g's exact derivatives)
     assert (len(out) == 4) == ("correlation" not in kwargs)
     if len(out) == 4:
         H = central_jacobian(lambda u: crit.gradient(u, reml), params)
@@ -226,7 +228,7 @@ def test_a_scoring_stop_short_of_the_optimum_is_not_passed_off(monkeypatch):
     reference = lme("y ~ x", data, random={"a": "~ x", "b": "~ 1"})
     real_stage, real_polish = optimizer.Minimizer._scoring_stage, optimizer.Minimizer.newton_polish
 
-    def stops_at_once(theta0, diag, scoring, maxiter=50):
+    def stops_at_once(theta0, diag, scoring, maxiter=50, settle=True):
         theta, res = real_stage(theta0, diag, scoring, maxiter=1)
         return theta, optimizer.scipy.optimize.OptimizeResult(x=theta, success=True, nit=1,
                                                                message="Fisher scoring converged")
@@ -243,3 +245,29 @@ def test_a_scoring_stop_short_of_the_optimum_is_not_passed_off(monkeypatch):
     assert fit.optinfo.converged and not any("Fisher scoring" in note for note in fit.optinfo.notes)
     np.testing.assert_allclose(fit.theta, reference.theta, rtol=1e-6)
     np.testing.assert_allclose(fit.loglik, reference.loglik, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+def test_gls_with_a_variance_function_scores_by_vectors_as_by_dense_matrices(reml):
+    """gls's independent rows (V = diag(g^2)): the vector sums of diagonal_marginal_gradient
+    equal marginal_gradient's on the same V as one dense n-by-n group, and their Hessian the
+    gradient's differences."""
+    from mmlib import VarComb, VarIdent, gls
+    from mmlib.linalg import marginal_gradient
+
+    data = _nested(4)
+    fit = gls("y ~ x", data, weights=VarComb(VarIdent("~ 1 | b"), VarPower("~ x")),
+              method="REML" if reml else "ML")
+    u = fit.params + np.array([0.1, -0.2, 0.15])
+    fast = fit._gradient_at(u, scoring=True)
+    g = fit._structure.g(u)
+    dg, d2g = fit.variance.g_derivatives(u)
+    V = np.diag(g * g)[None]
+    dV = [np.diag(2 * g * d)[None] for d in dg]
+    d2V = np.array([[np.diag(2 * (dg[k] * dg[l] + g * d2g[k, l]))[None] for l in range(3)] for k in range(3)])
+    dense = marginal_gradient(V, dV, fit.X[None], fit.y[None], reml, fit.n, True, d2V)
+    for a, b in zip(fast, dense):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())
+    np.testing.assert_allclose(fast[2], fit._fit(u), rtol=1e-12)
+    H = central_jacobian(lambda z: fit._gradient_at(z, scoring=False), u)
+    np.testing.assert_allclose(fast[3], H, rtol=1e-7, atol=1e-7 * np.abs(H).max())

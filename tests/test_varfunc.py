@@ -129,3 +129,26 @@ def test_constpower_and_comb_equal_the_dense_normal_one(kind):
     Z = np.eye(fit.reterms[0].m)[fit.reterms[0].codes]
     dense = dense_criterion(fit.y, fit.X, Z, theta[0] * np.eye(Z.shape[1]), reml=True, C=np.diag(g ** 2))
     np.testing.assert_allclose(fit.criterion.objective(theta, True), dense, rtol=1e-10)
+
+
+def test_the_variance_functions_derivatives_are_exact():
+    """g_derivatives (first and second, in the unconstrained parameters) equal differences of g,
+    for every class, with strata and in a combination."""
+    from mmlib.optimizer import central_jacobian, fourth_order_difference
+    from mmlib.varfunc import VarComb, VarConstPower
+
+    rng = np.random.default_rng(5)
+    n = 40
+    frame = pd.DataFrame({"v": rng.uniform(0.5, 3, n) * rng.choice([-1, 1], n), "w": rng.uniform(0.2, 2, n),
+                          "s": rng.choice(["a", "b", "c"], n)})
+    order = np.arange(n)
+    for f in [VarIdent("~ 1 | s"), VarPower("~ v"), VarPower("~ v | s"), VarExp("~ w | s"), VarConstPower("~ v"),
+              VarConstPower("~ v | s"), VarComb(VarIdent("~ 1 | s"), VarPower("~ v"), VarExp("~ w"))]:
+        f.set_data(frame, order)
+        u = rng.uniform(-0.6, 0.6, f.n_params)
+        d1, d2 = f.g_derivatives(u)
+        numeric = np.array([fourth_order_difference(f.g, u, k) for k in range(u.size)])
+        np.testing.assert_allclose(d1, numeric, rtol=1e-9, atol=1e-10, err_msg=f.form)
+        for i in range(n):
+            hessian = central_jacobian(lambda z: f.g_derivatives(z)[0][:, i], u)
+            np.testing.assert_allclose(d2[:, :, i], hessian, rtol=1e-7, atol=1e-8, err_msg=f.form)
