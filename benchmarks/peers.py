@@ -48,8 +48,9 @@ ROWS = {  # name: (data, formula, R's data name or None when R is not timed)
 }
 
 
-def median_time(fn, reps: int) -> float:
-    fn()  # warm up
+def median_time(fn, reps: int, warm_up: bool = True) -> float:
+    if warm_up:
+        fn()
     times = []
     for _ in range(reps):
         start = time.perf_counter()

@@ -5,9 +5,10 @@ covariate (the models tests/r/lme_structures.R, lme_arma_symm.R, gls_spatial2d.R
 lme_cor_levels.R and varfunc_fitted.R check against nlme).
 
 Run by ``benchmarks/run.py`` (``make bench``) with one BLAS thread; nlme is timed with its
-default controls by ``benchmarks/pinheiro_bates_r.R`` in the same run, when Rscript is present.
-Each fit is the median of ``reps`` runs after one warm-up fit. Ratios are nlme's time over
-mmlib's: above 1, mmlib is faster.
+default controls by ``benchmarks/pinheiro_bates_r.R`` in the same run, when Rscript is present,
+model by model in rounds that alternate with mmlib's (see :func:`run`). Each entry is the median
+over the rounds of the median of ``reps`` fits, after one warm-up fit. Ratios are nlme's time
+over mmlib's: above 1, mmlib is faster.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,21 +69,61 @@ def models() -> dict:
     }
 
 
-def time_nlme(reps: int) -> dict[str, float] | None:
-    if not shutil.which("Rscript"):
-        print("nlme: Rscript is not on the PATH, so nlme's times are not measured")
-        return None
-    done = subprocess.run(["Rscript", str(ROOT / "benchmarks" / "pinheiro_bates_r.R"), str(DATA), str(reps)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"nlme: the timing script failed:\n{done.stderr.strip()}")
-        return None
-    return json.loads(done.stdout)
+class _Nlme:
+    """nlme's timing script (``pinheiro_bates_r.R serve``) kept running: ``time(model, reps)`` asks it
+    for one model's median seconds; None where Rscript is missing or the script failed."""
+
+    def __init__(self):
+        self.proc = None
+        if not shutil.which("Rscript"):
+            print("nlme: Rscript is not on the PATH, so nlme's times are not measured")
+            return
+        self.proc = subprocess.Popen(["Rscript", str(ROOT / "benchmarks" / "pinheiro_bates_r.R"), str(DATA), "1",
+                                      "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            self._failed()
+
+    def _failed(self):
+        print(f"nlme: the timing script failed:\n{self.proc.stderr.read().strip()}")
+        self.proc.kill()
+        self.proc = None
+
+    def time(self, name: str, reps: int) -> float | None:
+        if self.proc is None:
+            return None
+        self.proc.stdin.write(f"{name} {reps}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        try:
+            return float(line)
+        except ValueError:
+            self._failed()
+            return None
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
 
 
-def run(reps: int = 5) -> pd.DataFrame:
-    ours = {name: median_time(fit, reps) for name, fit in models().items()}
-    theirs = time_nlme(reps) or {}
+def run(reps: int = 5, rounds: int = 3) -> pd.DataFrame:
+    """Each model timed by mmlib and by nlme in alternating rounds (``reps`` fits each), the
+    median over the rounds reported: this machine's speed drifts by a factor up to 1.7 over
+    minutes, and two timings taken minutes apart would compare the drift as much as the code."""
+    nlme = _Nlme()
+    ours, theirs = {}, {}
+    try:
+        for name, fit in models().items():
+            fit()  # warm up
+            mine, r = [], []
+            for _ in range(rounds):
+                mine.append(median_time(fit, reps, warm_up=False))
+                r.append(nlme.time(name, reps))
+            ours[name] = float(np.median(mine))
+            theirs[name] = float(np.median(r)) if None not in r else np.nan
+    finally:
+        nlme.close()
     table = pd.DataFrame({"mmlib (s)": ours, "nlme (s)": pd.Series(theirs, dtype=float)})
     table["nlme / mmlib"] = table["nlme (s)"] / table["mmlib (s)"]
     return table

@@ -3,7 +3,8 @@
 ## classes, several levels, ARMA and general correlations, variance functions, gls, a correlation
 ## beside two levels, the fitted-values covariate), with nlme's default controls, for benchmarks/pinheiro_bates.py.
 ## Usage: Rscript benchmarks/pinheiro_bates_r.R <tests/r/data dir> [repetitions]; prints one JSON
-## object (median seconds per fit).
+## object (median seconds per fit). With a third argument "serve" it times one model per line of
+## standard input instead ("<model> <repetitions>"), for benchmarks/pinheiro_bates.py's rounds.
 suppressPackageStartupMessages(library(nlme))
 args <- commandArgs(trailingOnly = TRUE)
 dir <- args[1]
@@ -40,8 +41,25 @@ fits <- list(
                              correlation = corExp(form = ~ day | Dog/Side)),
   gls_dial_fitted = function() gls(DIAL, data = dial, weights = varPower()),
   orth_fitted = function() lme(distance ~ age * Sex, data = orth, random = ~ 1 | Subject, weights = varPower()))
-out <- sapply(fits, function(f) {
-  f()  # warm up
-  median(sapply(seq_len(reps), function(i) system.time(f())[["elapsed"]]))
-})
-cat("{", paste(sprintf('"%s": %.6f', names(out), out), collapse = ", "), "}\n")
+time_fit <- function(f, reps) median(sapply(seq_len(reps), function(i) system.time(f())[["elapsed"]]))
+if (length(args) > 2 && args[3] == "serve") {
+  ## serving benchmarks/pinheiro_bates.py, which alternates R's and Python's timings of each model:
+  ## one line "<model> <repetitions>" in, that model's median seconds out, until end of input
+  con <- file("stdin")
+  open(con)
+  for (f in fits) f()  # warm up every model once
+  cat("ready\n")
+  repeat {
+    line <- readLines(con, n = 1)
+    if (length(line) == 0) break
+    ask <- strsplit(line, " ")[[1]]
+    cat(sprintf("%.6f\n", time_fit(fits[[ask[1]]], as.integer(ask[2]))))
+    flush(stdout())
+  }
+} else {
+  out <- sapply(fits, function(f) {
+    f()  # warm up
+    time_fit(f, reps)
+  })
+  cat("{", paste(sprintf('"%s": %.6f', names(out), out), collapse = ", "), "}\n")
+}
