@@ -13,7 +13,6 @@ over mmlib's: above 1, mmlib is faster.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
