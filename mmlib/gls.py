@@ -184,7 +184,7 @@ class GlsFit(StructuredErrors, FittedModel):
 
         The first optimization is complete (Fisher scoring's stop); after it, while the fitted
         values are more than 1e-9 (relative) from the covariate, each outer iteration takes one
-        Newton step from the last parameters instead of optimizing (:meth:`_newton_step`): the
+        Newton step from the last parameters instead of optimizing (``Minimizer.newton_step``): the
         optimum moves with the covariate anyway, and the parameters and the covariate then
         converge together (Dialyzer's gls with varPower(): 7 outer iterations either way, 24
         evaluations of the criterion or its gradient instead of 51). The last iterations are complete optimizations."""
@@ -199,7 +199,7 @@ class GlsFit(StructuredErrors, FittedModel):
         def optimize(precise: bool):
             u = None
             if not precise and state["optimized"]:
-                u = self._newton_step(state["u"])
+                u = Minimizer.newton_step(state["u"], np.zeros(0, dtype=int), lambda z: self._gradient_at(z, True))
             if precise and state["precise"]:
                 # near the fixed point: Newton's chord steps from the last optimum on the Hessian
                 # that settled its polish (the full optimization where they do not settle)
@@ -215,7 +215,7 @@ class GlsFit(StructuredErrors, FittedModel):
             beta = self._fit(u, final=True)[1]
             return np.concatenate([beta, u]), self.X @ beta
 
-        self.fixed_point = fitted_fixed_point(self.variance, self.X @ beta, optimize, maxiter, loose=1e-9)
+        self.fixed_point = fitted_fixed_point(self.variance, self.X @ beta, optimize, maxiter, loose=1e-11)
         self.converged = state["converged"] and self.fixed_point.converged
         if not self.fixed_point.converged:
             warnings.warn(f"gls: the fitted-values variance covariate did not settle in {maxiter} outer iterations "
@@ -224,24 +224,6 @@ class GlsFit(StructuredErrors, FittedModel):
                           "iteration's (nlme stops with 'maximum number of iterations reached')",
                           ConvergenceWarning, stacklevel=4)
         return state["u"]
-
-    def _newton_step(self, u):
-        """One Newton step from u on the exact Hessian (Fisher scoring's matrix where that is not
-        positive definite), at most e^3 on any scale; None where the criterion there is not finite."""
-        g, W, value, *H = self._gradient_at(u, scoring=True)
-        if not np.isfinite(value):
-            return None
-        try:
-            np.linalg.cholesky(H[0])
-            step = -np.linalg.solve(H[0], g)
-        except (np.linalg.LinAlgError, ValueError, IndexError, TypeError):
-            try:
-                step = -np.linalg.solve(W, g)
-            except np.linalg.LinAlgError:
-                return None
-        if not np.all(np.isfinite(step)):
-            return None
-        return u + step * min(1.0, 3.0 / max(np.abs(step).max(), 1e-300))
 
     def _optimize(self, start=None, precise: bool = True, keep: dict | None = None) -> np.ndarray:
         """Fisher scoring and BFGS on the gradient (:meth:`_gradient`) from the structures' starts

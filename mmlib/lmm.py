@@ -759,11 +759,21 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         crit = self.criterion
         theta0 = crit.start() if start is None else np.asarray(start, dtype=float)
         self._set_theta(theta0)
-        state = {"theta": theta0, "info": None, "precise": False, "chord": 0}
+        state = {"theta": theta0, "info": None, "precise": False, "chord": 0, "steps": 0}
         lb, reml, kept = crit.lower_bounds(), self.REML, {}
+        scoring = getattr(crit, "scoring", None) if optimizer in ("L-BFGS-B", "BFGS") else None
+        diag = np.concatenate([b.diagonal() for b in crit.blocks])
 
         def optimize(precise: bool):
             _forget(crit)  # the criterion's caches hold the whitening at the previous covariate
+            if not precise and state["info"] is not None and scoring is not None:
+                # after the first optimization, one Newton step a covariate while far from the fixed
+                # point: the optimum moves with the covariate anyway (as gls's loop)
+                theta = Minimizer.newton_step(state["theta"], diag, lambda t: scoring(t, reml))
+                if theta is not None:
+                    state["theta"], state["steps"] = theta, state["steps"] + 1
+                    self._set_theta(theta)
+                    return np.concatenate([self.beta, theta]), self.fitted().to_numpy()
             if precise and state["precise"]:
                 # near the fixed point the covariate moves little and the optimum with it: Newton's
                 # chord steps from the last optimum, on the Hessian that settled its polish, reach
@@ -788,13 +798,16 @@ class LinearMixedModel(StructuredErrors, FittedModel):
             self._set_theta(theta)
             return np.concatenate([self.beta, theta]), self.fitted().to_numpy()
 
-        self.fixed_point = fitted_fixed_point(self.variance, self.fitted().to_numpy(), optimize, outer_maxiter)
+        self.fixed_point = fitted_fixed_point(self.variance, self.fitted().to_numpy(), optimize, outer_maxiter,
+                                              loose=1e-11 if scoring is not None else 1e-4)
         _forget(crit)
         info = state["info"]
         if state["chord"]:  # the last full optimization's record, brought to where the loop ended
             info.final, info.f_final = state["theta"], crit.objective(state["theta"], reml)
             info.gradient = crit.gradient(state["theta"], reml)
             info.notes.append(f"{state['chord']} outer iteration(s) by Newton steps from the last optimum")
+        if state["steps"]:
+            info.notes.append(f"{state['steps']} outer iteration(s) by one Newton step each")
         info.notes.append(self.fixed_point.note())
         if not self.fixed_point.converged:
             # nlme's lme stops here ("maximum number of iterations (lmeControl(maxIter)) reached

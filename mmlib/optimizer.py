@@ -382,27 +382,8 @@ class Minimizer:
             return theta0, None
         for iteration in range(1, maxiter + 1):
             theta = to_theta(eta)
-            newton = False
-            try:
-                d = np.ones(theta.size)
-                d[diag] = theta[diag]  # the chain rule to log(diagonal)
-                g_eta = g * d
-                if H is not None:
-                    # d^2 f / d eta^2 = d d' H + diag(g theta) on the log-scaled diagonal
-                    H_eta = H * np.outer(d, d)
-                    H_eta[diag, diag] += g[diag] * theta[diag]
-                    try:
-                        np.linalg.cholesky(H_eta)  # positive definite (numpy's, not scipy's checking wrappers)
-                        step = -np.linalg.solve(H_eta, g_eta)
-                        newton = bool(np.all(np.isfinite(step)))
-                    except (np.linalg.LinAlgError, ValueError):
-                        pass
-                if not newton:
-                    W_eta = W * np.outer(d, d)
-                    step = -np.linalg.solve(W_eta + 1e-10 * np.trace(W_eta) / W.shape[0] * np.eye(W.shape[0]), g_eta)
-            except (np.linalg.LinAlgError, ValueError):
-                break
-            if not np.all(np.isfinite(step)):
+            step, newton, d, g_eta = _stage_step(theta, diag, g, W, H)
+            if step is None:
                 break
             size = np.max(np.abs(step) / np.maximum(1.0, np.abs(eta)))
             settled = scipy.optimize.OptimizeResult(x=theta, success=True, nit=iteration, hessian=H,
@@ -441,6 +422,28 @@ class Minimizer:
                 return to_theta(eta), scipy.optimize.OptimizeResult(
                     x=to_theta(eta), success=True, nit=iteration, hessian=H, message="Fisher scoring converged")
         return (to_theta(eta), None) if value < start_value else (theta0, None)
+
+    @staticmethod
+    def newton_step(theta, diag, scoring):
+        """One step of :meth:`_scoring_stage` from theta (Newton's on the exact Hessian where it is
+        positive definite, scoring's elsewhere), at most a factor e^3 on any scale, without the
+        criterion's test of the point it reaches: for a fitted-values covariate's loop, whose
+        optimum moves with each covariate (the loop's next evaluation is there anyway). None
+        where scoring fails at theta."""
+        theta = np.asarray(theta, dtype=float)
+        if np.any(theta[diag] <= 0):
+            return None
+        try:
+            g, W, value, *H = scoring(theta)
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+        if not np.isfinite(value):
+            return None
+        step = _stage_step(theta, diag, g, W, H[0] if H else None)[0]
+        if step is None:
+            return None
+        to_theta, eta = _log_diagonal(theta, diag)
+        return to_theta(eta + step * min(1.0, 3.0 / max(np.abs(step).max(), 1e-300)))
 
     @staticmethod
     def _log_cholesky_stage(theta0, diag, reml, f, grad, maxiter, gtol=1e-6, method="L-BFGS-B"):
@@ -506,6 +509,33 @@ class Minimizer:
                 if ft < best_f - 1e-8 * max(1.0, abs(f0)):
                     best, best_f = trial, ft
         return best
+
+
+def _stage_step(theta, diag, g, W, H):
+    """The scoring stage's step in eta (theta with its diagonal elements on the log scale):
+    Newton's where the Hessian H in theta is given and, in eta, positive definite, Fisher
+    scoring's (the information W, slightly ridged) elsewhere. Returns (step, newton, d, g_eta),
+    d = d theta / d eta, g_eta the gradient in eta; step None where neither solves."""
+    d = np.ones(theta.size)
+    d[diag] = theta[diag]  # the chain rule to log(diagonal)
+    g_eta = g * d
+    if H is not None:
+        # d^2 f / d eta^2 = d d' H + diag(g theta) on the log-scaled diagonal
+        H_eta = H * np.outer(d, d)
+        H_eta[diag, diag] += g[diag] * theta[diag]
+        try:
+            np.linalg.cholesky(H_eta)  # positive definite (numpy's, not scipy's checking wrappers)
+            step = -np.linalg.solve(H_eta, g_eta)
+            if np.all(np.isfinite(step)):
+                return step, True, d, g_eta
+        except (np.linalg.LinAlgError, ValueError):
+            pass
+    try:
+        W_eta = W * np.outer(d, d)
+        step = -np.linalg.solve(W_eta + 1e-10 * np.trace(W_eta) / W.shape[0] * np.eye(W.shape[0]), g_eta)
+    except (np.linalg.LinAlgError, ValueError):
+        return None, False, d, g_eta
+    return (step if np.all(np.isfinite(step)) else None), False, d, g_eta
 
 
 def _log_diagonal(theta0: np.ndarray, diag: np.ndarray):
