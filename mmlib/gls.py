@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.linalg
-from scipy.linalg.lapack import dtrtrs as trtrs
+from scipy.linalg.lapack import dgeqrf as geqrf, dtrtrs as trtrs
 import scipy.optimize
 from scipy import special
 
@@ -120,11 +120,11 @@ class GlsFit(StructuredErrors, FittedModel):
     def _fit_at(self, u, final: bool = False):
         try:
             X, y, logdet = self._whitened(u)
-            R = scipy.linalg.qr(X, mode="r")[0][:self.p]
         except (np.linalg.LinAlgError, ValueError):
             return (np.inf, None, None, None) if final else np.inf
-        # LAPACK's triangular solve directly: scipy's checking wrapper costs 1.5 ms a call here,
-        # more than the rest of an evaluation
+        # LAPACK's QR and triangular solves directly (R in the upper triangle, which is all
+        # trtrs reads): scipy's checking wrappers cost more than the rest of an evaluation
+        R = geqrf(X)[0][:self.p]
         Qty = trtrs(R, X.T @ y, trans=1)[0]
         rss = float(y @ y - Qty @ Qty)
         n, p = self.n, self.p

@@ -19,6 +19,7 @@ refused with an error that names it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -142,8 +143,10 @@ class _Parser:
             return args
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(text: str) -> Node:
-    """An R expression as a tree."""
+    """An R expression as a tree (immutable, so one per text: a fit parses its formula's
+    terms again for the frame, the design and the printout)."""
     p = _Parser(text)
     node = p.expression()
     if p.peek()[0] != "end":
@@ -168,8 +171,10 @@ def format_number(value: float) -> str:
     return sci if len(sci) < len(fixed) else fixed
 
 
+@functools.lru_cache(maxsize=4096)
 def deparse(node: Node) -> str:
-    """R's deparse: spaces around + - * and the comparisons, none around / ^ : %% %/%."""
+    """R's deparse: spaces around + - * and the comparisons, none around / ^ : %% %/%
+    (remembered per node: the design names every variable, term and column by it)."""
     k = node.kind
     if k == "num":
         text = node.value
