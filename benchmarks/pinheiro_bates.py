@@ -106,10 +106,13 @@ class _Nlme:
             self.proc.wait()
 
 
-def run(reps: int = 5, rounds: int = 3) -> pd.DataFrame:
-    """Each model timed by mmlib and by nlme in alternating rounds (``reps`` fits each), the
-    median over the rounds reported: this machine's speed drifts by a factor up to 1.7 over
-    minutes, and two timings taken minutes apart would compare the drift as much as the code."""
+def run(reps: int = 5, rounds: int = 5) -> pd.DataFrame:
+    """Each model timed by mmlib and by nlme in alternating rounds (a median of ``reps`` fits
+    each), the median over the rounds reported. This machine's speed drifts by a factor up to 2
+    over minutes (nlme's own Oats fit took 16 ms in one run and 24 ms in the next), so two
+    timings taken minutes apart compared the drift as much as the code; within a round the two
+    are timed seconds apart. Medians, not minima: a fit's garbage collections and the like are
+    part of what it costs a user (nlme's fastest rounds are up to 1.6 times its median)."""
     nlme = _Nlme()
     ours, theirs = {}, {}
     try:
