@@ -155,21 +155,52 @@ class LMMCriterion(Minimizer):
         return self._outer_groups() is not None
 
     def _scoring(self, params, reml: bool, J=None, T2=None):
+        params = np.asarray(params, dtype=float)
+        if J is not None and T2 is None and self._phi_marginal:
+            # theta linear in phi: the derivatives along phi formed directly (no theta-level stack)
+            V, dVs, X, y = self.marginal(params, J)
+            return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True,
+                                     d2V=self._second_derivatives(params, J))
         V, dVs, X, y = self.marginal(params)
-        d2V = self._second_derivatives(np.asarray(params, dtype=float))
-        if J is not None:  # the derivatives along each phi: dV/dphi_j = sum_k J_kj dV/dparams_k
+        if J is None:
+            d2V = self._second_derivatives(params)
+        else:  # the derivatives along each phi: dV/dphi_j = sum_k J_kj dV/dparams_k
             D = np.asarray(dVs)
-            if d2V is not None:  # and d2V/dphi_i dphi_j = J' d2V J + sum_k T2_kij dV_k
-                d2V = chain_second(J, d2V, T2, D)
+            d2V = self._second_derivatives(params, J, T2, D)
             dVs = (J.T @ D.reshape(len(D), -1)).reshape((J.shape[1],) + D.shape[1:])
         return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True, d2V=d2V)
 
-    def _second_derivatives(self, params):
-        """d^2 V / d params^2 for :meth:`_scoring`'s Hessian, or None. V is quadratic in theta, so
-        they are constant (:meth:`_marginal_curvature`); but they number ntheta^2 stacks of V's
-        size, so for a short theta alone (Assay's PdBlocked, 37 elements of Lambda tied to 3
-        parameters, took 4 times as long with them)."""
-        return self._marginal_curvature() if self.ntheta <= 10 else None
+    # whether marginal() takes J (the plain criterion; an error structure's marginal has more parameters than theta)
+    _phi_marginal = True
+
+    def _second_derivatives(self, params, J=None, T2=None, D=None):
+        """d^2 V / d params^2 for :meth:`_scoring`'s Hessian, or, given J = d theta / d phi (and
+        T2, theta's second derivatives in phi, and D, V's first derivatives in theta), d^2 V /
+        d phi^2 = J' d2V J + sum_k T2_k D_k; None where there are more than 10 parameters. V is
+        quadratic in theta, so d2V is constant (:meth:`_marginal_curvature`); along phi, J'D2 J is
+        contracted in each term's q-by-q space before Z D2 Z' is formed, so that nphi^2 stacks of
+        V's size are built, not ntheta^2 (Assay's PdBlocked: 3 parameters for 37 elements of
+        Lambda, which as 37^2 stacks took 4 times as long as without a Hessian)."""
+        if J is None:
+            return self._marginal_curvature() if self.ntheta <= 10 else None
+        nphi = J.shape[1]
+        if nphi > 10:
+            return None
+        key = J.tobytes()  # J'D2J is constant where J is (theta linear in phi: PdIdent, PdDiag)
+        if getattr(self, "_phi_curvature", (None,))[0] != key:
+            eye, Zs, same = self._outer_groups()[:3]
+            part = np.zeros((nphi, nphi) + eye.shape)
+            for Z, pairs, block in zip(Zs, same, self.blocks):
+                Jt = J[block.start:block.start + block.size]
+                if Jt.any():
+                    D2 = chain_second(Jt, lambda_derivatives(block.q)[1], None, None)
+                    part += (Z @ D2[:, :, None] @ np.swapaxes(Z, 1, 2)) * pairs
+            self._phi_curvature = (key, part)
+        out = self._phi_curvature[1]
+        if T2 is not None:
+            K = J.shape[0]
+            out = out + (T2.reshape(K, nphi * nphi).T @ D.reshape(K, -1)).reshape(out.shape)
+        return out
 
     def _marginal_curvature(self):
         """d^2 V_g / d theta_k d theta_l per outer group, (K, K, groups, nmax, nmax): Z D2_kl Z'
@@ -221,16 +252,27 @@ class LMMCriterion(Minimizer):
                                             pad(self.X), pad(self.y))
         return self._outer_groups_cache or None
 
-    def marginal(self, theta):
+    def marginal(self, theta, J=None):
         """Each outer group's V_g = I + sum_t (Z_t Lambda_t Lambda_t' Z_t') over pairs of rows in one
         group of term t, its derivatives dV = Z (E Lambda' + Lambda E') Z' (so restricted) for theta's
         element at Lambda[r, c] (E = e_r e_c'), and X, y so padded: what
-        :func:`mmlib.linalg.marginal_gradient` takes."""
+        :func:`mmlib.linalg.marginal_gradient` takes. Given J = d theta / d phi, the derivatives
+        along phi instead, E_j = sum_k J_kj E_k contracted in each term's q-by-q space first: nphi
+        stacks of V's size, not ntheta (Assay's PdBlocked: 3, not 37)."""
         eye, Zs, same, X, y = self._outer_groups()
         V, dVs = eye.copy(), []
+        if J is not None:
+            dVs = np.zeros((J.shape[1],) + eye.shape)
         for Z, pairs, lam, block in zip(Zs, same, self.lambdas(np.asarray(theta, dtype=float)), self.blocks):
             ZL = Z @ lam
             V += (ZL @ np.swapaxes(ZL, 1, 2)) * pairs
+            if J is not None:
+                E = lambda_derivatives(block.q)[0]
+                Jt = J[block.start:block.start + block.size]
+                Ej = (Jt.T @ E.reshape(len(E), -1)).reshape((-1,) + E.shape[1:])  # (nphi, q, q)
+                part = (Z[None] @ Ej[:, None]) @ np.swapaxes(ZL, 1, 2)[None]
+                dVs += (part + np.swapaxes(part, 2, 3)) * pairs
+                continue
             rows, cols = lower_indices(block.q)
             # every element's Z e_r (Z Lambda e_c)' at once, (elements, groups, nmax, nmax)
             part = np.einsum("gik,gjk->kgij", Z[:, :, rows], ZL[:, :, cols])
@@ -435,9 +477,9 @@ class ErrorStructure:
     """Mixin for criteria whose parameters are theta followed by an error structure's (``self.structure``:
     a correlation, a variance function, or both as ``varfunc.Weighted``), unbounded."""
 
-    marginal_evaluation = independent_rows = False
+    marginal_evaluation = independent_rows = _phi_marginal = False
 
-    def _second_derivatives(self, params):
+    def _second_derivatives(self, params, J=None, T2=None, D=None):
         # a correlation structure's second derivatives, by differences of its derivatives (two
         # stacks a parameter), cost more than the Newton steps saved: Ovary's ARMA(1,1) took 9
         # evaluations, not 19, and 1.5 times as long (a variance function's are exact and cheap:
@@ -550,13 +592,17 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
             dVs.append(part + np.swapaxes(part, 1, 2))
         return V, dVs + list(self.structure.derivatives(u)), X, y
 
-    def _second_derivatives(self, params):
+    def _second_derivatives(self, params, J=None, T2=None, D=None):
         """d^2 V_i (K, K, groups, nmax, nmax) where the structure gives its own (a variance
         function alone: ``Weighted.second_derivatives``), None otherwise: Z_i D2_kl Z_i' in theta
-        (constant, formed once), zero across theta and u, the structure's in u."""
+        (constant, formed once), zero across theta and u, the structure's in u; along phi given
+        J (a pdMat's), J' d2V J + sum_k T2_k D_k."""
         second = getattr(self.structure, "second_derivatives", None)
         if second is None or self.ntheta > 10:
             return None
+        if J is not None:
+            d2V = self._second_derivatives(params)
+            return None if d2V is None else chain_second(J, d2V, T2, D)
         d2u = second(params[self.ntheta:])
         if d2u is None:
             return None

@@ -271,3 +271,29 @@ def test_gls_with_a_variance_function_scores_by_vectors_as_by_dense_matrices(rem
     np.testing.assert_allclose(fast[2], fit._fit(u), rtol=1e-12)
     H = central_jacobian(lambda z: fit._gradient_at(z, scoring=False), u)
     np.testing.assert_allclose(fast[3], H, rtol=1e-7, atol=1e-7 * np.abs(H).max())
+
+
+@pytest.mark.filterwarnings("ignore:boundary")  # the data's optimum is singular; the test evaluates inside
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+def test_a_pdblocked_level_scores_along_phi_as_the_chain_rule(reml):
+    """PdBlocked of PdIdent parts (theta linear in phi, fewer phi than theta): the derivatives of
+    V formed along phi directly (E_j = sum_k J_kj E_k in each term's q-space) give J'g, J'WJ and
+    J'HJ of the theta-level evaluation, and the Hessian the exact gradient's differences."""
+    from mmlib import PdBlocked
+
+    data = _nested(6)
+    data["v"] = np.where(data.t % 2 == 0, "even", "odd")
+    fit = lme("y ~ x", data, random={"a": PdBlocked([PdIdent("~ 1"), PdIdent("~ v - 1")])},
+              method="REML" if reml else "ML")
+    crit = fit.criterion
+    phi = np.array([0.8, 0.6])
+    g, W, value, H = crit.scoring(phi, reml)
+    theta, J = crit.theta(phi), crit.jacobian(phi)
+    assert crit.curvature(phi) is None and crit.inner.ntheta > J.shape[1]
+    g_t, W_t, value_t, H_t = crit.inner._scoring(theta, reml)  # theta level, every element
+    np.testing.assert_allclose(value, value_t, rtol=1e-13)
+    np.testing.assert_allclose(g, J.T @ g_t, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(W, J.T @ W_t @ J, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(H, J.T @ H_t @ J, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(H, central_jacobian(lambda u: crit.gradient(u, reml), phi), rtol=1e-7,
+                               atol=1e-9 * np.abs(H).max())
