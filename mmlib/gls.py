@@ -183,11 +183,12 @@ class GlsFit(StructuredErrors, FittedModel):
         the fitted values are X beta.
 
         The first optimization is complete (Fisher scoring's stop); after it, while the fitted
-        values are more than 1e-9 (relative) from the covariate, each outer iteration takes one
-        Newton step from the last parameters instead of optimizing (``Minimizer.newton_step``): the
-        optimum moves with the covariate anyway, and the parameters and the covariate then
-        converge together (Dialyzer's gls with varPower(): 7 outer iterations either way, 24
-        evaluations of the criterion or its gradient instead of 51). The last iterations are complete optimizations."""
+        values are more than 1e-11 (relative) from the covariate, each outer iteration takes one
+        Newton step from the last parameters instead of optimizing (``Minimizer.newton_step``;
+        an optimization where the step leaves the finite criterion): the optimum moves with the
+        covariate anyway, and the parameters and the covariate then converge together (Dialyzer's
+        gls with varPower(): 7 outer iterations either way, 24 evaluations of the criterion or
+        its gradient instead of 51). The last iteration is a complete optimization."""
         u0 = np.asarray(self._structure.start(), dtype=float)
         _, beta, _, _ = self._fit(u0, final=True)
         if beta is None:
@@ -197,9 +198,11 @@ class GlsFit(StructuredErrors, FittedModel):
         kept = {}
 
         def optimize(precise: bool):
-            u = None
+            u = beta = None
             if not precise and state["optimized"]:
                 u = Minimizer.newton_step(state["u"], np.zeros(0, dtype=int), lambda z: self._gradient_at(z, True))
+                beta = None if u is None else self._fit(u, final=True)[1]
+                u = u if beta is not None else None  # the step left the finite criterion: optimize instead
             if precise and state["precise"]:
                 # near the fixed point: Newton's chord steps from the last optimum on the Hessian
                 # that settled its polish (the full optimization where they do not settle)
@@ -212,7 +215,7 @@ class GlsFit(StructuredErrors, FittedModel):
                 u = self._optimize(start=state["u"], precise=precise, keep=kept if precise else None)
             state["u"], state["converged"], state["precise"] = u, self.converged, precise
             state["optimized"] = True
-            beta = self._fit(u, final=True)[1]
+            beta = self._fit(u, final=True)[1] if beta is None else beta
             return np.concatenate([beta, u]), self.X @ beta
 
         self.fixed_point = fitted_fixed_point(self.variance, self.X @ beta, optimize, maxiter, loose=1e-11)

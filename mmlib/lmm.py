@@ -816,7 +816,7 @@ class LinearMixedModel(StructuredErrors, FittedModel):
                 # after the first optimization, one Newton step a covariate while far from the fixed
                 # point: the optimum moves with the covariate anyway (as gls's loop)
                 theta = Minimizer.newton_step(state["theta"], diag, lambda t: scoring(t, reml))
-                if theta is not None:
+                if theta is not None and np.isfinite(crit.objective(theta, reml)):  # else optimize instead
                     state["theta"], state["steps"] = theta, state["steps"] + 1
                     self._set_theta(theta)
                     return np.concatenate([self.beta, theta]), self.fitted().to_numpy()
