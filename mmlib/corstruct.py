@@ -379,6 +379,15 @@ class CorExp(CorStruct):
     def _correlation(self, rng):
         return np.exp(-self.lags / rng)
 
+    def second_derivatives(self, u) -> np.ndarray | None:
+        """d^2 C / du^2 (1, 1, m, nmax, nmax) in u = log(range), in closed form for the exponential
+        without a nugget: with x = d / range, dC/du = C x and d^2C/du^2 = C (x^2 - x). None for
+        the other spatial structures and with a nugget."""
+        if self.nugget or type(self)._correlation is not CorExp._correlation:
+            return None
+        x = self.lags / self.to_natural(u)[0]
+        return (np.exp(-x) * (x * x - x) * self._pair_mask())[None, None]
+
 
 class CorGaus(CorExp):
     """Gaussian spatial correlation ``exp(-(d / range)^2)``."""

@@ -297,3 +297,31 @@ def test_a_pdblocked_level_scores_along_phi_as_the_chain_rule(reml):
     np.testing.assert_allclose(H, J.T @ H_t @ J, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(H, central_jacobian(lambda u: crit.gradient(u, reml), phi), rtol=1e-7,
                                atol=1e-9 * np.abs(H).max())
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+def test_an_exponential_correlation_beside_two_levels_has_the_exact_hessian(reml):
+    """CorExp's closed-form second derivatives (dC/du = C x, d2C/du2 = C (x^2 - x), x = d / range)
+    equal differences of its derivatives, and the two-level correlated criterion's Hessian from
+    them the exact gradient's differences (its gradient is checked against the dense criterion
+    in test_cor_levels.py)."""
+    from mmlib import CorExp, CorGaus
+
+    data = _nested(2)
+    data["d"] = data.t * 0.7 + 0.1 * data.x ** 2
+    fit = lme("y ~ x", data, random={"a": "~ 1", "b": "~ 1"}, correlation=CorExp("~ d | a/b"),
+              method="REML" if reml else "ML")
+    cor = fit.correlation
+    u, h = np.array([0.3]), 1e-4
+    numeric = (cor.matrices(u + h) - 2 * cor.matrices(u) + cor.matrices(u - h)) / h ** 2
+    # (a second difference of values below 1 carries ~4 eps / h^2 = 4e-8 of rounding)
+    np.testing.assert_allclose(cor.second_derivatives(u)[0, 0], numeric, rtol=1e-6, atol=1e-7)
+    crit = fit.criterion
+    params = np.asarray(fit.optinfo.final, dtype=float) * 1.1
+    out = crit.scoring(params, reml)
+    assert len(out) == 4
+    H = central_jacobian(lambda z: crit.gradient(z, reml), params)
+    np.testing.assert_allclose(out[3], H, rtol=1e-7, atol=1e-7 * np.abs(H).max())
+    # another spatial family has no closed form here: scoring without the Hessian
+    gaus = lme("y ~ x", data, random={"a": "~ 1", "b": "~ 1"}, correlation=CorGaus("~ d | a/b"))
+    assert len(gaus.criterion.scoring(np.asarray(gaus.optinfo.final), True)) == 3
