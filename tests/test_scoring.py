@@ -325,3 +325,21 @@ def test_an_exponential_correlation_beside_two_levels_has_the_exact_hessian(reml
     # another spatial family has no closed form here: scoring without the Hessian
     gaus = lme("y ~ x", data, random={"a": "~ 1", "b": "~ 1"}, correlation=CorGaus("~ d | a/b"))
     assert len(gaus.criterion.scoring(np.asarray(gaus.optinfo.final), True)) == 3
+
+
+@pytest.mark.parametrize("weights", ["power", "ident"])
+def test_a_variance_function_beside_two_levels_has_the_exact_hessian(weights):
+    """The two-level criterion with a variance function alone (no correlation): the exact Hessian
+    from the variance function's derivatives, mapped to the outer groups, equals the exact
+    gradient's differences."""
+    from mmlib import VarIdent
+
+    data = _nested(2)
+    fit = lme("y ~ x", data, random={"a": "~ 1", "b": "~ 1"},
+              weights=VarPower("~ x") if weights == "power" else VarIdent("~ 1 | b"))
+    crit = fit.criterion
+    params = np.asarray(fit.optinfo.final, dtype=float) * 1.1
+    out = crit.scoring(params, True)
+    assert len(out) == 4
+    H = central_jacobian(lambda z: crit.gradient(z, True), params)
+    np.testing.assert_allclose(out[3], H, rtol=1e-7, atol=1e-7 * np.abs(H).max())
