@@ -43,7 +43,7 @@ from . import design as dsg
 from .corstruct import CorStructError
 from .covariance import lambda_derivatives, lower_indices
 from .linalg import BlockSystem, SparseSystem, chain_second, marginal_gradient
-from .lmm import ErrorStructure, LMMCriterion
+from .lmm import ErrorStructure, LMMCriterion, term_curvature
 from .randomeffects import grouping_levels, level_name
 from .varfunc import Weighted
 
@@ -216,9 +216,8 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
                 Z = self._outer_pad(term.Z)
                 grp = self._outer_pad(term.codes, fill=-1)
                 pairs = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
-                D2 = lambda_derivatives(block.q)[1]
                 sl = slice(block.start, block.start + block.size)
-                curvature[sl, sl] = (Z @ D2[:, :, None] @ np.swapaxes(Z, 1, 2)[None, None]) * pairs
+                curvature[sl, sl] = term_curvature(Z, pairs, lambda_derivatives(block.q)[1])
             self._curvature_cache = curvature
         k, K = self.ntheta, len(params)
         out = np.zeros((K, K) + self._curvature_cache.shape[2:])

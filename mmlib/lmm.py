@@ -94,6 +94,13 @@ def _profile(system, arg, XtX, Xty, yty, n, p, reml, extra_logdet=0.0) -> _Solut
     return _Solution(float(dev), beta, RX, r2, state)
 
 
+def term_curvature(Z, pairs, D2):
+    """One term's d^2 V / d theta_k d theta_l over padded groups, (K, K, groups, nmax, nmax): Z D2_kl Z'
+    between the rows ``pairs`` marks as sharing one of the term's groups (D2 from
+    :func:`mmlib.covariance.lambda_derivatives`, or its contraction J'D2J along phi)."""
+    return (Z @ D2[:, :, None] @ np.swapaxes(Z, 1, 2)) * pairs
+
+
 class LMMCriterion(Minimizer):
     """The profiled deviance (ML) or REML criterion of one linear mixed model, as f(theta)."""
 
@@ -193,8 +200,7 @@ class LMMCriterion(Minimizer):
             for Z, pairs, block in zip(Zs, same, self.blocks):
                 Jt = J[block.start:block.start + block.size]
                 if Jt.any():
-                    D2 = chain_second(Jt, lambda_derivatives(block.q)[1], None, None)
-                    part += (Z @ D2[:, :, None] @ np.swapaxes(Z, 1, 2)) * pairs
+                    part += term_curvature(Z, pairs, chain_second(Jt, lambda_derivatives(block.q)[1], None, None))
             self._phi_curvature = (key, part)
         out = self._phi_curvature[1]
         if T2 is not None:
@@ -211,9 +217,8 @@ class LMMCriterion(Minimizer):
             eye, Zs, same = self._outer_groups()[:3]
             out = np.zeros((self.ntheta, self.ntheta) + eye.shape)
             for Z, pairs, block in zip(Zs, same, self.blocks):
-                D2 = lambda_derivatives(block.q)[1]
-                for i, j in zip(*np.nonzero(D2.any(axis=(2, 3)))):
-                    out[block.start + i, block.start + j] = (Z @ D2[i, j] @ np.swapaxes(Z, 1, 2)) * pairs
+                sl = slice(block.start, block.start + block.size)
+                out[sl, sl] = term_curvature(Z, pairs, lambda_derivatives(block.q)[1])
             self._curvature_cache = out
         return self._curvature_cache
 
