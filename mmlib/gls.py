@@ -154,6 +154,10 @@ class GlsFit(StructuredErrors, FittedModel):
         of the criterion refactor every group). ``scoring=True`` also returns Fisher scoring's
         matrix and the criterion."""
         u = np.asarray(u, dtype=float)
+        if not scoring and self._memo is not None:  # the scoring evaluation there has the gradient
+            known = self._memo.get((u.tobytes(), ("gradient", True)))
+            if known is not None:
+                return known[0]
         return self._remembered(u, ("gradient", scoring), lambda: self._gradient_at(u, scoring))
 
     def _gradient_at(self, u, scoring: bool):

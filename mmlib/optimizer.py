@@ -220,15 +220,21 @@ class Minimizer:
     def keep_stage_hessian(res, keep: dict | None) -> dict | None:
         """``keep`` (a new dict if None) holding the scoring stage's exact Hessian at its stop,
         factored, where it gave one and it is positive definite: the polish's Newton steps start
-        on it and form no difference Hessian."""
-        if res is None or res.get("hessian") is None:
+        on it and form no difference Hessian. Where it gave none, its secant-corrected scoring
+        matrix serves as the chord's (``exact`` False: a difference Hessian follows where the
+        chord does not settle)."""
+        if res is None:
+            return keep
+        exact = res.get("hessian") is not None
+        H = res.hessian if exact else res.get("secant")
+        if H is None:
             return keep
         try:
-            factor = scipy.linalg.cho_factor(res.hessian)
+            factor = scipy.linalg.cho_factor(H)
         except (np.linalg.LinAlgError, ValueError):
             return keep
         keep = {} if keep is None else keep
-        keep.update(free=np.ones(res.hessian.shape[0], dtype=bool), factor=factor, exact=True)
+        keep.update(free=np.ones(H.shape[0], dtype=bool), factor=factor, exact=exact)
         return keep
 
     @staticmethod
@@ -362,7 +368,14 @@ class Minimizer:
         (relative on the log scale), and ``result.hessian`` is the Hessian in theta there, on
         which the polish confirms the point without a difference Hessian. ``settle=False`` (an
         early iteration of a fitted-values covariate's loop, whose optimum the next covariate
-        moves) stops Newton's steps on the decrease too, as scoring's."""
+        moves) stops Newton's steps on the decrease too, as scoring's.
+
+        Without the Hessian, steps near the optimum (taken in full, below 0.5 on every scale) teach
+        scoring's matrix the difference to the observed curvature by secant updates
+        (:func:`_secant_correction`), which makes its linear convergence superlinear (Ovary's gls with
+        ARMA(1,1): 11 scoring steps and a difference Hessian's polish, 16 gradients, before; 9 and 2
+        now), and ``result.secant``, the corrected matrix in theta at the stop, starts the polish's
+        chord steps."""
         if np.any(theta0[diag] <= 0):
             return theta0, None
         to_theta, eta = _log_diagonal(theta0, diag)
@@ -380,9 +393,10 @@ class Minimizer:
         start_value, last_size = value, np.inf
         if not np.isfinite(value):
             return theta0, None
+        C = None  # the secant correction to scoring's matrix, in eta, where no exact Hessian is given
         for iteration in range(1, maxiter + 1):
             theta = to_theta(eta)
-            step, newton, d, g_eta = _stage_step(theta, diag, g, W, H)
+            step, newton, d, g_eta = _stage_step(theta, diag, g, W, H, C)
             if step is None:
                 break
             size = np.max(np.abs(step) / np.maximum(1.0, np.abs(eta)))
@@ -410,6 +424,11 @@ class Minimizer:
                     step = step / 2
                 else:
                     break
+            if not newton and H_trial is None:
+                # learned near the optimum only: far from it, from steps that had to be halved, the
+                # secant describes another curvature than the optimum's (Ovary's ARMA: 2 steps more)
+                full = _half == 0 and np.max(np.abs(step)) < 0.5
+                C = _secant_correction(C, step, to_theta(eta + step), diag, g_trial, W_trial, g_eta) if full else None
             eta, decrease, value, g, W, H = eta + step, value - trial, trial, g_trial, W_trial, H_trial
             # scoring converges linearly and stops on the decrease; Newton's steps shrink
             # quadratically to the optimum, except on a flat approach to a boundary (compound
@@ -418,9 +437,11 @@ class Minimizer:
             flat = not (newton and size < 0.1 * last_size)
             last_size = np.max(np.abs(step) / np.maximum(1.0, np.abs(eta - step)))
             if (flat or not settle) and decrease < 1e-9 * max(1.0, abs(value)):
-                # with the exact Hessian there, the polish's chord steps start from it
+                # with the exact Hessian there (or the secant-corrected matrix), the polish's chord
+                # steps start from it
                 return to_theta(eta), scipy.optimize.OptimizeResult(
-                    x=to_theta(eta), success=True, nit=iteration, hessian=H, message="Fisher scoring converged")
+                    x=to_theta(eta), success=True, nit=iteration, hessian=H, message="Fisher scoring converged",
+                    secant=None if C is None else _secant_in_theta(C, to_theta(eta), diag, g, W))
         return (to_theta(eta), None) if value < start_value else (theta0, None)
 
     @staticmethod
@@ -511,7 +532,39 @@ class Minimizer:
         return best
 
 
-def _stage_step(theta, diag, g, W, H):
+def _secant_correction(C, s, theta, diag, g, W, g_eta_before):
+    """The correction C to scoring's matrix W (in eta) after a step s, updated so that W + C
+    meets the secant condition (W + C) s = y, y the change of the gradient in eta over the step:
+    a symmetric rank-one update (Nocedal & Wright 2006, eq. 6.24) of the difference between the
+    expected and the observed Hessian, as NL2SOL corrects Gauss-Newton's matrix (Dennis, Gay &
+    Welsch 1981). Fisher scoring alone converges linearly at the rate that difference sets
+    (Ovary's ARMA: a third of the gradient left a step, 11 steps); with the correction the rate
+    becomes superlinear. Skipped where r's is tiny against |r||s| (SR1's safeguard)."""
+    d = np.ones(theta.size)
+    d[diag] = theta[diag]
+    A = W * np.outer(d, d)
+    if C is not None:
+        A = A + C
+    r = (g * d - g_eta_before) - A @ s
+    rs = float(r @ s)
+    if not (np.all(np.isfinite(r)) and abs(rs) > 1e-8 * np.linalg.norm(r) * np.linalg.norm(s)):
+        return C
+    update = np.outer(r, r) / rs
+    return update if C is None else C + update
+
+
+def _secant_in_theta(C, theta, diag, g, W):
+    """Scoring's matrix with its secant correction C (in eta) as a Hessian in theta: the
+    inverse of the map in :func:`_stage_step` (H_eta = d d' H + diag(g theta) on the diagonal)."""
+    d = np.ones(theta.size)
+    d[diag] = theta[diag]
+    A = W * np.outer(d, d) + C
+    A[diag, diag] -= g[diag] * theta[diag]
+    A = A / np.outer(d, d)
+    return (A + A.T) / 2
+
+
+def _stage_step(theta, diag, g, W, H, C=None):
     """The scoring stage's step in eta (theta with its diagonal elements on the log scale):
     Newton's where the Hessian H in theta is given and, in eta, positive definite, Fisher
     scoring's (the information W, slightly ridged) elsewhere. Returns (step, newton, d, g_eta),
@@ -530,8 +583,17 @@ def _stage_step(theta, diag, g, W, H):
                 return step, True, d, g_eta
         except (np.linalg.LinAlgError, ValueError):
             pass
+    W_eta = W * np.outer(d, d)
+    if C is not None:
+        # scoring's matrix with its secant correction, where that is positive definite
+        try:
+            np.linalg.cholesky(W_eta + C)
+            step = -np.linalg.solve(W_eta + C, g_eta)
+            if np.all(np.isfinite(step)):
+                return step, False, d, g_eta
+        except (np.linalg.LinAlgError, ValueError):
+            pass
     try:
-        W_eta = W * np.outer(d, d)
         step = -np.linalg.solve(W_eta + 1e-10 * np.trace(W_eta) / W.shape[0] * np.eye(W.shape[0]), g_eta)
     except (np.linalg.LinAlgError, ValueError):
         return None, False, d, g_eta
