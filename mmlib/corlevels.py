@@ -144,6 +144,10 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
             self._outer = (codes, position, m, int(counts.max()), (g, a, b), (codes[ri], position[ri], position[rj]))
         return self._outer
 
+    def _group_sizes(self):
+        codes, _, m = self._outer_layout()[:3]
+        return np.bincount(codes, minlength=m)
+
     def _outer_pad(self, values: np.ndarray, fill=0.0) -> np.ndarray:
         codes, position, m, nmax = self._outer_layout()[:4]
         out = np.full((m, nmax) + values.shape[1:], fill, dtype=np.result_type(values, type(fill)))
@@ -247,4 +251,4 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
             dVs.append(dV)
         X = self._outer_pad(self.X)
         y = self._outer_pad(self.y)
-        return np.concatenate([g_theta, marginal_gradient(V, dVs, X, y, reml, self.n)])
+        return np.concatenate([g_theta, marginal_gradient(V, dVs, X, y, reml, self.n, sizes=self._group_sizes())])

@@ -176,7 +176,7 @@ class GlsFit(StructuredErrors, FittedModel):
         # too, on which the scoring stage takes Newton steps
         second = getattr(self._structure, "second_derivatives", None) if scoring else None
         return marginal_gradient(V, self._structure.derivatives(u), self._padded[:, :, :self.p],
-                                 self._padded[:, :, self.p], self.REML, self.n, scoring,
+                                 self._padded[:, :, self.p], self.REML, self.n, scoring, sizes=self._structure.counts,
                                  d2V=second(u) if second is not None else None)
 
     def _fitted_covariate_optimize(self, maxiter: int) -> np.ndarray:

@@ -58,7 +58,47 @@ def batched_cholesky(A: np.ndarray) -> np.ndarray:
     return L
 
 
-def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d2V=None):
+def stacked_inverse(V: np.ndarray, sizes: np.ndarray | None = None, logdet: bool = True):
+    """(V^-1, log|V_g| per group) for a stack of symmetric positive definite blocks V (groups, m,
+    m); raises LinAlgError where one is not positive definite (``logdet=False``: the
+    determinants are not needed, and the general path then neither forms them nor tests).
+
+    ``sizes`` (each group's rows, the leading slots; the identity in the others) allows a shortcut
+    where every group's block is the leading block of the largest group's, R (a correlation by
+    position, ARMA or general, with or without a common random intercept: Ovary's groups of
+    25-31 rows): R = L L' then gives every group's factor as a leading block of L, and of L^-1 the
+    inverse factor, V_g^-1 = (L^-1)_g' (L^-1)_g, log|V_g| = 2 sum log diag(L)_g. One Cholesky and
+    one triangular inverse for the stack, where numpy's stacked inverse (an LU per group) and
+    determinant took a third of Ovary's gls fit. The blocks are compared exactly, so the shortcut
+    holds where it is taken."""
+    groups, m = V.shape[0], V.shape[1]
+    # cheap tests first (the first slot's variance, the diagonal), the whole blocks last
+    if sizes is not None and groups > 1 and np.all(V[:, 0, 0] == V[0, 0, 0]):
+        inside = np.arange(m)[None, :] < np.asarray(sizes)[:, None]
+        big = int(np.argmax(sizes))
+        diagonal = np.diagonal(V, axis1=1, axis2=2)
+        both = None
+        if np.array_equal(np.where(inside, diagonal, 0.0), np.where(inside, diagonal[big], 0.0)):
+            both = inside[:, :, None] & inside[:, None, :]
+        if both is not None and np.array_equal(np.where(both, V, 0.0), np.where(both, V[big], 0.0)):
+            R = V[big]
+            L = np.linalg.cholesky(R)
+            Linv, info = scipy.linalg.lapack.dtrtri(L, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("singular Cholesky factor")
+            Li = np.where(both, Linv, 0.0)
+            Li[:, np.arange(m), np.arange(m)] += ~inside  # the identity in empty slots
+            return np.swapaxes(Li, 1, 2) @ Li, (2.0 * np.log(np.diagonal(L)) * inside).sum(axis=1)
+    Vinv = np.linalg.inv(V)
+    if not logdet:
+        return Vinv, None
+    sign, logdets = np.linalg.slogdet(V)
+    if not np.all(sign > 0):
+        raise np.linalg.LinAlgError("not positive definite")
+    return Vinv, logdets
+
+
+def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d2V=None, sizes=None):
     """The gradient of the profiled (RE)ML criterion -2 l of a model whose groups are
     independent with covariance sigma^2 V_i, in parameters whose derivatives dV_k are given:
     the padded arrays V (groups, nmax, nmax; the identity in empty slots), dV_k alike, X
@@ -88,7 +128,10 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d
     Given the second derivatives ``d2V`` (k, l, groups, nmax, nmax), the exact Hessian comes
     fourth, as :meth:`BlockSystem.scoring` forms it: tr(P d2V_kl) - tr(P dV_k P dV_l)
     + dof (2 a'dV_k P dV_l a - a'd2V_kl a) / RSS - dof (a'dV_k a)(a'dV_l a) / RSS^2, with the
-    GLS projector in a'dV_k P dV_l a for ML too."""
+    GLS projector in a'dV_k P dV_l a for ML too.
+
+    ``sizes`` (the rows of each group, in its leading slots) lets :func:`stacked_inverse` factor
+    once where every group's V is a leading block of the largest one's."""
     if V.shape[1] == 1:  # every group one row: V diagonal
         k = len(dVs)
         return diagonal_marginal_gradient(V[:, 0, 0], np.array([d[:, 0, 0] for d in dVs]).reshape(k, -1),
@@ -96,7 +139,7 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d
                                           None if d2V is None else d2V.reshape(k, k, -1))
     p = X.shape[2]
     try:
-        Vinv = np.linalg.inv(V)
+        Vinv, logdets = stacked_inverse(V, sizes, logdet=scoring)
     except np.linalg.LinAlgError:
         return (np.full(len(dVs), np.nan), None, np.inf) if scoring else np.full(len(dVs), np.nan)
     Q = Vinv @ X
@@ -122,8 +165,7 @@ def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d
         g -= np.einsum("pq,kpq->k", Minv, K)
     if not scoring:
         return g
-    sign, logdets = np.linalg.slogdet(V)
-    if not (np.all(sign > 0) and rss > 0):
+    if not rss > 0:
         return g, None, np.inf
     logdet = float(logdets.sum())
     if reml:

@@ -167,7 +167,7 @@ class LMMCriterion(Minimizer):
             # theta linear in phi: the derivatives along phi formed directly (no theta-level stack)
             V, dVs, X, y = self.marginal(params, J)
             return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True,
-                                     d2V=self._second_derivatives(params, J))
+                                     d2V=self._second_derivatives(params, J), sizes=self._group_sizes())
         V, dVs, X, y = self.marginal(params)
         if J is None:
             d2V = self._second_derivatives(params)
@@ -175,7 +175,11 @@ class LMMCriterion(Minimizer):
             D = np.asarray(dVs)
             d2V = self._second_derivatives(params, J, T2, D)
             dVs = (J.T @ D.reshape(len(D), -1)).reshape((J.shape[1],) + D.shape[1:])
-        return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True, d2V=d2V)
+        return marginal_gradient(V, dVs, X, y, reml, self.n, scoring=True, d2V=d2V, sizes=self._group_sizes())
+
+    def _group_sizes(self):
+        """The rows of each padded group of :meth:`marginal` (in its leading slots)."""
+        return self._outer_sizes
 
     # whether marginal() takes J (the plain criterion; an error structure's marginal has more parameters than theta)
     _phi_marginal = True
@@ -237,6 +241,7 @@ class LMMCriterion(Minimizer):
             counts = np.bincount(outer.codes, minlength=outer.m)
             nmax = int(counts.max())
             if nested and counts.min() > 0 and outer.m * nmax * nmax <= self.SCORING_LIMIT:
+                self._outer_sizes = counts
                 order = np.argsort(outer.codes, kind="stable")
                 position = np.empty(self.n, dtype=np.intp)
                 position[order] = np.arange(self.n) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -469,7 +474,8 @@ class LMMCriterion(Minimizer):
             return self.numerical_gradient(theta, reml)
         theta = np.asarray(theta, dtype=float)
         if self._by_groups():
-            return marginal_gradient(*self.marginal(theta)[:2], *self._outer_groups()[3:], reml, self.n)
+            return marginal_gradient(*self.marginal(theta)[:2], *self._outer_groups()[3:], reml, self.n,
+                                     sizes=self._outer_sizes)
         sol = self.solve(theta, reml)
         if not np.isfinite(sol.deviance):
             return np.full(theta.size, np.nan)
@@ -581,6 +587,9 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
     def _marginal_available(self) -> bool:
         return True
 
+    def _group_sizes(self):
+        return self.structure.counts
+
     def marginal(self, params):
         """Each group's V_i = Z_i Lambda Lambda' Z_i' + G_i C_i G_i, its derivatives (dV = Z_i (E Lambda'
         + Lambda E') Z_i' for theta's element at Lambda[r, c], E = e_r e_c'; the structure's own dV for
@@ -641,7 +650,7 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
             V = ZL @ np.swapaxes(ZL, 1, 2) + self.structure.matrices(u)
         except np.linalg.LinAlgError:
             return np.full(params.size, np.nan)
-        g_u = marginal_gradient(V, self.structure.derivatives(u), X, y, reml, self.n)
+        g_u = marginal_gradient(V, self.structure.derivatives(u), X, y, reml, self.n, sizes=self.structure.counts)
         return np.concatenate([g_theta, g_u])
 
 

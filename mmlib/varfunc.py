@@ -567,7 +567,7 @@ class Weighted:
 
     def set_data(self, frame: pd.DataFrame, codes: np.ndarray, m: int) -> None:
         self.layout.set_data(frame, codes, m)
-        self.codes, self.position = self.layout.codes, self.layout.position
+        self.codes, self.position, self.counts = self.layout.codes, self.layout.position, self.layout.counts
         self.varfunc.set_data(frame, np.argsort(codes, kind="stable"))
 
     def pad(self, values: np.ndarray) -> np.ndarray:

@@ -171,3 +171,34 @@ def test_a_zero_variance_keeps_the_system_positive_definite(system):
     if system != "sparse_lu":
         np.testing.assert_allclose(crit.gradient(theta, True)[:2], _central_difference(crit, theta, True)[:2],
                                    rtol=1e-6)
+
+
+@pytest.mark.parametrize("nested", [True, False], ids=["leading-blocks", "general"])
+def test_stacked_inverse_equals_each_groups_inverse_and_determinant(nested, monkeypatch):
+    """linalg.stacked_inverse: for groups whose V is a leading block of the largest group's
+    (padded with the identity), one Cholesky of that block gives every inverse and determinant;
+    where one group differs, the general path. Either way each group's dense inverse and
+    log-determinant on its own rows, and the identity on empty slots."""
+    from mmlib.linalg import stacked_inverse
+
+    rng = np.random.default_rng(11 if nested else 12)
+    m, sizes = 9, np.array([9, 4, 7, 9, 1])
+    A = rng.normal(size=(m, m))
+    R = A @ A.T + m * np.eye(m)
+    V = np.broadcast_to(np.eye(m), (len(sizes), m, m)).copy()
+    for g, k in enumerate(sizes):
+        V[g, :k, :k] = R[:k, :k]
+    if not nested:
+        V[2, 1, 1] += 0.5  # no longer R's leading block
+    if nested:  # the shortcut is taken: no stacked LU inverse
+        monkeypatch.setattr(np.linalg, "inv", lambda a: pytest.fail("the general path was taken"))
+    Vinv, logdets = stacked_inverse(V, sizes)
+    monkeypatch.undo()
+    for g, k in enumerate(sizes):
+        np.testing.assert_allclose(Vinv[g, :k, :k], np.linalg.inv(V[g, :k, :k]), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(Vinv[g, k:, k:], np.eye(m - k), atol=1e-14)
+        np.testing.assert_allclose(Vinv[g, :k, k:], 0.0, atol=1e-14)
+        np.testing.assert_allclose(logdets[g], np.linalg.slogdet(V[g, :k, :k])[1], rtol=1e-12)
+    V[3, 0, 0] = -1.0  # not positive definite: refused on either path
+    with pytest.raises(np.linalg.LinAlgError):
+        stacked_inverse(V, sizes)
