@@ -72,22 +72,15 @@ def stacked_inverse(V: np.ndarray, sizes: np.ndarray | None = None, logdet: bool
     determinant took a third of Ovary's gls fit. The blocks are compared exactly, so the shortcut
     holds where it is taken."""
     groups, m = V.shape[0], V.shape[1]
-    # cheap tests first (the first slot's variance, the diagonal), the whole blocks last
+    # a cheap test first (the first slot's variance), the whole blocks next
     if sizes is not None and groups > 1 and np.all(V[:, 0, 0] == V[0, 0, 0]):
-        inside = np.arange(m)[None, :] < np.asarray(sizes)[:, None]
-        big = int(np.argmax(sizes))
-        diagonal = np.diagonal(V, axis1=1, axis2=2)
-        both = None
-        if np.array_equal(np.where(inside, diagonal, 0.0), np.where(inside, diagonal[big], 0.0)):
-            both = inside[:, :, None] & inside[:, None, :]
-        if both is not None and np.array_equal(np.where(both, V, 0.0), np.where(both, V[big], 0.0)):
-            R = V[big]
-            L = np.linalg.cholesky(R)
+        big, inside, outside, empty = _leading_layout(sizes, m)
+        if ((V == V[big]) | outside).all():
+            L = np.linalg.cholesky(V[big])
             Linv, info = scipy.linalg.lapack.dtrtri(L, lower=1)
             if info != 0:
                 raise np.linalg.LinAlgError("singular Cholesky factor")
-            Li = np.where(both, Linv, 0.0)
-            Li[:, np.arange(m), np.arange(m)] += ~inside  # the identity in empty slots
+            Li = Linv * ~outside + empty  # each group's leading block of L^-1, the identity in empty slots
             return np.swapaxes(Li, 1, 2) @ Li, (2.0 * np.log(np.diagonal(L)) * inside).sum(axis=1)
     Vinv = np.linalg.inv(V)
     if not logdet:
@@ -96,6 +89,25 @@ def stacked_inverse(V: np.ndarray, sizes: np.ndarray | None = None, logdet: bool
     if not np.all(sign > 0):
         raise np.linalg.LinAlgError("not positive definite")
     return Vinv, logdets
+
+
+_LAYOUTS: dict = {}
+
+
+def _leading_layout(sizes, m: int):
+    """For groups of ``sizes`` rows in the leading slots of m: the largest group, the slots
+    inside each group (groups, m), the pairs of slots not both inside (groups, m, m), and the
+    identity on the empty slots; remembered by layout (a fit evaluates the same one throughout)."""
+    sizes = np.asarray(sizes)
+    key = (sizes.tobytes(), m)
+    if key not in _LAYOUTS:
+        if len(_LAYOUTS) > 32:
+            _LAYOUTS.clear()
+        inside = np.arange(m)[None, :] < sizes[:, None]
+        empty = np.zeros((len(sizes), m, m))
+        empty[:, np.arange(m), np.arange(m)] = ~inside
+        _LAYOUTS[key] = (int(np.argmax(sizes)), inside, ~(inside[:, :, None] & inside[:, None, :]), empty)
+    return _LAYOUTS[key]
 
 
 def marginal_gradient(V, dVs, X, y, reml: bool, n: int, scoring: bool = False, d2V=None, sizes=None):
