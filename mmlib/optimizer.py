@@ -93,8 +93,9 @@ class Minimizer:
                 memo[key] = self.gradient(theta, reml)
             return memo[key].copy()  # callers scale it in place (the log-Cholesky chain rule)
 
-        summary = OptSummary(optimizer, theta0.copy(), f_initial=f(theta0),
-                             tolerances={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
+        # (the initial objective is read after the stages: the scoring stage's first evaluation
+        # gives it where it is remembered, one evaluation fewer)
+        summary = OptSummary(optimizer, theta0.copy(), tolerances={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
 
         bounds = [(None if np.isinf(b) else b, None) for b in lb]
         diag = np.concatenate([b.diagonal() for b in self.blocks])
@@ -153,6 +154,7 @@ class Minimizer:
             x = escape
             summary.notes.append("restarted from the interior: a zero diagonal element of Lambda "
                                  "was a saddle point, not a minimum")
+        summary.f_initial = f(theta0)
         theta = np.maximum(x, lb)
         summary.iterations = int(getattr(res, "nit", 0))
         summary.message = str(res.message)
@@ -178,6 +180,8 @@ class Minimizer:
             theta, steps = self.newton_polish(theta, f, grad, lb, keep=keep)
             if steps:
                 summary.notes.append(f"polished by {steps} Newton step(s) on the exact gradient")
+        if keep is not None:
+            keep.pop("settled", None)  # this problem's alone
         summary.final = theta
         summary.f_final = f(theta)
         summary.gradient = grad(theta)
@@ -234,7 +238,8 @@ class Minimizer:
         except (np.linalg.LinAlgError, ValueError):
             return keep
         keep = {} if keep is None else keep
-        keep.update(free=np.ones(H.shape[0], dtype=bool), factor=factor, exact=exact)
+        keep.update(free=np.ones(H.shape[0], dtype=bool), factor=factor, exact=exact,
+                    settled=exact and res.message == "Newton steps converged")
         return keep
 
     @staticmethod
@@ -260,7 +265,8 @@ class Minimizer:
         sequence of nearby problems (the outer loop of a fitted-values variance covariate): the
         chord steps start from it, and a fresh Hessian is formed only where it does not settle.
         ``keep["exact"]`` marks the exact Hessian of this problem (the scoring stage's): steps on
-        it end the polish wherever they stop.
+        it end the polish wherever they stop; ``keep["settled"]`` (taken once), that the stage's
+        Newton step on it from x moved nothing, so the polish has none to take.
         """
         x = np.asarray(x, dtype=float).copy()
         # a parameter within rounding of its bound is on it (a log-Cholesky stage leaves a zero
@@ -278,6 +284,10 @@ class Minimizer:
         slack = 1e-13 * max(1.0, abs(value))
         taken = 0
         kept = keep is not None and np.array_equal(keep.get("free"), free)
+        if kept and keep.pop("settled", False):
+            # the stage's last Newton step on this exact Hessian, at this point, moved nothing: the
+            # polish's first would not either (Machines' start is its optimum: one evaluation fewer)
+            return x, 0
         for hessian in (("kept",) if kept else ()) + ("forward", "accurate"):
             base = x.copy()
 
@@ -394,8 +404,10 @@ class Minimizer:
         if not np.isfinite(value):
             return theta0, None
         C = None  # the secant correction to scoring's matrix, in eta, where no exact Hessian is given
+        # the point evaluated last, as evaluated (exp(log(theta0)) can differ from theta0 in the last
+        # bit, and the caller remembers its evaluations by the exact point)
+        theta = theta0
         for iteration in range(1, maxiter + 1):
-            theta = to_theta(eta)
             step, newton, d, g_eta = _stage_step(theta, diag, g, W, H, C)
             if step is None:
                 break
@@ -409,7 +421,8 @@ class Minimizer:
                 # noise (machines: 1e-10 of 221, from r2's cancellation): taken where the criterion
                 # stays within 1e-11 relative and the exact gradient shrinks tenfold, as in the
                 # polish; refused, the point is the optimum to that noise
-                trial, g_trial, W_trial, H_trial = evaluate(to_theta(eta + step))
+                point = to_theta(eta + step)
+                trial, g_trial, W_trial, H_trial = evaluate(point)
                 if not (trial <= value + 1e-11 * max(1.0, abs(value))
                         and np.max(np.abs(g_trial * d)) < 0.1 * np.max(np.abs(g_eta))):
                     return theta, settled
@@ -418,7 +431,8 @@ class Minimizer:
                 # variance trading off) a full scoring step leaves the range where anything is finite
                 step *= min(1.0, 3.0 / max(np.abs(step).max(), 1e-300))
                 for _half in range(30):
-                    trial, g_trial, W_trial, H_trial = evaluate(to_theta(eta + step))
+                    point = to_theta(eta + step)
+                    trial, g_trial, W_trial, H_trial = evaluate(point)
                     if trial <= value:
                         break
                     step = step / 2
@@ -428,8 +442,8 @@ class Minimizer:
                 # learned near the optimum only: far from it, from steps that had to be halved, the
                 # secant describes another curvature than the optimum's (Ovary's ARMA: 2 steps more)
                 full = _half == 0 and np.max(np.abs(step)) < 0.5
-                C = _secant_correction(C, step, to_theta(eta + step), diag, g_trial, W_trial, g_eta) if full else None
-            eta, decrease, value, g, W, H = eta + step, value - trial, trial, g_trial, W_trial, H_trial
+                C = _secant_correction(C, step, point, diag, g_trial, W_trial, g_eta) if full else None
+            eta, theta, decrease, value, g, W, H = eta + step, point, value - trial, trial, g_trial, W_trial, H_trial
             # scoring converges linearly and stops on the decrease; Newton's steps shrink
             # quadratically to the optimum, except on a flat approach to a boundary (compound
             # symmetry's correlation towards 1: a step of 1 in z at every iteration), where the
@@ -439,10 +453,10 @@ class Minimizer:
             if (flat or not settle) and decrease < 1e-9 * max(1.0, abs(value)):
                 # with the exact Hessian there (or the secant-corrected matrix), the polish's chord
                 # steps start from it
-                return to_theta(eta), scipy.optimize.OptimizeResult(
-                    x=to_theta(eta), success=True, nit=iteration, hessian=H, message="Fisher scoring converged",
-                    secant=None if C is None else _secant_in_theta(C, to_theta(eta), diag, g, W))
-        return (to_theta(eta), None) if value < start_value else (theta0, None)
+                return theta, scipy.optimize.OptimizeResult(
+                    x=theta, success=True, nit=iteration, hessian=H, message="Fisher scoring converged",
+                    secant=None if C is None else _secant_in_theta(C, theta, diag, g, W))
+        return (theta, None) if value < start_value else (theta0, None)
 
     @staticmethod
     def newton_step(theta, diag, scoring):

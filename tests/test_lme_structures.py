@@ -176,3 +176,14 @@ def test_profile_correlation_with_a_tied_pdmat():
     prof = f.profile_correlation([f.cor_params[0]])
     np.testing.assert_allclose(prof["logLik"].iloc[0], f.loglik, atol=1e-8)
     assert prof["logLik"].iloc[0] >= f.profile_correlation([f.cor_params[0] + 0.05])["logLik"].iloc[0]
+
+
+def test_the_stage_hands_its_evaluations_to_the_polish():
+    """Where the scoring stage ends on Newton steps of the exact Hessian, the polish and the summary
+    need no evaluation of their own: every one was the stage's, at the very point it returned.
+    Machines' PdIdent starts at its optimum (balanced data): one evaluation in all; Oats' compound
+    symmetry: its four Newton steps."""
+    fit = lme("score ~ Machine", data("Machines"), random={"Worker": PdIdent("~ Machine - 1")})
+    assert fit.optinfo.evaluations == 1 and fit.optinfo.max_grad < 1e-8
+    fit = lme("yield ~ nitro", data("Oats"), random={"Block": PdCompSymm("~ Variety - 1")})
+    assert fit.optinfo.evaluations == 4 and fit.optinfo.max_grad < 1e-8
