@@ -643,8 +643,8 @@ class _DenseCoupling:
     """The block Z_a'Z_t of Z'Z (the eliminated term's effects by the tail's) held densely,
     (groups, q_a, t): for designs where it is small or mostly non-zero."""
 
-    def __init__(self, Zat: sp.csr_matrix, m: int, q: int):
-        self.Z = Zat.toarray()
+    def __init__(self, Zat, m: int, q: int):
+        self.Z = Zat if isinstance(Zat, np.ndarray) else Zat.toarray()
         self.Z3 = self.Z.reshape(m, q, -1)
 
     def minus_R(self, Ztt: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -801,12 +801,21 @@ class CrossedSystem:
                     self.Ztt[o2:o2 + m2 * q2, o:o + mk * qk] = block.T
             r, c, v = _cross_sparse(ta, tk)  # the coupling with the eliminated term
             rows.append(r), cols.append(o + c), vals.append(v)
-        Zat = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m * q, at))
+        rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        if m * q * at <= min(10 ** 5, self.DENSE_LIMIT):
+            # small (Pixel's 10 dogs by 20 sides): dense from the start, where scipy's sparse
+            # constructors cost more than the fit's evaluations
+            Zat = np.zeros((m * q, at))
+            Zat[rows, cols] = vals  # (each cell once)
+        else:
+            Zat = sp.csr_matrix((vals, (rows, cols)), shape=(m * q, at))
         pairs = _pair_count(Zat, q)
-        dense_cost = Zat.shape[0] * Zat.shape[1] * (Zat.shape[1] + q)
-        # a pair costs a gather and a bincount; a dense flop runs at BLAS speed (~20x faster)
-        sparse = 20 * pairs < dense_cost or Zat.shape[0] * Zat.shape[1] > self.DENSE_LIMIT
-        self.coupling = _PairCoupling(Zat, m, q) if sparse else _DenseCoupling(Zat, m, q)
+        dense_cost = m * q * at * (at + q)
+        # a pair costs a gather and a bincount; a dense flop runs at BLAS speed (~20x faster); below
+        # 10^6 flops a pass (Pixel: 8,800) either is microseconds, and the pair map's analysis and
+        # scipy's sparse constructors cost more than the fit's passes would save
+        sparse = (20 * pairs < dense_cost and dense_cost > 10 ** 6) or m * q * at > self.DENSE_LIMIT
+        self.coupling = _PairCoupling(sp.csr_matrix(Zat), m, q) if sparse else _DenseCoupling(Zat, m, q)
 
     def _lambdas(self, theta):
         return [b.lower(theta) for b in self.blocks]
@@ -1019,9 +1028,13 @@ def _cross_sparse(t1: dsg.ReTerm, t2: dsg.ReTerm):
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
-def _pair_count(Zat: sp.csr_matrix, q: int) -> int:
-    """Pairs of non-zeros within each group's rows (the sparse coupling's work per pass)."""
-    per_group = np.diff(Zat.indptr[::q]).astype(np.int64)
+def _pair_count(Zat, q: int) -> int:
+    """Pairs of non-zeros within each group's rows (the sparse coupling's work per pass); Zat
+    sparse or dense."""
+    if isinstance(Zat, np.ndarray):
+        per_group = np.count_nonzero(Zat.reshape(-1, q * Zat.shape[1]), axis=1).astype(np.int64)
+    else:
+        per_group = np.diff(Zat.indptr[::q]).astype(np.int64)
     return int((per_group * (per_group + 1) // 2).sum())
 
 

@@ -107,7 +107,9 @@ class Minimizer:
             # nlme's way: the log-Cholesky parametrization alone, which cannot reach a boundary
             summary.tolerances["gtol"] = 1e-8
             x, res = self._log_cholesky_stage(x, diag, reml, f, grad, maxiter, gtol=1e-8)
-            interior = True
+            # a start with a zero diagonal element (a variance collapsed to exp(-inf) in an earlier
+            # fit: nlme's first REML step on Pixel with VarFixed) has no log: the bounded stage instead
+            interior = res is not None
         elif optimizer in ("L-BFGS-B", "BFGS") and scoring and hasattr(self, "scoring"):
             def score(theta):
                 calls[0] += 1
@@ -140,7 +142,7 @@ class Minimizer:
                                  "parametrization" if res.message == "Newton steps converged"
                                  else "converged in the log-Cholesky parametrization")
         for _restart in range(0 if interior else 5):
-            if optimizer in ("L-BFGS-B", "BFGS"):
+            if optimizer in ("L-BFGS-B", "BFGS", "log-Cholesky"):
                 res = scipy.optimize.minimize(f, x, jac=grad, method="L-BFGS-B", bounds=bounds,
                                               options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
             else:
@@ -159,7 +161,7 @@ class Minimizer:
         summary.iterations = int(getattr(res, "nit", 0))
         summary.message = str(res.message)
         summary.iteration_limit = "ITERATIONS REACHED LIMIT" in summary.message.upper()
-        if optimizer == "log-Cholesky":
+        if optimizer == "log-Cholesky" and interior:
             summary.converged = bool(res.success)
         else:
             summary.converged = bool(res.success) or _small_gradient(grad(theta), theta, lb)
