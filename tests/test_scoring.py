@@ -379,3 +379,17 @@ def test_scoring_without_a_hessian_learns_the_curvature_by_secants():
     assert res is not None and res.success and len(calls) <= 12
     np.testing.assert_allclose(x, x_opt, atol=1e-5)
     np.testing.assert_allclose(res.secant, H, rtol=1e-6)
+
+
+def test_a_log_cholesky_start_on_the_boundary_falls_back_to_the_bounded_stage():
+    """nlme's parametrization cannot start from a zero diagonal element of Lambda (no log): the
+    optimizer then runs the bounded stage from there and reaches the same optimum (it crashed, in
+    nlme's first REML step of Pixel with VarFixed, where an earlier fit had left exp(-inf))."""
+    data = _nested(6)
+    fit = lme("y ~ x", data, random="~ x | a")
+    crit = fit.criterion
+    start = np.array(fit.theta, dtype=float)
+    start[0] = 0.0  # Lambda[0, 0]
+    theta, info = crit.optimize(True, start=start, optimizer="log-Cholesky")
+    assert info.converged
+    np.testing.assert_allclose(crit.objective(theta, True), crit.objective(fit.theta, True), rtol=1e-10)
