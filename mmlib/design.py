@@ -25,6 +25,7 @@ dropped rows) are stored with the design, so that new data are built the same wa
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,11 +91,12 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
     # again, a few hundred microseconds of a small fit
     frame = (data.take([data.columns.get_loc(v) for v in variables], axis=1) if data.columns.is_unique
              else data[variables])
+    columns, incomplete = {}, np.zeros(len(frame), dtype=bool)
     for name in variables:
-        col = frame[name]
+        col = columns[name] = frame[name]
         dtype = col.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in "biu":
-            continue  # integers and logicals cannot be infinite
+            continue  # integers and logicals can be neither infinite nor missing
         if isinstance(dtype, np.dtype) and dtype.kind == "f" or (
                 pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)):
             values = col.to_numpy(dtype=float, na_value=np.nan)
@@ -102,17 +104,40 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
                 bad = frame.index[np.isinf(values)][:3].tolist()
                 raise DataError(f"column {name!r} has infinite values (rows {bad}); "
                                 "remove or recode them before fitting")
-    complete = ~frame.isna().to_numpy().any(axis=1)
-    dropped = int((~complete).sum())
+            incomplete |= np.isnan(values)
+        else:
+            incomplete |= col.isna().to_numpy()
+    dropped = int(incomplete.sum())
     if dropped:
         why = {c: int(frame[c].isna().sum()) for c in variables if frame[c].isna().any()}
         warnings.warn(f"{dropped} row(s) with missing values dropped "
                       f"({', '.join(f'{c}: {k}' for c, k in why.items())})", stacklevel=3)
-    if dropped:
-        frame = frame[complete]
+        frame = frame[~incomplete]
+        columns = {name: frame[name] for name in variables}
     if len(frame) == 0:
         raise DataError("no complete rows are left after dropping missing values")
+    _remember_columns(frame, columns)
     return ModelFrame(frame, dropped, variables)
+
+
+# a model frame's columns as model_frame took them out: the designs, grouping factors and response
+# read each again (pandas' column lookup is some 10 us, a tenth of a small fit's setup in all)
+_FRAME_COLUMNS: dict = {}
+
+
+def _remember_columns(frame: pd.DataFrame, columns: dict) -> None:
+    for key in [k for k, (ref, _) in _FRAME_COLUMNS.items() if ref() is None]:
+        del _FRAME_COLUMNS[key]
+    _FRAME_COLUMNS[id(frame)] = (weakref.ref(frame), columns)
+
+
+def column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]``, the Series :func:`model_frame` took where ``frame`` is a model frame
+    (mmlib never changes one after making it)."""
+    entry = _FRAME_COLUMNS.get(id(frame))
+    if entry is not None and entry[0]() is frame and name in entry[1]:
+        return entry[1][name]
+    return frame[name]
 
 
 # --------------------------------------------------------------------------- fixed part
@@ -236,7 +261,7 @@ def _variable_nodes(node: rexpr.Node, out: dict) -> None:
 
 def _evaluate(node: rexpr.Node, data: pd.DataFrame, state: rexpr.State, fitted: Variable | None = None):
     """One variable's values on ``data``; a factor keeps the fitted levels on new data."""
-    columns = {c: _column(data[c]) for c in rexpr.variables(node) if c in data.columns}
+    columns = {c: _column(column(data, c)) for c in rexpr.variables(node) if c in data.columns}
     try:
         value = rexpr.evaluate(node, columns, state)
     except RExprError as exc:
@@ -498,7 +523,7 @@ def grouping_factor(frame: pd.DataFrame, group: str) -> tuple[list[str], np.ndar
     """Levels (R's order, unused levels dropped) and codes of a grouping factor (or a:b)."""
     parts = group.split(":")
     if len(parts) == 1:
-        col = frame[group]
+        col = column(frame, group)
         if isinstance(col.dtype, pd.CategoricalDtype):  # the categories in use, in their order
             codes = col.cat.codes.to_numpy().astype(np.intp)
             used = np.flatnonzero(np.bincount(codes, minlength=len(col.cat.categories)))
@@ -658,7 +683,7 @@ def response_vector(frame: pd.DataFrame, response: str) -> np.ndarray:
     """The response as floats (a column or an expression such as ``log(y)``); a non-numeric
     response is an error naming it."""
     if response in frame.columns:
-        col = frame[response]
+        col = column(frame, response)
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise DataError(f"response {response!r} must be numeric for a linear mixed model "
                             f"(it is {col.dtype})")

@@ -64,3 +64,23 @@ def test_lmlist_matches_the_appendix(bryk):
 def test_lmlist_rejects_a_formula_without_group(bryk):
     with pytest.raises(FormulaError, match="y ~ x \\| g"):
         lmList("mathach ~ cses", bryk)
+
+
+def test_the_model_frame_finds_missing_values_in_every_kind_of_column():
+    """model_frame drops (and counts) a row missing in any variable: a float NaN, a nullable integer's
+    pd.NA, a categorical's or a string's missing value; not one in a column the formula does not use.
+    The columns it hands on (``design.column``) are the frame's own, after the drop; a frame it did
+    not make is read as it is."""
+    d = pd.DataFrame({"y": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 7.0],
+                      "n": pd.array([1, 2, 3, pd.NA, 5, 6, 7], dtype="Int64"),
+                      "c": pd.Categorical(["a", "b", "a", "b", None, "a", "b"]),
+                      "s": ["u", "v", "u", "v", "u", None, "v"],
+                      "unused": [np.nan] * 7})
+    with pytest.warns(UserWarning, match=r"4 row\(s\) with missing values dropped \(y: 1, c: 1, n: 1, s: 1\)"):
+        mf = dsg.model_frame(d, parse("y ~ n + c + s"))
+    assert mf.n_dropped == 4 and list(mf.data.index) == [0, 1, 6]
+    for name in ("y", "n", "c", "s"):
+        pd.testing.assert_series_equal(dsg.column(mf.data, name), mf.data[name])
+    other = mf.data.copy()
+    other["y"] = -1.0  # not a model frame: its own column
+    assert (dsg.column(other, "y") == -1.0).all()
