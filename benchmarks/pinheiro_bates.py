@@ -7,8 +7,8 @@ lme_cor_levels.R and varfunc_fitted.R check against nlme).
 Run by ``benchmarks/run.py`` (``make bench``) with one BLAS thread; nlme is timed with its
 default controls by ``benchmarks/pinheiro_bates_r.R`` in the same run, when Rscript is present,
 model by model in rounds that alternate with mmlib's (see :func:`run`). Each entry is the median
-over the rounds of the median of ``reps`` fits, after one warm-up fit. Ratios are nlme's time
-over mmlib's: above 1, mmlib is faster.
+over the rounds of the median of ``reps`` fits, after one warm-up fit; each ratio, nlme's time
+over mmlib's (above 1, mmlib is faster), the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -106,15 +106,16 @@ class _Nlme:
             self.proc.wait()
 
 
-def run(reps: int = 5, rounds: int = 5) -> pd.DataFrame:
+def run(reps: int = 5, rounds: int = 7) -> pd.DataFrame:
     """Each model timed by mmlib and by nlme in alternating rounds (a median of ``reps`` fits
     each), the median over the rounds reported. This machine's speed drifts by a factor up to 2
     over minutes (nlme's own Oats fit took 16 ms in one run and 24 ms in the next), so two
     timings taken minutes apart compared the drift as much as the code; within a round the two
-    are timed seconds apart. Medians, not minima: a fit's garbage collections and the like are
-    part of what it costs a user (nlme's fastest rounds are up to 1.6 times its median)."""
+    are timed seconds apart, and the ratio reported is the median of the rounds' ratios. Medians,
+    not minima: a fit's garbage collections and the like are part of what it costs a user (nlme's
+    fastest rounds are up to 1.6 times its median)."""
     nlme = _Nlme()
-    ours, theirs = {}, {}
+    ours, theirs, ratios = {}, {}, {}
     try:
         for name, fit in models().items():
             fit()  # warm up
@@ -124,10 +125,13 @@ def run(reps: int = 5, rounds: int = 5) -> pd.DataFrame:
                 r.append(nlme.time(name, reps))
             ours[name] = float(np.median(mine))
             theirs[name] = float(np.median(r)) if None not in r else np.nan
+            # the ratio of each round's pair, timed seconds apart, then their median: a drift of the
+            # machine's speed between rounds moves both members of a pair, not the ratio
+            ratios[name] = float(np.median(np.array(r) / np.array(mine))) if None not in r else np.nan
     finally:
         nlme.close()
-    table = pd.DataFrame({"mmlib (s)": ours, "nlme (s)": pd.Series(theirs, dtype=float)})
-    table["nlme / mmlib"] = table["nlme (s)"] / table["mmlib (s)"]
+    table = pd.DataFrame({"mmlib (s)": ours, "nlme (s)": pd.Series(theirs, dtype=float),
+                          "nlme / mmlib": pd.Series(ratios, dtype=float)})
     return table
 
 
