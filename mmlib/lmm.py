@@ -830,7 +830,7 @@ class LinearMixedModel(StructuredErrors, FittedModel):
         state = {"theta": theta0, "info": None, "precise": False, "chord": 0, "steps": 0}
         lb, reml, kept = crit.lower_bounds(), self.REML, {}
         scoring = getattr(crit, "scoring", None) if optimizer in ("L-BFGS-B", "BFGS") else None
-        diag = np.concatenate([b.diagonal() for b in crit.blocks])
+        diag = crit.diagonal_indices()
 
         def optimize(precise: bool):
             _forget(crit)  # the criterion's caches hold the whitening at the previous covariate

@@ -50,6 +50,11 @@ class Minimizer:
     # per parameter): worth it where an evaluation is costly and the parameters few
     start_hessian = False
 
+    def diagonal_indices(self) -> np.ndarray:
+        """The positions in the parameter vector of every Lambda's diagonal elements (the log-
+        Cholesky scale's, the boundary's)."""
+        return np.concatenate([b.diagonal() for b in self.blocks])
+
     def numerical_gradient(self, theta, reml: bool, h: float = 1e-5) -> np.ndarray:
         """Central differences (one-sided at a bound): the criterion is smooth in theta."""
         theta = np.asarray(theta, dtype=float)
@@ -99,7 +104,7 @@ class Minimizer:
         summary = OptSummary(optimizer, theta0.copy(), tolerances={"ftol": 1e-13, "gtol": 1e-6, "maxiter": maxiter})
 
         bounds = [(None if np.isinf(b) else b, None) for b in lb]
-        diag = np.concatenate([b.diagonal() for b in self.blocks])
+        diag = self.diagonal_indices()
         if optimizer not in ("L-BFGS-B", "BFGS", "Nelder-Mead", "log-Cholesky"):
             raise ValueError(f"unknown optimizer {optimizer!r}; use 'L-BFGS-B', 'BFGS', 'Nelder-Mead' "
                              "or 'log-Cholesky'")
@@ -203,8 +208,7 @@ class Minimizer:
     def is_singular(self, params) -> bool:
         """A boundary fit: a diagonal element of some Lambda below 1e-4 (a variance at zero, or a
         correlation at +-1), lme4's ``isSingular`` tolerance."""
-        diag = np.concatenate([b.diagonal() for b in self.blocks])
-        return bool(np.any(np.asarray(params, dtype=float)[diag] < 1e-4))
+        return bool(np.any(np.asarray(params, dtype=float)[self.diagonal_indices()] < 1e-4))
 
     @staticmethod
     def _onto_bounds(theta, diag, lb, f):
