@@ -58,6 +58,26 @@ def batched_cholesky(A: np.ndarray) -> np.ndarray:
     return L
 
 
+def leading_inverse_factors(V: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray] | None:
+    """(L_g^-1 per group, log|V_g| per group) where every group's block of the padded stack V
+    (the identity in its empty slots) is the leading block of the largest group's, R = L L', so
+    that group g's Cholesky factor and its inverse are leading blocks of L and L^-1: one Cholesky
+    and one triangular inverse for the stack. None where the layout is not so (the blocks are
+    compared exactly, a cheap test first); LinAlgError where R is not positive definite."""
+    groups, m = V.shape[0], V.shape[1]
+    if sizes is None or groups < 2 or not np.all(V[:, 0, 0] == V[0, 0, 0]):
+        return None
+    big, inside, outside, empty = _leading_layout(sizes, m)
+    if not ((V == V[big]) | outside).all():
+        return None
+    L = np.linalg.cholesky(V[big])
+    Linv, info = scipy.linalg.lapack.dtrtri(L, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("singular Cholesky factor")
+    # each group's leading block of L^-1, the identity in empty slots
+    return Linv * ~outside + empty, (2.0 * np.log(np.diagonal(L)) * inside).sum(axis=1)
+
+
 def stacked_inverse(V: np.ndarray, sizes: np.ndarray | None = None, logdet: bool = True):
     """(V^-1, log|V_g| per group) for a stack of symmetric positive definite blocks V (groups, m,
     m); raises LinAlgError where one is not positive definite (``logdet=False``: the
@@ -71,17 +91,10 @@ def stacked_inverse(V: np.ndarray, sizes: np.ndarray | None = None, logdet: bool
     one triangular inverse for the stack, where numpy's stacked inverse (an LU per group) and
     determinant took a third of Ovary's gls fit. The blocks are compared exactly, so the shortcut
     holds where it is taken."""
-    groups, m = V.shape[0], V.shape[1]
-    # a cheap test first (the first slot's variance), the whole blocks next
-    if sizes is not None and groups > 1 and np.all(V[:, 0, 0] == V[0, 0, 0]):
-        big, inside, outside, empty = _leading_layout(sizes, m)
-        if ((V == V[big]) | outside).all():
-            L = np.linalg.cholesky(V[big])
-            Linv, info = scipy.linalg.lapack.dtrtri(L, lower=1)
-            if info != 0:
-                raise np.linalg.LinAlgError("singular Cholesky factor")
-            Li = Linv * ~outside + empty  # each group's leading block of L^-1, the identity in empty slots
-            return np.swapaxes(Li, 1, 2) @ Li, (2.0 * np.log(np.diagonal(L)) * inside).sum(axis=1)
+    leading = leading_inverse_factors(V, sizes)
+    if leading is not None:
+        Li, logdets = leading
+        return np.swapaxes(Li, 1, 2) @ Li, logdets
     Vinv = np.linalg.inv(V)
     if not logdet:
         return Vinv, None

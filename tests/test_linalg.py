@@ -199,6 +199,11 @@ def test_stacked_inverse_equals_each_groups_inverse_and_determinant(nested, monk
         np.testing.assert_allclose(Vinv[g, k:, k:], np.eye(m - k), atol=1e-14)
         np.testing.assert_allclose(Vinv[g, :k, k:], 0.0, atol=1e-14)
         np.testing.assert_allclose(logdets[g], np.linalg.slogdet(V[g, :k, :k])[1], rtol=1e-12)
+    if nested:  # the whitening factors: L_g^-1 V_g L_g^-T = I, the identity in empty slots
+        Li = linalg.leading_inverse_factors(V, sizes)[0]
+        np.testing.assert_allclose(Li @ V @ np.swapaxes(Li, 1, 2), np.broadcast_to(np.eye(m), V.shape), atol=1e-12)
+    else:
+        assert linalg.leading_inverse_factors(V, sizes) is None
     V[3, 0, 0] = -1.0  # not positive definite: refused on either path
     with pytest.raises(np.linalg.LinAlgError):
         stacked_inverse(V, sizes)
