@@ -42,7 +42,7 @@ import numpy as np
 from . import design as dsg
 from .corstruct import CorStructError
 from .covariance import lambda_derivatives, lower_indices
-from .linalg import BlockSystem, SparseSystem, chain_second, marginal_gradient
+from .linalg import BlockSystem, SparseSystem, marginal_gradient
 from .lmm import ErrorStructure, LMMCriterion, gls_deviance, term_curvature
 from .randomeffects import grouping_levels, level_name
 from .varfunc import Weighted
@@ -214,35 +214,22 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
             dVs.append(dV)
         return V, dVs, self._outer_pad(self.X), self._outer_pad(self.y)
 
-    def _second_derivatives(self, params, J=None, T2=None, D=None):
-        """d^2 V_g (K, K, groups, nmax, nmax) where the structure gives its own second derivatives
-        (an exponential correlation, a variance function alone), None otherwise: each term's
-        Z D2_kl Z' between rows of one of its groups in theta (constant, formed once), zero
-        across theta and the structure, the structure's own in its parameters; along phi given J
-        (a pdMat's), J' d2V J + sum_k T2_k D_k."""
-        second = getattr(self.structure, "second_derivatives", None)
-        if second is None or len(params) > 10:
-            return None
-        params = np.asarray(params, dtype=float)
-        d2u = second(params[self.ntheta:])
-        if d2u is None:
-            return None
+    def _theta_curvature(self):
+        """Each term's Z D2_kl Z' between rows of one of its groups, over the outer groups."""
+        codes, position, m, nmax = self._outer_layout()[:4]
+        curvature = np.zeros((self.ntheta, self.ntheta, m, nmax, nmax))
+        for term, block in zip(self.terms, self.blocks):
+            Z = self._outer_pad(term.Z)
+            grp = self._outer_pad(term.codes, fill=-1)
+            pairs = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
+            sl = slice(block.start, block.start + block.size)
+            curvature[sl, sl] = term_curvature(Z, pairs, lambda_derivatives(block.q)[1])
+        return curvature
+
+    def _place_structure(self, block, d2u) -> None:
+        """The structure's layout (its groups) mapped to the outer groups'."""
         inner, outer = self._outer_layout()[4:]
-        if getattr(self, "_curvature_cache", None) is None:
-            codes, position, m, nmax = self._outer_layout()[:4]
-            curvature = np.zeros((self.ntheta, self.ntheta, m, nmax, nmax))
-            for term, block in zip(self.terms, self.blocks):
-                Z = self._outer_pad(term.Z)
-                grp = self._outer_pad(term.codes, fill=-1)
-                pairs = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
-                sl = slice(block.start, block.start + block.size)
-                curvature[sl, sl] = term_curvature(Z, pairs, lambda_derivatives(block.q)[1])
-            self._curvature_cache = curvature
-        k, K = self.ntheta, len(params)
-        out = np.zeros((K, K) + self._curvature_cache.shape[2:])
-        out[:k, :k] = self._curvature_cache
-        out[k:, k:, outer[0], outer[1], outer[2]] = d2u[:, :, inner[0], inner[1], inner[2]]
-        return out if J is None else chain_second(J, out, T2, D)
+        block[:, :, outer[0], outer[1], outer[2]] = d2u[:, :, inner[0], inner[1], inner[2]]
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact (but numerical with a SparseSystem): in theta from the whitened model; in the structure's

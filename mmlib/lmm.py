@@ -499,11 +499,39 @@ class ErrorStructure:
     marginal_evaluation = independent_rows = _phi_marginal = False
 
     def _second_derivatives(self, params, J=None, T2=None, D=None):
-        # a correlation structure's second derivatives, by differences of its derivatives (two
-        # stacks a parameter), cost more than the Newton steps saved: Ovary's ARMA(1,1) took 9
-        # evaluations, not 19, and 1.5 times as long (a variance function's are exact and cheap:
-        # CorrelatedLMMCriterion._second_derivatives)
-        return None
+        """d^2 V_g (K, K, groups, nmax, nmax) where the structure gives its own second derivatives
+        (a variance function alone, an exponential correlation: exact and cheap), None otherwise:
+        the random effects' Z D2_kl Z' in theta (constant, formed once: :meth:`_theta_curvature`),
+        zero across theta and the structure, the structure's own in its parameters (placed by
+        :meth:`_place_structure`); along phi given J (a pdMat's), J' d2V J + sum_k T2_k D_k.
+        (A correlation's second derivatives by differences of its derivatives, two stacks a
+        parameter, cost more than the Newton steps save: Ovary's ARMA(1,1) took 9 evaluations, not
+        19, and 1.5 times as long.)"""
+        second = getattr(self.structure, "second_derivatives", None)
+        if second is None or self._hessian_too_large(params):
+            return None
+        if J is not None:
+            d2V = self._second_derivatives(params)
+            return None if d2V is None else chain_second(J, d2V, T2, D)
+        params = np.asarray(params, dtype=float)
+        d2u = second(params[self.ntheta:])
+        if d2u is None:
+            return None
+        if getattr(self, "_curvature_cache", None) is None:
+            self._curvature_cache = self._theta_curvature()
+        k, K = self.ntheta, len(params)
+        out = np.zeros((K, K) + self._curvature_cache.shape[2:])
+        out[:k, :k] = self._curvature_cache
+        self._place_structure(out[k:, k:], d2u)
+        return out
+
+    def _hessian_too_large(self, params) -> bool:
+        """Where the K^2 stacks of second derivatives cost more than the Newton steps save."""
+        return len(params) > 10
+
+    def _place_structure(self, block, d2u) -> None:
+        """The structure's second derivatives into the structure's block of d^2 V."""
+        block[...] = d2u
 
     def lower_bounds(self) -> np.ndarray:
         return np.concatenate([super().lower_bounds(), np.full(self.structure.n_params, -np.inf)])
@@ -614,29 +642,14 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
             dVs.append(part + np.swapaxes(part, 1, 2))
         return V, dVs + list(self.structure.derivatives(u)), X, y
 
-    def _second_derivatives(self, params, J=None, T2=None, D=None):
-        """d^2 V_i (K, K, groups, nmax, nmax) where the structure gives its own (a variance
-        function alone: ``Weighted.second_derivatives``), None otherwise: Z_i D2_kl Z_i' in theta
-        (constant, formed once), zero across theta and u, the structure's in u; along phi given
-        J (a pdMat's), J' d2V J + sum_k T2_k D_k."""
-        second = getattr(self.structure, "second_derivatives", None)
-        if second is None or self.ntheta > 10:
-            return None
-        if J is not None:
-            d2V = self._second_derivatives(params)
-            return None if d2V is None else chain_second(J, d2V, T2, D)
-        d2u = second(params[self.ntheta:])
-        if d2u is None:
-            return None
-        if getattr(self, "_curvature_cache", None) is None:
-            Z = self.padded[:, :, :self.terms[0].q]
-            D2 = lambda_derivatives(self.terms[0].q)[1]
-            self._curvature_cache = np.einsum("gia,klab,gjb->klgij", Z, D2, Z, optimize=True)
-        k = self.ntheta
-        out = np.zeros((k + d2u.shape[0],) * 2 + d2u.shape[2:])
-        out[:k, :k] = self._curvature_cache
-        out[k:, k:] = d2u
-        return out
+    def _hessian_too_large(self, params) -> bool:
+        return self.ntheta > 10  # (theta's stacks; the structure's few parameters are cheap here)
+
+    def _theta_curvature(self):
+        """Z_i D2_kl Z_i' of the one term over the padded groups."""
+        Z = self.padded[:, :, :self.terms[0].q]
+        D2 = lambda_derivatives(self.terms[0].q)[1]
+        return np.einsum("gia,klab,gjb->klgij", Z, D2, Z, optimize=True)
 
     def gradient(self, params, reml: bool) -> np.ndarray:
         """Exact: in theta from the whitened model (an ordinary one); in the correlation's and
