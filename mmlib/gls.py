@@ -191,7 +191,7 @@ class GlsFit(StructuredErrors, FittedModel):
         Newton step from the last parameters instead of optimizing (``Minimizer.newton_step``;
         an optimization where the step leaves the finite criterion): the optimum moves with the
         covariate anyway, and the parameters and the covariate then converge together (Dialyzer's
-        gls with varPower(): 8 outer iterations, not 7, but 26 evaluations of the criterion or
+        gls with varPower(): 8 outer iterations, not 7, but 25 evaluations of the criterion or
         its gradient instead of 51). The last iteration is a complete optimization."""
         u0 = np.asarray(self._structure.start(), dtype=float)
         _, beta, _, _ = self._fit(u0, final=True)
