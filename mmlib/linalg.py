@@ -439,8 +439,16 @@ class BlockSystem:
             state = (Lg[None, None], C[None], None)
             return float(np.log(A).sum()), cross[:p, :p], cross[:p, p], float(cross[p, p]), state
         A, LtS = self._blocks(lam)
-        L = _stacked_cholesky(A)
-        C = _stacked_forward(L, self._left(lam, self.ZXy))  # L_g^-1 Lambda' Z_g'[X_g y_g]
+        if self.m <= 3 * self.q * self.q:
+            # few groups for the block size (Oats' 6 blocks of 3 effects): numpy's batched Cholesky
+            # and triangular inverse, groups first, cost less than the vector operations over the
+            # groups (13 us against 26 us there; above 3 q^2 groups the vector operations win)
+            Lg = np.linalg.cholesky(A.transpose(2, 0, 1))
+            C = np.ascontiguousarray((np.linalg.inv(Lg) @ self._left(lam, self.ZXy).transpose(2, 0, 1)).transpose(1, 2, 0))
+            L = np.ascontiguousarray(Lg.transpose(1, 2, 0))
+        else:
+            L = _stacked_cholesky(A)
+            C = _stacked_forward(L, self._left(lam, self.ZXy))  # L_g^-1 Lambda' Z_g'[X_g y_g]
         logdet = 2.0 * float(np.log(L.reshape(self.q * self.q, -1)[::self.q + 1]).sum())
         Cf = C.transpose(1, 0, 2).reshape(p + 1, -1)
         cross = Cf @ Cf.T
@@ -493,7 +501,12 @@ class BlockSystem:
         m = self.S.shape[2]
         if LtS is None:  # the scalar solve keeps no Lambda'S
             LtS = self._left(lam, self.S)
-        FS = LtS / L[0, 0] if q == 1 else _stacked_forward(L, LtS)  # F_g S_g (q, q, m)
+        if q == 1:
+            FS = LtS / L[0, 0]  # F_g S_g (q, q, m)
+        elif m <= 3 * q * q:  # few groups: batched, as in solve
+            FS = np.ascontiguousarray((np.linalg.inv(L.transpose(2, 0, 1)) @ LtS.transpose(2, 0, 1)).transpose(1, 2, 0))
+        else:
+            FS = _stacked_forward(L, LtS)
         G = self.S - np.einsum("abg,acg->bcg", FS, FS)
         CX, Cy = C[:, :p], C[:, p]
         H = self.ZXy[:, :p] - np.einsum("abg,apg->bpg", FS, CX)
