@@ -459,6 +459,9 @@ class FixedPoint:
                 f"{self.gap:.1e} (relative) of the covariate they were fitted with")
 
 
+_TINY = float(np.finfo(float).tiny)  # (np.finfo costs 10 us a call, once an outer iteration)
+
+
 def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, maxiter: int = 500,
                        tol: float = 1e-10, memory: int = 5, loose: float = 1e-4) -> FixedPoint:
     """nlme's outer loop for a variance covariate ``~ fitted(.)``, iterated to its fixed point.
@@ -512,7 +515,7 @@ def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, max
         params, fitted = optimize(precise)
         params, fitted = np.asarray(params, dtype=float), np.asarray(fitted, dtype=float)
         r = fitted - v
-        scale = max(float(np.max(np.abs(v))), np.finfo(float).tiny)
+        scale = max(float(np.max(np.abs(v))), _TINY)
         gap = float(np.max(np.abs(r))) / scale
         if previous is not None:  # nlme's test, relative with 1 for a zero parameter
             denom = np.where(params == 0, 1.0, np.abs(params))
