@@ -126,9 +126,9 @@ _FRAME_COLUMNS: dict = {}
 
 
 def _remember_columns(frame: pd.DataFrame, columns: dict) -> None:
-    for key in [k for k, (ref, _) in _FRAME_COLUMNS.items() if ref() is None]:
-        del _FRAME_COLUMNS[key]
-    _FRAME_COLUMNS[id(frame)] = (weakref.ref(frame), columns)
+    key = id(frame)
+    # dropped with the frame (its columns' memory with it; the id may then be another object's)
+    _FRAME_COLUMNS[key] = (weakref.ref(frame, lambda _ref, key=key: _FRAME_COLUMNS.pop(key, None)), columns)
 
 
 def column(frame: pd.DataFrame, name: str) -> pd.Series:

@@ -84,3 +84,7 @@ def test_the_model_frame_finds_missing_values_in_every_kind_of_column():
     other = mf.data.copy()
     other["y"] = -1.0  # not a model frame: its own column
     assert (dsg.column(other, "y") == -1.0).all()
+    key = id(mf.data)
+    assert key in dsg._FRAME_COLUMNS
+    del mf  # the columns go with the frame
+    assert key not in dsg._FRAME_COLUMNS
