@@ -67,15 +67,19 @@ def leading_inverse_factors(V: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarra
     groups, m = V.shape[0], V.shape[1]
     if sizes is None or groups < 2 or not np.all(V[:, 0, 0] == V[0, 0, 0]):
         return None
-    big, inside, outside, empty = _leading_layout(sizes, m)
-    if not ((V == V[big]) | outside).all():
+    big, inside, both = _leading_layout(sizes, m)
+    if both is None:
+        both = inside[:, :, None] & inside[:, None, :]
+    if not ((V == V[big]) | ~both).all():
         return None
     L = np.linalg.cholesky(V[big])
     Linv, info = scipy.linalg.lapack.dtrtri(L, lower=1)
     if info != 0:
         raise np.linalg.LinAlgError("singular Cholesky factor")
     # each group's leading block of L^-1, the identity in empty slots
-    return Linv * ~outside + empty, (2.0 * np.log(np.diagonal(L)) * inside).sum(axis=1)
+    Li = Linv * both
+    Li[:, np.arange(m), np.arange(m)] += ~inside
+    return Li, (2.0 * np.log(np.diagonal(L)) * inside).sum(axis=1)
 
 
 def stacked_inverse(V: np.ndarray, sizes: np.ndarray | None = None, logdet: bool = True):
@@ -121,17 +125,17 @@ _LAYOUTS: dict = {}
 
 def _leading_layout(sizes, m: int):
     """For groups of ``sizes`` rows in the leading slots of m: the largest group, the slots
-    inside each group (groups, m), the pairs of slots not both inside (groups, m, m), and the
-    identity on the empty slots; remembered by layout (a fit evaluates the same one throughout)."""
+    inside each group (groups, m) and the pairs of slots both inside (groups, m, m; None above
+    10^5 pairs, where it is formed at each call rather than kept); remembered by layout (a fit
+    evaluates the same one throughout)."""
     sizes = np.asarray(sizes)
     key = (sizes.tobytes(), m)
     if key not in _LAYOUTS:
         if len(_LAYOUTS) > 32:
             _LAYOUTS.clear()
         inside = np.arange(m)[None, :] < sizes[:, None]
-        empty = np.zeros((len(sizes), m, m))
-        empty[:, np.arange(m), np.arange(m)] = ~inside
-        _LAYOUTS[key] = (int(np.argmax(sizes)), inside, ~(inside[:, :, None] & inside[:, None, :]), empty)
+        both = inside[:, :, None] & inside[:, None, :] if len(sizes) * m * m <= 10 ** 5 else None
+        _LAYOUTS[key] = (int(np.argmax(sizes)), inside, both)
     return _LAYOUTS[key]
 
 

@@ -173,8 +173,9 @@ def test_a_zero_variance_keeps_the_system_positive_definite(system):
                                    rtol=1e-6)
 
 
+@pytest.mark.parametrize("m", [9, 150])  # the layout's pair mask kept, and formed at each call
 @pytest.mark.parametrize("nested", [True, False], ids=["leading-blocks", "general"])
-def test_stacked_inverse_equals_each_groups_inverse_and_determinant(nested, monkeypatch):
+def test_stacked_inverse_equals_each_groups_inverse_and_determinant(nested, m, monkeypatch):
     """linalg.stacked_inverse: for groups whose V is a leading block of the largest group's
     (padded with the identity), one Cholesky of that block gives every inverse and determinant;
     where one group differs, the general path. Either way each group's dense inverse and
@@ -182,7 +183,7 @@ def test_stacked_inverse_equals_each_groups_inverse_and_determinant(nested, monk
     from mmlib.linalg import stacked_inverse
 
     rng = np.random.default_rng(11 if nested else 12)
-    m, sizes = 9, np.array([9, 4, 7, 9, 1])
+    sizes = np.array([m, 4, 7, m, 1])
     A = rng.normal(size=(m, m))
     R = A @ A.T + m * np.eye(m)
     V = np.broadcast_to(np.eye(m), (len(sizes), m, m)).copy()
