@@ -181,7 +181,7 @@ class CorStruct:
         The general way: the Cholesky factor R_i of every C_i, vectorized over groups; where
         every group's C_i is a leading block of the largest group's (a correlation by position,
         groups of consecutive positions: Ovary's ARMA), R^-1 of that one block serves every group
-        (:func:`mmlib.linalg.leading_inverse_factors`; Ovary's gls criterion 209 -> 70 us).
+        (:func:`mmlib.linalg.leading_inverse_factors`; Ovary's gls criterion 209 -> 136 us).
         """
         C = self.matrices(u)
         leading = leading_inverse_factors(C, self.counts)
