@@ -557,6 +557,14 @@ class Minimizer:
         return best
 
 
+def _eta_scale(theta, diag) -> np.ndarray:
+    """d theta / d eta: theta on Lambda's diagonal (eta its log there), 1 elsewhere; the chain
+    rule between the stage's eta and theta."""
+    d = np.ones(theta.size)
+    d[diag] = theta[diag]
+    return d
+
+
 def _secant_correction(C, s, theta, diag, g, W, g_eta_before):
     """The correction C to scoring's matrix W (in eta) after a step s, updated so that W + C
     meets the secant condition (W + C) s = y, y the change of the gradient in eta over the step:
@@ -565,8 +573,7 @@ def _secant_correction(C, s, theta, diag, g, W, g_eta_before):
     Welsch 1981). Fisher scoring alone converges linearly at the rate that difference sets
     (Ovary's ARMA: a third of the gradient left a step, 11 steps); with the correction the rate
     becomes superlinear. Skipped where r's is tiny against |r||s| (SR1's safeguard)."""
-    d = np.ones(theta.size)
-    d[diag] = theta[diag]
+    d = _eta_scale(theta, diag)
     A = W * np.outer(d, d)
     if C is not None:
         A = A + C
@@ -581,8 +588,7 @@ def _secant_correction(C, s, theta, diag, g, W, g_eta_before):
 def _secant_in_theta(C, theta, diag, g, W):
     """Scoring's matrix with its secant correction C (in eta) as a Hessian in theta: the
     inverse of the map in :func:`_stage_step` (H_eta = d d' H + diag(g theta) on the diagonal)."""
-    d = np.ones(theta.size)
-    d[diag] = theta[diag]
+    d = _eta_scale(theta, diag)
     A = W * np.outer(d, d) + C
     A[diag, diag] -= g[diag] * theta[diag]
     A = A / np.outer(d, d)
@@ -607,8 +613,7 @@ def _stage_step(theta, diag, g, W, H, C=None):
     Newton's where the Hessian H in theta is given and, in eta, positive definite, Fisher
     scoring's (the information W, slightly ridged) elsewhere. Returns (step, newton, d, g_eta),
     d = d theta / d eta, g_eta the gradient in eta; step None where neither solves."""
-    d = np.ones(theta.size)
-    d[diag] = theta[diag]  # the chain rule to log(diagonal)
+    d = _eta_scale(theta, diag)
     g_eta = g * d
     if H is not None:
         # d^2 f / d eta^2 = d d' H + diag(g theta) on the log-scaled diagonal
