@@ -405,6 +405,10 @@ class BlockSystem:
         self.S = np.ascontiguousarray(ZtZ.transpose(1, 2, 0))  # (q, q, m)
         self.ZXy = np.ascontiguousarray(ZtXy.transpose(1, 2, 0))  # (q, p + 1, m)
         self.eye = np.eye(self.q)
+        # few groups for the block size (Oats' 6 blocks of 3 effects): the factors by numpy's batched
+        # Cholesky and inverse, groups first, which cost less there than the vector operations over
+        # the groups (13 us against 26 us; above 3 q^2 groups the vector operations win)
+        self.batched = self.m <= 3 * self.q * self.q
 
     @classmethod
     def from_rows(cls, term: dsg.ReTerm, X: np.ndarray, y: np.ndarray) -> "BlockSystem":
@@ -443,10 +447,7 @@ class BlockSystem:
             state = (Lg[None, None], C[None], None)
             return float(np.log(A).sum()), cross[:p, :p], cross[:p, p], float(cross[p, p]), state
         A, LtS = self._blocks(lam)
-        if self.m <= 3 * self.q * self.q:
-            # few groups for the block size (Oats' 6 blocks of 3 effects): numpy's batched Cholesky
-            # and triangular inverse, groups first, cost less than the vector operations over the
-            # groups (13 us against 26 us there; above 3 q^2 groups the vector operations win)
+        if self.batched:
             Lg = np.linalg.cholesky(A.transpose(2, 0, 1))
             C = np.ascontiguousarray((np.linalg.inv(Lg) @ self._left(lam, self.ZXy).transpose(2, 0, 1)).transpose(1, 2, 0))
             L = np.ascontiguousarray(Lg.transpose(1, 2, 0))
@@ -507,7 +508,7 @@ class BlockSystem:
             LtS = self._left(lam, self.S)
         if q == 1:
             FS = LtS / L[0, 0]  # F_g S_g (q, q, m)
-        elif m <= 3 * q * q:  # few groups: batched, as in solve
+        elif self.batched:
             FS = np.ascontiguousarray((np.linalg.inv(L.transpose(2, 0, 1)) @ LtS.transpose(2, 0, 1)).transpose(1, 2, 0))
         else:
             FS = _stacked_forward(L, LtS)
