@@ -184,13 +184,17 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
         the system's criterion, 2e-12 in this one against nlme's)."""
         if not (self.ntheta <= 10 and self._marginal_available()):
             return super().objective(params, reml)
-        if getattr(self, "_outer_Xy", None) is None:
-            self._outer_Xy = (self._outer_pad(self.X), self._outer_pad(self.y))
         try:
             V = self.marginal_covariances(params)
         except np.linalg.LinAlgError:
             return np.inf
-        return gls_deviance(V, *self._outer_Xy, self.n, reml)
+        return gls_deviance(V, *self._outer_Xy(), self.n, reml)
+
+    def _outer_Xy(self):
+        """X and y padded by outer group (constant: formed once)."""
+        if getattr(self, "_outer_Xy_cache", None) is None:
+            self._outer_Xy_cache = (self._outer_pad(self.X), self._outer_pad(self.y))
+        return self._outer_Xy_cache
 
     def marginal(self, params):
         """The outer groups' V_g (as :meth:`gradient`), the derivatives in theta (each term's Z (E Lambda'
@@ -212,7 +216,7 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
             dV = np.zeros_like(V)
             dV[outer] = dC[inner]
             dVs.append(dV)
-        return V, dVs, self._outer_pad(self.X), self._outer_pad(self.y)
+        return (V, dVs) + self._outer_Xy()
 
     def _theta_curvature(self):
         """Each term's Z D2_kl Z' between rows of one of its groups, over the outer groups."""
@@ -251,6 +255,5 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
             dV = np.zeros_like(V)
             dV[outer] = dC[inner]
             dVs.append(dV)
-        X = self._outer_pad(self.X)
-        y = self._outer_pad(self.y)
-        return np.concatenate([g_theta, marginal_gradient(V, dVs, X, y, reml, self.n, sizes=self._group_sizes())])
+        return np.concatenate([g_theta, marginal_gradient(V, dVs, *self._outer_Xy(), reml, self.n,
+                                                          sizes=self._group_sizes())])

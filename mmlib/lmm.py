@@ -671,7 +671,7 @@ class CorrelatedLMMCriterion(ErrorStructure, LMMCriterion):
             V = ZL @ np.swapaxes(ZL, 1, 2) + self.structure.matrices(u)
         except np.linalg.LinAlgError:
             return np.full(params.size, np.nan)
-        g_u = marginal_gradient(V, self.structure.derivatives(u), X, y, reml, self.n, sizes=self.structure.counts)
+        g_u = marginal_gradient(V, self.structure.derivatives(u), X, y, reml, self.n, sizes=self._group_sizes())
         return np.concatenate([g_theta, g_u])
 
 
