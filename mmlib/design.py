@@ -87,13 +87,18 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
             f"{culprit} names column(s) not in the data: {', '.join(missing)}; "
             f"the data have: {', '.join(map(str, data.columns))}")
     variables = needed + sorted(response_vars) + sorted(wanted - set(needed) - response_vars)
-    # the columns by position where the names are unique: pandas' list indexing resolves them
-    # again, a few hundred microseconds of a small fit
-    frame = (data.take([data.columns.get_loc(v) for v in variables], axis=1) if data.columns.is_unique
-             else data[variables])
+    if not data.columns.is_unique:
+        repeated = [v for v in variables if int((data.columns == v).sum()) > 1]
+        if repeated:
+            raise DataError(f"column(s) {', '.join(map(repr, repeated))} appear more than once in the data; "
+                            "rename them so that the formula names one column each")
+    # the columns by position: pandas' list indexing resolves the names again, a few hundred
+    # microseconds of a small fit
+    frame = data.take([data.columns.get_loc(v) for v in variables], axis=1)
     columns, incomplete = {}, np.zeros(len(frame), dtype=bool)
-    for name in variables:
-        col = columns[name] = frame[name]
+    # items() hands out the columns by position, at half the cost of frame[name] each
+    for name, col in frame.items():
+        columns[name] = col
         dtype = col.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in "biu":
             continue  # integers and logicals can be neither infinite nor missing
@@ -105,8 +110,8 @@ def model_frame(data: pd.DataFrame, formula: MixedFormula, extra: tuple[str, ...
                 raise DataError(f"column {name!r} has infinite values (rows {bad}); "
                                 "remove or recode them before fitting")
             incomplete |= np.isnan(values)
-        else:
-            incomplete |= col.isna().to_numpy()
+        else:  # the array's own test: Series.isna() builds a Series around it, 20 us a column
+            incomplete |= np.asarray(col.array.isna(), dtype=bool)
     dropped = int(incomplete.sum())
     if dropped:
         why = {c: int(frame[c].isna().sum()) for c in variables if frame[c].isna().any()}
@@ -128,7 +133,7 @@ _FRAME_COLUMNS: dict = {}
 def _remember_columns(frame: pd.DataFrame, columns: dict) -> None:
     key = id(frame)
     # dropped with the frame (its columns' memory with it; the id may then be another object's)
-    _FRAME_COLUMNS[key] = (weakref.ref(frame, lambda _ref, key=key: _FRAME_COLUMNS.pop(key, None)), columns)
+    _FRAME_COLUMNS[key] = (weakref.ref(frame, lambda _ref, key=key: _FRAME_COLUMNS.pop(key, None)), columns, {})
 
 
 def column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -138,6 +143,20 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
     if entry is not None and entry[0]() is frame and name in entry[1]:
         return entry[1][name]
     return frame[name]
+
+
+def _column_values(frame: pd.DataFrame, name: str):
+    """:func:`_column` of ``frame[name]``, converted once per model frame (Dialyzer's four powers of
+    pressure read it four times) and read-only, so that no caller changes what the next one reads."""
+    entry = _FRAME_COLUMNS.get(id(frame))
+    if entry is None or entry[0]() is not frame or name not in entry[1]:
+        return _column(frame[name])
+    converted = entry[2]
+    if name not in converted:
+        value = _column(entry[1][name])
+        (value.codes if isinstance(value, rexpr.Factor) else value).flags.writeable = False
+        converted[name] = value
+    return converted[name]
 
 
 # --------------------------------------------------------------------------- fixed part
@@ -261,7 +280,7 @@ def _variable_nodes(node: rexpr.Node, out: dict) -> None:
 
 def _evaluate(node: rexpr.Node, data: pd.DataFrame, state: rexpr.State, fitted: Variable | None = None):
     """One variable's values on ``data``; a factor keeps the fitted levels on new data."""
-    columns = {c: _column(column(data, c)) for c in rexpr.variables(node) if c in data.columns}
+    columns = {c: _column_values(data, c) for c in rexpr.variables(node) if c in data.columns}
     try:
         value = rexpr.evaluate(node, columns, state)
     except RExprError as exc:
@@ -282,7 +301,10 @@ def _evaluate(node: rexpr.Node, data: pd.DataFrame, state: rexpr.State, fitted: 
 
 def _column(col: pd.Series):
     """A data column as R sees it: a factor (categorical), logical, number or string array."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":  # numpy's own (pandas' dtype tests cost 10 us)
+        return col.to_numpy(dtype=bool if dtype.kind == "b" else float)
+    if isinstance(dtype, pd.CategoricalDtype):
         return rexpr.as_factor(col.array)
     if pd.api.types.is_bool_dtype(col):
         return col.to_numpy(dtype=bool)
