@@ -338,33 +338,37 @@ def _contrast(var: Variable, code: int) -> tuple[np.ndarray, list[str]]:
 
 def _columns(variables, values, term_index, codes, intercept: bool, n: int):
     """The model matrix's columns and names, term by term, the first variable varying fastest."""
-    blocks, names, assign = [], [], []
+    columns, names, assign = [], [], []
     if intercept:
-        blocks.append(np.ones((n, 1)))
+        columns.append(np.ones(n))
         names.append("(Intercept)")
         assign.append(0)
+    coded = {}  # (variable, code) -> its columns and their names: a factor recurs in its interactions
     for t, (index, code) in enumerate(zip(term_index, codes), start=1):
-        cols, labels = [np.ones(n)], [[]]
+        cols, labels = [None], [[]]
         for v, c in zip(index, code):
-            var, value = variables[v], values[v]
-            if var.kind == "factor":
-                C, parts = _contrast(var, c)
-                missing = value.codes < 0
-                block = np.where(missing[:, None], np.nan, C[np.maximum(value.codes, 0)])
-                parts = [var.key + p for p in parts]
-            elif var.kind == "matrix":
-                block = value.values
-                parts = [var.key + p for p in var.colnames]
-            else:
-                block = np.asarray(value, dtype=float)[:, None]
-                parts = [var.key]
+            if (v, c) not in coded:
+                var, value = variables[v], values[v]
+                if var.kind == "factor":
+                    C, parts = _contrast(var, c)
+                    missing = value.codes < 0
+                    block = np.where(missing[:, None], np.nan, C[np.maximum(value.codes, 0)])
+                    parts = [var.key + p for p in parts]
+                elif var.kind == "matrix":
+                    block = value.values
+                    parts = [var.key + p for p in var.colnames]
+                else:
+                    block = np.asarray(value, dtype=float)[:, None]
+                    parts = [var.key]
+                coded[v, c] = [block[:, j] for j in range(block.shape[1])], parts
+            block, parts = coded[v, c]
             # earlier variables vary fastest: new columns are (earlier x this) in that order
-            cols = [c0 * block[:, j] for j in range(block.shape[1]) for c0 in cols]
+            cols = [b if c0 is None else c0 * b for b in block for c0 in cols]
             labels = [l0 + [p] for p in parts for l0 in labels]
-        blocks.append(np.column_stack(cols))
+        columns += cols
         names += [":".join(lab) for lab in labels]
         assign += [t] * len(cols)
-    X = np.column_stack(blocks) if blocks else np.zeros((n, 0))
+    X = np.column_stack(columns) if columns else np.zeros((n, 0))
     return X, names, np.array(assign, dtype=int)
 
 
