@@ -244,19 +244,21 @@ def diagonal_marginal_gradient(v, dv, X, y, reml: bool, n: int, scoring: bool = 
     """:func:`marginal_gradient` for independent rows, V = diag(v), with v's derivatives dv (K, n)
     and d2v (K, K, n): the same sums with every matrix of V diagonal, as vectors (gls with a
     variance function alone, whose n 1-by-1 blocks cost some forty array calls an evaluation as
-    stacks). With w = 1/v and h_i = x_i' M^-1 x_i: tr(V^-1 dV_k) = sum w dv_k, a'dV_k a = sum
-    a^2 dv_k, Q'dV_k Q = X' diag(w^2 dv_k) X, and P's diagonal w - w^2 h (REML)."""
+    stacks). With w = 1/v, M = X'V^-1 X = R R' (Cholesky) and B' = R^-1 X' (p, n), every
+    M^-1 product is one of B: h_i = x_i'M^-1 x_i = |B_i|^2, X beta = B R^-1 X'V^-1 y,
+    tr(M^-1 Q'dV_k Q) = sum c_k h with c_k = w^2 dv_k, tr(M^-1 Q'dV_k Q M^-1 Q'dV_l Q) =
+    <B' diag(c_k) B, B' diag(c_l) B> (Frobenius), u_k'M^-1 u_l with u_k = Q'dV_k a as
+    (R^-1 u_k)'(R^-1 u_l), R^-1 u_k = B'(w dv_k a); P's diagonal is w - w^2 h (REML)."""
     p, k = X.shape[1], dv.shape[0]
-    if not np.all(v > 0):
+    if not v.min() > 0:  # (NaN too)
         return (np.full(k, np.nan), None, np.inf) if scoring else np.full(k, np.nan)
     w = 1.0 / v
-    Xw = X * w[:, None]
-    M = X.T @ Xw
-    try:
-        beta, Minv, logdet_M = _normal_equations(M, Xw.T @ y)
-    except np.linalg.LinAlgError:
+    R, info = scipy.linalg.lapack.dpotrf(X.T @ (X * w[:, None]), lower=1, clean=1)
+    if info != 0:
         return (np.full(k, np.nan), None, np.inf) if scoring else np.full(k, np.nan)
-    e = y - X @ beta
+    Bt = scipy.linalg.lapack.dtrtrs(R, X.T, lower=1)[0]  # R^-1 X'
+    z = Bt @ (w * y)  # R^-1 X'V^-1 y, so that X beta = B z
+    e = y - z @ Bt
     a = e * w  # V^-1 e
     rss = float(a @ e)
     dof = n - p if reml else n
@@ -264,32 +266,33 @@ def diagonal_marginal_gradient(v, dv, X, y, reml: bool, n: int, scoring: bool = 
     aVa = dv @ (a * a)
     g = -dof * aVa / rss + trace
     if reml:
-        K = ((dv * (w * w))[:, None, :] * X.T) @ X  # Q' dV_k Q
-        g -= np.einsum("pq,kpq->k", Minv, K)
+        h = (Bt * Bt).sum(axis=0)
+        c = dv * (w * w)
+        ch = c @ h  # tr(M^-1 Q'dV_k Q)
+        g = g - ch
     if not scoring:
         return g
     if not rss > 0:
         return g, None, np.inf
     logdet = float(np.log(v).sum())
     if reml:
-        logdet += logdet_M
+        logdet += 2.0 * float(np.log(np.diagonal(R)).sum())
     deviance = logdet + dof * (1.0 + np.log(2 * np.pi) + np.log(rss / dof))
     P = dv * w  # V^-1 dV_k, diagonal
     W = P @ P.T
     t = trace
     diag_P = w  # the diagonal of the projector P = V^-1 - Q M^-1 Q'
     if reml:
-        h = ((X @ Minv) * X).sum(axis=1)
-        MK = Minv @ K
-        W = W - 2.0 * (P * (w * h)) @ P.T + np.einsum("kpq,lqp->kl", MK, MK)
-        t = t - np.einsum("kpp->k", MK)
+        Kf = ((Bt * c[:, None, :]) @ Bt.T).reshape(k, -1)  # R^-1 Q'dV_k Q R^-T, flattened
+        W = W - 2.0 * (P * (w * h)) @ P.T + Kf @ Kf.T
+        t = t - ch
         diag_P = w - w * w * h
     if d2v is None:
         return g, W - np.outer(t, t) / dof, deviance
     second = d2v @ (diag_P - dof * a * a / rss)
-    b = dv * a  # dV_k a
-    u = b @ Xw  # Q' dV_k a
-    aVPVa = (b * w) @ b.T - u @ Minv @ u.T
+    bw = dv * (a * w)  # V^-1 dV_k a
+    ub = bw @ Bt.T  # R^-1 Q'dV_k a
+    aVPVa = bw @ (dv * a).T - ub @ ub.T
     H = second - W + 2.0 * dof * aVPVa / rss - dof * np.outer(aVa, aVa) / rss ** 2
     return g, W - np.outer(t, t) / dof, deviance, (H + H.T) / 2
 

@@ -165,6 +165,8 @@ class VarFunc:
         """Rows' derivatives in their own stratum's parameter (k0 + stratum), the others zero:
         (K, n) and (K, K, n), for functions with one parameter per stratum."""
         K = self.n_params if K is None else K
+        if K == 1:  # one parameter, every row's
+            return first[None, :], second[None, None, :]
         d1, d2 = np.zeros((K, first.size)), np.zeros((K, K, first.size))
         rows = np.arange(first.size)
         d1[k0 + self.s, rows] = first
