@@ -82,11 +82,12 @@ class GlsFit(StructuredErrors, FittedModel):
         self.converged = True  # (nothing to optimize without structure parameters)
         self.fixed_point = None  # the outer loop's outcome with a covariate ~ fitted(.)
         if weights is not None and weights.uses_fitted:
-            u = self._fitted_covariate_optimize(outer_maxiter)
+            u, final = self._fitted_covariate_optimize(outer_maxiter)
         else:
             u = self._optimize() if structure is not None and structure.n_params else np.zeros(0)
+            final = self._fit(u, final=True)
         self.params = u
-        self.deviance_value, self.beta, self.sigma, self._vcov = self._fit(u, final=True)
+        self.deviance_value, self.beta, self.sigma, self._vcov = final
 
     # --- the profiled criterion -------------------------------------------------------
     def _whitened(self, u):
@@ -191,8 +192,10 @@ class GlsFit(StructuredErrors, FittedModel):
         Newton step from the last parameters instead of optimizing (``Minimizer.newton_step``;
         an optimization where the step leaves the finite criterion): the optimum moves with the
         covariate anyway, and the parameters and the covariate then converge together (Dialyzer's
-        gls with varPower(): 8 outer iterations, not 7, but 25 evaluations of the criterion or
-        its gradient instead of 51). The last iteration is a complete optimization."""
+        gls with varPower(): 8 outer iterations, not 7, but 21 evaluations of the criterion or
+        its gradient instead of 51). The last iteration is a complete optimization. Returns the
+        parameters and the last optimization's fit (``_fit(u, final=True)`` with the covariate
+        it held)."""
         u0 = np.asarray(self._structure.start(), dtype=float)
         _, beta, _, _ = self._fit(u0, final=True)
         if beta is None:
@@ -205,7 +208,8 @@ class GlsFit(StructuredErrors, FittedModel):
             u = beta = None
             if not precise and state["optimized"]:
                 u = Minimizer.newton_step(state["u"], np.zeros(0, dtype=int), lambda z: self._gradient_at(z, True))
-                beta = None if u is None else self._fit(u, final=True)[1]
+                state["final"] = None if u is None else self._fit(u, final=True)
+                beta = None if u is None else state["final"][1]
                 u = u if beta is not None else None  # the step left the finite criterion: optimize instead
             if precise and state["precise"]:
                 # near the fixed point: Newton's chord steps from the last optimum on the Hessian
@@ -219,7 +223,9 @@ class GlsFit(StructuredErrors, FittedModel):
                 u = self._optimize(start=state["u"], precise=precise, keep=kept if precise else None)
             state["u"], state["converged"], state["precise"] = u, self.converged, precise
             state["optimized"] = True
-            beta = self._fit(u, final=True)[1] if beta is None else beta
+            if beta is None:
+                state["final"] = self._fit(u, final=True)
+                beta = state["final"][1]
             return np.concatenate([beta, u]), self.X @ beta
 
         self.fixed_point = fitted_fixed_point(self.variance, self.X @ beta, optimize, maxiter, loose=1e-11)
@@ -230,7 +236,7 @@ class GlsFit(StructuredErrors, FittedModel):
                           f"parameters moving by {self.fixed_point.change:.1e}); the estimates are the last "
                           "iteration's (nlme stops with 'maximum number of iterations reached')",
                           ConvergenceWarning, stacklevel=4)
-        return state["u"]
+        return state["u"], state["final"]  # the last optimization's fit, with the covariate it held
 
     def _optimize(self, start=None, precise: bool = True, keep: dict | None = None) -> np.ndarray:
         """Fisher scoring and BFGS on the gradient (:meth:`_gradient`) from the structures' starts

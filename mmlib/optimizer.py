@@ -389,7 +389,8 @@ class Minimizer:
         (relative on the log scale), and ``result.hessian`` is the Hessian in theta there, on
         which the polish confirms the point without a difference Hessian. ``settle=False`` (an
         early iteration of a fitted-values covariate's loop, whose optimum the next covariate
-        moves) stops Newton's steps on the decrease too, as scoring's.
+        moves) stops Newton's steps on the decrease too, as scoring's, and where the next Newton
+        step would move no parameter by 1e-3 (relative on the log scale).
 
         Without the Hessian, steps near the optimum (taken in full, below 0.5 on every scale) teach
         scoring's matrix the difference to the observed curvature by secant updates
@@ -426,6 +427,11 @@ class Minimizer:
             settled = scipy.optimize.OptimizeResult(x=theta, success=True, nit=iteration, hessian=H,
                                                     message="Newton steps converged")
             if newton and size < 1e-12:  # the next Newton step moves nothing: the optimum
+                return theta, settled
+            if newton and not settle and size < 1e-3:
+                # an early iteration of a fitted-values covariate's loop: within 1e-3 of an optimum
+                # the next covariate moves further (Dialyzer's gls: 2e-3), where the loop's Newton
+                # step from here lands within 1e-6 of the next one
                 return theta, settled
             if newton and size < 1e-6:
                 # near the optimum a Newton step changes the criterion by less than its rounding

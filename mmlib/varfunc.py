@@ -498,8 +498,8 @@ def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, max
     next covariate. While the covariate is far from its fixed point (the fitted values more than
     ``loose`` from it, relative, and the loop not stalling) ``precise`` is False: the
     optimization may stop where Fisher scoring stops (the criterion settled to 1e-9, the
-    parameters to about 1e-5), without the Newton steps that settle the last digits of an
-    optimum the next covariate moves anyway; gls and lme go further, and after their first
+    parameters to about 1e-5) or Newton's next step is below 1e-3, without the steps that
+    settle the last digits of an optimum the next covariate moves anyway; gls and lme go further, and after their first
     optimization take one Newton step an iteration (``Minimizer.newton_step``, with loose =
     1e-11: the parameters and the covariate converge together). Precise begins once the gap is
     within ``loose`` and the parameters moved by at most 10 ``loose``. Once precise, it stays
