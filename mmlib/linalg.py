@@ -447,12 +447,14 @@ class BlockSystem:
             Lg = np.sqrt(A)
             C = self.ZXy[0] * (l / Lg)  # (p + 1, m)
             cross = C @ C.T
-            state = (Lg[None, None], C[None], None)
+            state = (Lg[None, None], C[None], None, None)
             return float(np.log(A).sum()), cross[:p, :p], cross[:p, p], float(cross[p, p]), state
         A, LtS = self._blocks(lam)
+        Linv = None  # groups first, kept for the scoring's F_g = L_g^-1 Lambda' where batched
         if self.batched:
             Lg = np.linalg.cholesky(A.transpose(2, 0, 1))
-            C = np.ascontiguousarray((np.linalg.inv(Lg) @ self._left(lam, self.ZXy).transpose(2, 0, 1)).transpose(1, 2, 0))
+            Linv = np.linalg.inv(Lg)
+            C = np.ascontiguousarray((Linv @ self._left(lam, self.ZXy).transpose(2, 0, 1)).transpose(1, 2, 0))
             L = np.ascontiguousarray(Lg.transpose(1, 2, 0))
         else:
             L = _stacked_cholesky(A)
@@ -460,11 +462,11 @@ class BlockSystem:
         logdet = 2.0 * float(np.log(L.reshape(self.q * self.q, -1)[::self.q + 1]).sum())
         Cf = C.transpose(1, 0, 2).reshape(p + 1, -1)
         cross = Cf @ Cf.T
-        return logdet, cross[:p, :p], cross[:p, p], float(cross[p, p]), (L, C, LtS)
+        return logdet, cross[:p, :p], cross[:p, p], float(cross[p, p]), (L, C, LtS, Linv)
 
     def spherical_modes(self, state, beta) -> np.ndarray:
         """u_g = L_g^-T (c_y,g - C_X,g beta), groups last (q, m)."""
-        L, C, _ = state
+        L, C = state[:2]
         rhs = C[:, self.p] - beta @ C[:, :self.p]
         if self.q == 1:
             return rhs / L[0, 0]
@@ -504,7 +506,7 @@ class BlockSystem:
         The optimizer's first stage takes Newton steps on it where it is positive definite, so a
         fit converges quadratically and its polish needs no difference Hessian.
         Returns (gradient, expected information, Hessian)."""
-        L, C, LtS = state
+        L, C, LtS, Linv = state
         q, p = self.q, self.p
         m = self.S.shape[2]
         if LtS is None:  # the scalar solve keeps no Lambda'S
@@ -512,7 +514,7 @@ class BlockSystem:
         if q == 1:
             FS = LtS / L[0, 0]  # F_g S_g (q, q, m)
         elif self.batched:
-            FS = np.ascontiguousarray((np.linalg.inv(L.transpose(2, 0, 1)) @ LtS.transpose(2, 0, 1)).transpose(1, 2, 0))
+            FS = np.ascontiguousarray((Linv @ LtS.transpose(2, 0, 1)).transpose(1, 2, 0))
         else:
             FS = _stacked_forward(L, LtS)
         G = self.S - np.einsum("abg,acg->bcg", FS, FS)
@@ -578,7 +580,7 @@ class BlockSystem:
         and A_g^-1 Lambda' Z_g'X_g = L_g^-T C_X,g reuses the factor of the solve.
         """
         lam = lams[0]
-        L, C, LtS = state
+        L, C, LtS = state[:3]
         p, q = self.p, self.q
         S, ZX, Zy = self.S, self.ZXy[:, :p], self.ZXy[:, p]
         u = self.spherical_modes(state, beta)  # (q, m)

@@ -369,7 +369,8 @@ class LMMCriterion(Minimizer):
         if not (within > 0 and rss > 0):
             return None
         sigma2 = rss / within
-        Sigma = (np.cov(b.T) - sigma2 * Sinv.mean(axis=0)) / sigma2
+        b = b - b.mean(axis=0)
+        Sigma = (b.T @ b / (len(b) - 1) - sigma2 * Sinv.mean(axis=0)) / sigma2
         # a direction the moments cannot tell from zero (Bryk's slope variance: -0.0012 by the
         # moments, 0.0028 at the optimum) starts at a hundredth of the largest, not at lme4's 1
         values, vectors = np.linalg.eigh(Sigma)
@@ -380,9 +381,7 @@ class LMMCriterion(Minimizer):
             L = np.linalg.cholesky(Sigma)
         except np.linalg.LinAlgError:
             return None
-        rows, cols = np.tril_indices(q)
-        order = np.lexsort((rows, cols))  # column-major, theta's order
-        return L[rows[order], cols[order]]
+        return L[lower_indices(q)]  # column-major, theta's order
 
     def _ols(self):
         """Least squares from the cross-products the criterion keeps (X has full rank): beta and
