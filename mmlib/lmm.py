@@ -369,8 +369,7 @@ class LMMCriterion(Minimizer):
         if not (within > 0 and rss > 0):
             return None
         sigma2 = rss / within
-        b = b - b.mean(axis=0)
-        Sigma = (b.T @ b / (len(b) - 1) - sigma2 * Sinv.mean(axis=0)) / sigma2
+        Sigma = (np.cov(b.T) - sigma2 * Sinv.mean(axis=0)) / sigma2
         # a direction the moments cannot tell from zero (Bryk's slope variance: -0.0012 by the
         # moments, 0.0028 at the optimum) starts at a hundredth of the largest, not at lme4's 1
         values, vectors = np.linalg.eigh(Sigma)
