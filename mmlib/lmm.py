@@ -63,7 +63,7 @@ class _Solution:
     def unscaled_vcov(self) -> np.ndarray:
         """(X' V^-1 X)^-1 / sigma^2 from the Cholesky factor RX: the fixed effects' covariance
         is sigma^2 times this."""
-        RXinv = scipy.linalg.solve_triangular(self.RX, np.eye(len(self.RX)), lower=True)
+        RXinv = scipy.linalg.lapack.dtrtri(self.RX, lower=1)[0]  # (RX is lower triangular, zeros above)
         return RXinv.T @ RXinv
 
 

@@ -244,10 +244,12 @@ class Minimizer:
         H = res.hessian if exact else res.get("secant")
         if H is None:
             return keep
-        try:
-            factor = scipy.linalg.cho_factor(H)
-        except (np.linalg.LinAlgError, ValueError):
+        # cho_factor's form (the factor, lower=False), from LAPACK directly: its checking wrapper
+        # costs more than the factorization of a few parameters
+        c, info = potrf(H, lower=0, clean=0) if np.isfinite(H).all() else (None, 1)
+        if info != 0:
             return keep
+        factor = (c, False)
         keep = {} if keep is None else keep
         keep.update(free=np.ones(H.shape[0], dtype=bool), factor=factor, exact=exact,
                     settled=exact and res.message == "Newton steps converged")
