@@ -164,6 +164,28 @@ def test_formula_naming_a_missing_column(bryk):
         lmer("mathach ~ sex + (1 | school)", bryk)
 
 
+def test_a_column_the_data_hold_twice(bryk):
+    """A formula variable that names two columns is refused by name; a repeated column the
+    formula does not use is no obstacle."""
+    twice = pd.concat([bryk[["mathach", "cses", "school"]], bryk[["cses"]]], axis=1)
+    with pytest.raises(DataError, match="'cses' appear more than once"):
+        lmer("mathach ~ cses + (1 | school)", twice)
+    unused = pd.concat([bryk[["mathach", "cses", "school"]], bryk[["cses"]].set_axis(["x"], axis=1),
+                        bryk[["cses"]].set_axis(["x"], axis=1)], axis=1)
+    reference = lmer("mathach ~ cses + (1 | school)", bryk)
+    np.testing.assert_array_equal(lmer("mathach ~ cses + (1 | school)", unused).beta, reference.beta)
+
+
+def test_missing_strings_are_dropped_and_counted(bryk):
+    """A missing value in a string column (pandas' str dtype and object) drops its row, counted."""
+    for dtype in ("str", object):
+        df = bryk.assign(school=bryk.school.astype(dtype))
+        df.loc[df.index[:4], "school"] = None
+        with pytest.warns(UserWarning, match="4 row\\(s\\) with missing values dropped \\(school: 4\\)"):
+            m = lmer("mathach ~ cses + (1 | school)", df)
+        assert m.n == len(bryk) - 4 and m.n_dropped == 4
+
+
 def test_non_numeric_response(bryk):
     with pytest.raises(DataError, match="response 'sector' must be numeric"):
         lmer("sector ~ cses + (1 | school)", bryk)
