@@ -28,6 +28,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from .corstruct import CorStruct
 
@@ -464,6 +465,19 @@ class FixedPoint:
 _TINY = float(np.finfo(float).tiny)  # (np.finfo costs 10 us a call, once an outer iteration)
 
 
+def _least_squares(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin |A x - b| for a tall A of a few columns: the QR factor of [A b] (its last column's
+    R entries are Q'b) and one triangular solve, where numpy's SVD-based lstsq costs three times
+    more; lstsq itself where A is rank deficient to rounding (a diagonal of R below 1e-12 of the
+    largest), as its cut-off then decides."""
+    k = A.shape[1]
+    R = scipy.linalg.lapack.dgeqrf(np.column_stack([A, b]))[0][:k + 1]
+    d = np.abs(np.diagonal(R)[:k])
+    if not d.min() > 1e-12 * d.max():
+        return np.linalg.lstsq(A, b, rcond=None)[0]
+    return scipy.linalg.lapack.dtrtrs(R[:k, :k], R[:k, k])[0]
+
+
 def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, maxiter: int = 500,
                        tol: float = 1e-10, memory: int = 5, loose: float = 1e-4) -> FixedPoint:
     """nlme's outer loop for a variance covariate ``~ fitted(.)``, iterated to its fixed point.
@@ -508,7 +522,7 @@ def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, max
     start and chord steps, 18 with one Newton step an iteration).
     """
     v = np.asarray(start_fitted, dtype=float)
-    values, residuals = [], []
+    values, residuals, norms = [], [], []
     previous, change, gap = None, np.inf, np.inf
     precise = gap <= loose  # loose = inf: precise throughout
     for iteration in range(1, maxiter + 1):
@@ -527,19 +541,21 @@ def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, max
             return FixedPoint(iteration, True, gap, change)
         # precise from here on once near the fixed point, or where the loose iterations stall
         precise = precise or (gap <= loose and change <= 10 * loose) or not gap < 0.5 * last_gap
-        if residuals and np.linalg.norm(r) > np.linalg.norm(residuals[-1]):
-            values, residuals = [], []  # the accelerated step went the wrong way: restart
+        norm = float(np.sqrt(r @ r))
+        if norms and norm > norms[-1]:
+            values, residuals, norms = [], [], []  # the accelerated step went the wrong way: restart
         values.append(fitted)
         residuals.append(r)
-        values, residuals = values[-(memory + 1):], residuals[-(memory + 1):]
+        norms.append(norm)
+        values, residuals, norms = values[-(memory + 1):], residuals[-(memory + 1):], norms[-(memory + 1):]
         step = fitted
         if len(residuals) > 1:
-            dR = np.column_stack([b - a for a, b in zip(residuals[:-1], residuals[1:])])
-            dG = np.column_stack([b - a for a, b in zip(values[:-1], values[1:])])
-            gamma = np.linalg.lstsq(dR, r, rcond=None)[0]
+            dR = np.diff(residuals, axis=0).T
+            dG = np.diff(values, axis=0).T
+            gamma = _least_squares(dR, r)
             accelerated = fitted - dG @ gamma
             # a covariate that reaches zero (VarPower's |v|^delta) or rounding trouble: plain step
-            if np.all(np.isfinite(accelerated)) and not np.any(accelerated == 0):
+            if np.isfinite(accelerated).all() and accelerated.all():
                 step = accelerated
         v = step
     # not settled: the covariate stays the one the last optimization held, so the estimates,
