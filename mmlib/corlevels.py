@@ -91,7 +91,8 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
         self.split = np.cumsum([t.q for t in terms])[:-1]
         self.padded = structure.pad(np.column_stack([np.hstack([t.Z for t in terms]), X, y]))
         self.rows = (structure.codes, structure.position)
-        self._outer = None
+        # the outer groups' layout, and what is padded to it once (_outer_terms, _outer_Xy)
+        self._outer = self._outer_terms_cache = self._outer_Xy_cache = None
 
     def _whitened(self, u: np.ndarray):
         """The system of the rows whitened at u, X'X, X'y, y'y of them, and log|G C G|."""
@@ -161,13 +162,11 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
         params = np.asarray(params, dtype=float)
         codes, position, m, nmax, inner, outer = self._outer_layout()
         V = np.zeros((m, nmax, nmax))
-        for term, lam in zip(self.terms, self.lambdas(params[:self.ntheta])):
-            ZL = self._outer_pad(term.Z) @ lam
-            grp = self._outer_pad(term.codes, fill=-1)
-            same = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
+        padded, empty = self._outer_terms()
+        for (Z, same), lam in zip(padded, self.lambdas(params[:self.ntheta])):
+            ZL = Z @ lam
             V += (ZL @ np.swapaxes(ZL, 1, 2)) * same
         V[outer] += self.structure.matrices(params[self.ntheta:])[inner]
-        empty = self._outer_pad(np.zeros(self.n, dtype=bool), fill=True)
         diagonal = np.arange(nmax)
         V[:, diagonal, diagonal] += empty
         return V
@@ -190,9 +189,20 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
             return np.inf
         return gls_deviance(V, *self._outer_Xy(), self.n, reml)
 
+    def _outer_terms(self):
+        """Each term's Z padded by outer group with the pairs of rows in one of its groups, and
+        the outer groups' empty slots (constant: formed once, where each evaluation formed them)."""
+        if self._outer_terms_cache is None:
+            padded = []
+            for term in self.terms:
+                grp = self._outer_pad(term.codes, fill=-1)
+                padded.append((self._outer_pad(term.Z), (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)))
+            self._outer_terms_cache = (padded, self._outer_pad(np.zeros(self.n, dtype=bool), fill=True))
+        return self._outer_terms_cache
+
     def _outer_Xy(self):
         """X and y padded by outer group (constant: formed once)."""
-        if getattr(self, "_outer_Xy_cache", None) is None:
+        if self._outer_Xy_cache is None:
             self._outer_Xy_cache = (self._outer_pad(self.X), self._outer_pad(self.y))
         return self._outer_Xy_cache
 
@@ -204,10 +214,7 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
         inner, outer = self._outer_layout()[4:]
         V = self.marginal_covariances(params)
         dVs = []
-        for term, lam, block in zip(self.terms, self.lambdas(params[:self.ntheta]), self.blocks):
-            Z = self._outer_pad(term.Z)
-            grp = self._outer_pad(term.codes, fill=-1)
-            pairs = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
+        for (Z, pairs), lam, block in zip(self._outer_terms()[0], self.lambdas(params[:self.ntheta]), self.blocks):
             ZL = Z @ lam
             for r, c in zip(*lower_indices(block.q)):
                 part = Z[:, :, r, None] * ZL[:, None, :, c]
@@ -222,10 +229,7 @@ class LevelsCorrelatedCriterion(ErrorStructure, LMMCriterion):
         """Each term's Z D2_kl Z' between rows of one of its groups, over the outer groups."""
         codes, position, m, nmax = self._outer_layout()[:4]
         curvature = np.zeros((self.ntheta, self.ntheta, m, nmax, nmax))
-        for term, block in zip(self.terms, self.blocks):
-            Z = self._outer_pad(term.Z)
-            grp = self._outer_pad(term.codes, fill=-1)
-            pairs = (grp[:, :, None] == grp[:, None, :]) & (grp[:, :, None] >= 0)
+        for (Z, pairs), block in zip(self._outer_terms()[0], self.blocks):
             sl = slice(block.start, block.start + block.size)
             curvature[sl, sl] = term_curvature(Z, pairs, lambda_derivatives(block.q)[1])
         return curvature
