@@ -513,16 +513,17 @@ def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, max
     ``loose`` from it, relative, and the loop not stalling) ``precise`` is False: the
     optimization may stop where Fisher scoring stops (the criterion settled to 1e-9, the
     parameters to about 1e-5) or Newton's next step is below 1e-3, without the steps that
-    settle the last digits of an optimum the next covariate moves anyway; gls and lme go further, and after their first
-    optimization take one Newton step an iteration (``Minimizer.newton_step``, with loose =
-    1e-11: the parameters and the covariate converge together). Precise begins once the gap is
+    settle the last digits of an optimum the next covariate moves anyway; gls and lme go
+    further, and after their first optimization take one Newton step an iteration
+    (``Minimizer.newton_step``, with loose = 1e-11: the parameters and the covariate converge
+    together). Precise begins once the gap is
     within ``loose`` and the parameters moved by at most 10 ``loose``. Once precise, it stays
     so, and the loop ends only after a precise optimization (Orthodont's lme with varPower():
     235 criterion and gradient evaluations with every optimization complete, 64 with a loose
     start and chord steps, 18 with one Newton step an iteration).
     """
     v = np.asarray(start_fitted, dtype=float)
-    values, residuals, norms = [], [], []
+    values, residuals, last_norm = [], [], np.inf
     previous, change, gap = None, np.inf, np.inf
     precise = gap <= loose  # loose = inf: precise throughout
     for iteration in range(1, maxiter + 1):
@@ -542,12 +543,12 @@ def fitted_fixed_point(varfunc: VarFunc, start_fitted: np.ndarray, optimize, max
         # precise from here on once near the fixed point, or where the loose iterations stall
         precise = precise or (gap <= loose and change <= 10 * loose) or not gap < 0.5 * last_gap
         norm = float(np.sqrt(r @ r))
-        if norms and norm > norms[-1]:
-            values, residuals, norms = [], [], []  # the accelerated step went the wrong way: restart
+        if norm > last_norm:
+            values, residuals = [], []  # the accelerated step went the wrong way: restart
+        last_norm = norm
         values.append(fitted)
         residuals.append(r)
-        norms.append(norm)
-        values, residuals, norms = values[-(memory + 1):], residuals[-(memory + 1):], norms[-(memory + 1):]
+        values, residuals = values[-(memory + 1):], residuals[-(memory + 1):]
         step = fitted
         if len(residuals) > 1:
             dR = np.diff(residuals, axis=0).T
