@@ -136,20 +136,24 @@ def _remember_columns(frame: pd.DataFrame, columns: dict) -> None:
     _FRAME_COLUMNS[key] = (weakref.ref(frame, lambda _ref, key=key: _FRAME_COLUMNS.pop(key, None)), columns, {})
 
 
+def _remembered_entry(frame: pd.DataFrame, name: str):
+    """The registry's (frame, columns, converted) where ``frame`` is a model frame holding ``name``."""
+    entry = _FRAME_COLUMNS.get(id(frame))
+    return entry if entry is not None and entry[0]() is frame and name in entry[1] else None
+
+
 def column(frame: pd.DataFrame, name: str) -> pd.Series:
     """``frame[name]``, the Series :func:`model_frame` took where ``frame`` is a model frame
     (mmlib never changes one after making it)."""
-    entry = _FRAME_COLUMNS.get(id(frame))
-    if entry is not None and entry[0]() is frame and name in entry[1]:
-        return entry[1][name]
-    return frame[name]
+    entry = _remembered_entry(frame, name)
+    return frame[name] if entry is None else entry[1][name]
 
 
 def _column_values(frame: pd.DataFrame, name: str):
     """:func:`_column` of ``frame[name]``, converted once per model frame (Dialyzer's four powers of
     pressure read it four times) and read-only, so that no caller changes what the next one reads."""
-    entry = _FRAME_COLUMNS.get(id(frame))
-    if entry is None or entry[0]() is not frame or name not in entry[1]:
+    entry = _remembered_entry(frame, name)
+    if entry is None:
         return _column(frame[name])
     converted = entry[2]
     if name not in converted:

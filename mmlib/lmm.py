@@ -481,7 +481,7 @@ class LMMCriterion(Minimizer):
         theta = np.asarray(theta, dtype=float)
         if self._by_groups():
             return marginal_gradient(*self.marginal(theta)[:2], *self._outer_groups()[3:], reml, self.n,
-                                     sizes=self._outer_sizes)
+                                     sizes=self._group_sizes())
         sol = self.solve(theta, reml)
         if not np.isfinite(sol.deviance):
             return np.full(theta.size, np.nan)
